@@ -1,0 +1,33 @@
+# Common commands. `make run` / `make test` build .venv and install everything first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision are installed first and pinned to the versions this project is
+# tested with (on the project's machines pip takes them from local disk); override with
+# e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+
+.PHONY: install run test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev,parallel,slurm]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m gradinv_exp $(ARGS)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,233 @@
+"""Typed schemas for every config group: the single place for field types and defaults.
+
+Each YAML file in ``conf/<group>/`` selects one of these schemas (``defaults: [/schema/...]``)
+and only sets the values that are facts of that option (a dataset's size and classes).
+Hydra type-checks overrides against the schema; ``__post_init__`` checks ranges, so an
+out-of-range value fails in ``OmegaConf.to_object`` with one line, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message is one line for the user."""
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a one-line ConfigError naming ``key=value`` and what is allowed."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    require(value in choices, key, value, "choose one of " + ", ".join(choices))
+
+
+# --- defense -------------------------------------------------------------------------
+
+
+@dataclass
+class DefenseConfig:
+    """Base of every defense; ``name`` selects the function in ``defenses.DEFENSES``."""
+
+    GROUP: ClassVar[str] = "defense"
+    name: str = MISSING
+
+
+@dataclass
+class NoneDefenseConfig(DefenseConfig):
+    name: str = "none"
+
+
+@dataclass
+class PruneConfig(DefenseConfig):
+    name: str = "prune"
+    ratio: float = 0.2  # fraction of entries (smallest |g|) set to zero
+    scope: str = "layer"  # layer: quantile per tensor; global: over all tensors
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.ratio < 1.0, "defense.ratio", self.ratio, "must be in [0, 1)")
+        one_of("defense.scope", self.scope, ("layer", "global"))
+
+
+@dataclass
+class QuantizeConfig(DefenseConfig):
+    name: str = "quantize"
+    bits: int = 4  # 2**bits uniform levels on [-max|g|, max|g|] per tensor
+    stochastic: bool = False  # unbiased stochastic rounding instead of round-to-nearest
+
+    def __post_init__(self) -> None:
+        require(1 <= self.bits <= 24, "defense.bits", self.bits, "must be an integer in [1, 24]")
+
+
+@dataclass
+class NoiseConfig(DefenseConfig):
+    name: str = "noise"
+    sigma: float = 1e-3  # standard deviation of the added noise (for both distributions)
+    distribution: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        require(self.sigma >= 0.0, "defense.sigma", self.sigma, "must be >= 0")
+        one_of("defense.distribution", self.distribution, ("gaussian", "laplace"))
+
+
+# --- model ---------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset."""
+
+    name: str = MISSING
+    activation: str = "sigmoid"
+    init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
+
+    def __post_init__(self) -> None:
+        one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
+        require(self.init_range > 0, "model.init_range", self.init_range, "must be > 0")
+
+
+# --- dataset -------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetConfig:
+    """Where images come from and the facts a model needs about them."""
+
+    name: str = MISSING
+    root: str = "data"  # torchvision root folder holding (or receiving) the archive
+    download: bool = True  # let torchvision download when the data is not in `root`
+    offline_fallback: bool = True  # no data and no internet: warn and use bundled photos
+    index: int = 0  # first image of the run (train split)
+    batch_size: int = 1
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 100
+    mean: Optional[list[float]] = None  # normalisation inside the model; None = identity
+    std: Optional[list[float]] = None
+
+    def __post_init__(self) -> None:
+        require(self.index >= 0, "dataset.index", self.index, "must be >= 0")
+        require(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "must be >= 1")
+        require(self.image_size >= 8, "dataset.image_size", self.image_size, "must be >= 8")
+        require(self.channels in (1, 3), "dataset.channels", self.channels, "must be 1 or 3")
+        require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
+        for key, stats in (("dataset.mean", self.mean), ("dataset.std", self.std)):
+            require(
+                stats is None or len(stats) == self.channels,
+                key,
+                stats,
+                f"must be null or a list of {self.channels} numbers (one per channel)",
+            )
+        require(
+            self.std is None or all(s > 0 for s in self.std), "dataset.std", self.std, "must be > 0"
+        )
+
+
+# --- optimizer -----------------------------------------------------------------------
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
+
+
+@dataclass
+class LBFGSConfig(OptimizerConfig):
+    """torch.optim.LBFGS defaults, as the seed uses them."""
+
+    name: str = "lbfgs"
+    lr: float = 1.0
+    max_iter: int = 20  # closure evaluations per outer step at most
+    history_size: int = 100
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_iter >= 1, "optimizer.max_iter", self.max_iter, "must be >= 1")
+        require(self.history_size >= 1, "optimizer.history_size", self.history_size, "must be >= 1")
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    lr: float = 0.1
+
+
+# --- attack --------------------------------------------------------------------------
+
+
+@dataclass
+class AttackConfig:
+    name: str = MISSING
+    iterations: int = 300  # outer optimiser steps
+    snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
+
+    def __post_init__(self) -> None:
+        require(self.iterations >= 1, "attack.iterations", self.iterations, "must be >= 1")
+        require(
+            self.snapshot_every >= 1, "attack.snapshot_every", self.snapshot_every, "must be >= 1"
+        )
+
+
+@dataclass
+class DLGConfig(AttackConfig):
+    name: str = "dlg"
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One experiment. Group fields are filled by the defaults list in conf/config.yaml."""
+
+    defense: DefenseConfig = MISSING
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    attack: AttackConfig = MISSING
+    seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
+    device: str = "auto"  # auto = cuda when available, else cpu
+    threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
+    trials: int = 1  # independent attacks on consecutive images; metrics give mean/std/min/max
+    tags: dict[str, Any] = field(default_factory=dict)  # free-form labels copied to metrics
+
+    def __post_init__(self) -> None:
+        one_of("device", self.device, ("auto", "cpu", "cuda"))
+        require(self.threads >= 1, "threads", self.threads, "must be >= 1")
+        require(self.trials >= 1, "trials", self.trials, "must be >= 1")
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "defense": {
+        "none": NoneDefenseConfig,
+        "prune": PruneConfig,
+        "quantize": QuantizeConfig,
+        "noise": NoiseConfig,
+    },
+    "model": {"model": ModelConfig},
+    "dataset": {"dataset": DatasetConfig},
+    "optimizer": {"lbfgs": LBFGSConfig, "adam": AdamConfig},
+    "attack": {"dlg": DLGConfig},
+}
+
+
+def register() -> None:
+    """Store the schemas under ``schema/<group>/<name>`` for the YAML defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

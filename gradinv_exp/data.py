@@ -1,0 +1,159 @@
+"""Images under attack: torchvision data sets, or real photos bundled with scikit-image.
+
+``load`` returns images ``(N, C, H, W)`` in [0, 1], integer labels ``(N,)`` and the name
+of the source actually used, so a run that fell back to the offline photos says so in
+its metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision import datasets, transforms
+
+from gradinv_exp.config import ConfigError, DatasetConfig
+
+log = logging.getLogger(__name__)
+
+# scikit-image ships these photographs inside its wheel, so they need no download. The
+# order is part of the data set: photo i has label i % num_classes.
+PHOTOS: tuple[str, ...] = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "camera",
+    "coins",
+    "moon",
+)
+
+TORCHVISION: dict[str, Callable[..., datasets.VisionDataset]] = {
+    "cifar100": datasets.CIFAR100,
+    "cifar10": datasets.CIFAR10,
+    "mnist": datasets.MNIST,
+}
+
+# What a user must place in `dataset.root` to use the real data without internet.
+ARCHIVES: dict[str, str] = {
+    "cifar100": "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/)",
+    "cifar10": "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
+    "mnist": "the MNIST/raw/ folder with the four *-ubyte.gz files",
+}
+
+DOWNLOAD_TIMEOUT_S = 20.0  # a blocked network must not hang a run for minutes
+
+
+def transform(cfg: DatasetConfig) -> transforms.Compose:
+    """The seed's preprocessing: Resize, CenterCrop, ToTensor, after converting the image
+    to the dataset's colour mode (grey for 1 channel, RGB for 3)."""
+    mode = "L" if cfg.channels == 1 else "RGB"
+    return transforms.Compose(
+        [
+            transforms.Lambda(lambda image: image.convert(mode)),
+            transforms.Resize(cfg.image_size),
+            transforms.CenterCrop(cfg.image_size),
+            transforms.ToTensor(),
+        ]
+    )
+
+
+def photo(name: str) -> Image.Image:
+    """One bundled scikit-image photograph as an RGB PIL image."""
+    array = getattr(skimage.data, name)()
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return Image.fromarray(array[..., :3].astype(np.uint8))
+
+
+class Photos(torch.utils.data.Dataset):
+    """The offline data set: scikit-image's photographs, label = position % num_classes."""
+
+    def __init__(self, num_classes: int, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.num_classes = num_classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(PHOTOS)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.transform(photo(PHOTOS[i])), i % self.num_classes
+
+
+def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
+    """The data set named by ``cfg``, or the offline photos when it cannot be had.
+
+    Returns the data set and the name of its source ("cifar100", "photos", ...).
+    """
+    tf = transform(cfg)
+    if cfg.name == "photos":
+        return Photos(cfg.num_classes, tf), "photos"
+    if cfg.name not in TORCHVISION:
+        raise ConfigError(
+            f"dataset.name={cfg.name!r} is not allowed: choose one of "
+            + ", ".join(["photos", *TORCHVISION])
+        )
+    try:
+        return _torchvision(cfg, tf), cfg.name
+    except (RuntimeError, OSError) as err:  # not on disk, and download failed or was off
+        hint = (
+            f"put {ARCHIVES[cfg.name]} into dataset.root={str(Path(cfg.root).resolve())!r}"
+            f" or run once with internet and dataset.download=true"
+        )
+        if not cfg.offline_fallback:
+            raise ConfigError(f"dataset {cfg.name} is not available ({err}); {hint}") from err
+        log.warning(
+            "!!! dataset %s is not available (%s). Using the bundled offline photos "
+            "instead (metrics.json records data_source=photos). To use the real data, %s.",
+            cfg.name,
+            str(err).splitlines()[0],
+            hint,
+        )
+        return Photos(cfg.num_classes, tf), "photos"
+
+
+def _torchvision(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> datasets.VisionDataset:
+    """Open the torchvision train split, downloading with a socket timeout if allowed."""
+    cls = TORCHVISION[cfg.name]
+    try:
+        return cls(cfg.root, train=True, transform=tf, download=False)
+    except RuntimeError:
+        if not cfg.download:
+            raise
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return cls(cfg.root, train=True, transform=tf, download=True)
+    except Exception as err:  # urllib raises URLError, socket errors, HTTP errors ...
+        raise RuntimeError(f"download failed: {err}") from err
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
+    """Images ``(count, C, H, W)`` in [0, 1] and labels ``(count,)`` from ``cfg.index`` on.
+
+    On the offline fallback the indices wrap around the photos (CIFAR-100's index 25
+    becomes photo 25 % 10); a real data set too small for the request is an error.
+    """
+    dataset, source = open_dataset(cfg)
+    size = len(dataset)
+    if source == cfg.name and cfg.index + count > size:
+        raise ConfigError(
+            f"dataset.index={cfg.index} is not allowed: {cfg.name} has {size} images and the "
+            f"run needs {count} from the index on, so index must be <= {size - count}"
+        )
+    items = [dataset[(cfg.index + i) % size] for i in range(count)]
+    images = torch.stack([img for img, _ in items])
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)
+    return images, labels, source

@@ -1,0 +1,110 @@
+"""Check every job of a command line before Hydra runs any of them.
+
+Hydra reports composition errors as several lines of text and only when the job that
+holds them starts; here each job's config (the command's sweeps times an experiment
+preset's ``hydra.sweeper.params``) is composed and converted up front, and the first
+problem becomes a one-line ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gradinv_exp.config import ConfigError
+from gradinv_exp.run import to_config
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("defense", "model", "dataset", "optimizer", "attack", "experiment")
+MAX_JOBS_CHECKED = 1000  # beyond this, the remaining jobs are checked when they start
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group: the YAML files in ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def one_line(err: BaseException) -> str:
+    """First line of an exception and of its causes, joined: Hydra's messages are long."""
+    parts: list[str] = []
+    current: BaseException | None = err
+    while current is not None:
+        text = str(current).strip()
+        parts.append(text.splitlines()[0] if text else type(current).__name__)
+        current = current.__cause__
+    return ": ".join(dict.fromkeys(parts))
+
+
+def values(override: Override) -> list[str]:
+    """The values an override takes in a sweep (one value when it is not a sweep)."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()] if not override.is_delete() else []
+
+
+def check_groups(overrides: list[Override]) -> None:
+    """Unknown option of a config group -> one line listing the valid ones."""
+    for o in overrides:
+        group = o.key_or_group
+        if group not in GROUPS or o.package is not None:
+            continue
+        for value in values(o):
+            if value not in options(group):
+                raise ConfigError(
+                    f"{o.get_key_element()}={value} is not an option of '{group}': choose one "
+                    f"of {', '.join(options(group))}"
+                )
+
+
+def jobs(overrides: list[Override], preset_sweeps: dict[str, str]) -> Iterator[list[str]]:
+    """Each job's override list, as Hydra's basic sweeper would form it."""
+    axes: dict[str, list[str]] = {}
+    for key, value in preset_sweeps.items():
+        parsed = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+        axes[parsed.get_key_element()] = [f"{parsed.get_key_element()}={v}" for v in values(parsed)]
+    fixed = []
+    for o in overrides:
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = [f"{o.get_key_element()}={v}" for v in values(o)]
+        else:
+            fixed.append(o.input_line)
+    for combo in itertools.product(*axes.values()):
+        yield fixed + list(combo)
+
+
+def check(argv: list[str]) -> None:
+    """Raise ConfigError for the first bad job of this command line; return if all pass."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return  # Hydra only prints; nothing runs
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except HydraException as err:
+        raise ConfigError(one_line(err)) from None
+    check_groups(overrides)
+    plain = [o.input_line for o in overrides if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            first = compose("config", overrides=plain, return_hydra_config=True)
+            params = first.hydra.sweeper.get("params")
+            preset = OmegaConf.to_container(params) if params else {}
+            multirun = args.multirun or str(first.hydra.mode) == "RunMode.MULTIRUN"
+            if not multirun and (preset or len(plain) < len(overrides)):
+                raise ConfigError("this command sweeps over values: add -m (--multirun)")
+            for count, job in enumerate(jobs(overrides, preset)):
+                if count == MAX_JOBS_CHECKED:
+                    break
+                to_config(compose("config", overrides=job))
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(one_line(err)) from None

@@ -55,7 +55,7 @@ def test_multirun_gives_each_job_its_folder(run_cli, tmp_path):
     [
         (["defense=bogus"], "defense=bogus is not an option of 'defense': choose one of noise"),
         (["defense=noise", "defense.sigma=-1"], "defense.sigma=-1.0 is not allowed: must be >= 0"),
-        (["defense=prune", "defense.ratio=1.5"], "defense.ratio=1.5 is not allowed: must be in [0, 1)"),
+        (["defense=prune", "defense.ratio=1.5"], "defense.ratio=1.5 is not allowed: must be in"),
         (["defense=quantize", "defense.bits=0"], "defense.bits=0 is not allowed"),
         (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
         (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),

@@ -14,7 +14,7 @@ def test_photos_are_real_images_of_the_asked_shape():
     images, labels, source = data.load(cfg, 3)
     assert source == "photos"
     assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.min() >= 0 and images.max() <= 1
     assert labels.tolist() == [0, 1, 2]
     assert images.std() > 0.05  # photographs, not flat colour
     # colour photos keep their colour (the channels differ)

@@ -1,12 +1,14 @@
 """Gradient-inversion attacks: recover images (and labels) from a shared gradient.
 
 State has a leading trial axis T: ``T`` independent attacks on ``T`` shared gradients
-run in lockstep (same step counter, separate optimisers), so snapshots line up across
-trials. An attack sees the model, the shared gradients ``target`` (one tensor per
-parameter, shape ``(T, *param.shape)``), the image shape ``(T, B, C, H, W)`` and the
-number of classes, never the truth. It reports progress through
-``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
-dummy, before any update) and every ``snapshot_every`` steps.
+run in lockstep as one batched computation (``batched.gradients`` gives every trial its
+own parameter gradient, one backward differentiates all objectives; ``lbfgs.BatchedLBFGS``
+or Adam on the ``(T, D)`` variables keep per-trial optimiser state), so snapshots line up
+across trials and T trials cost far less than T runs. An attack sees the model, the
+shared gradients ``target`` (one tensor per parameter, shape ``(T, *param.shape)``), the
+image shape ``(T, B, C, H, W)`` and the number of classes, never the truth. It reports
+progress through ``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0
+(the initial dummy, before any update) and every ``snapshot_every`` steps.
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from gradinv_exp import batched
+from gradinv_exp.batched import soft_cross_entropy
 from gradinv_exp.config import AttackConfig, LBFGSConfig, OptimizerConfig
+from gradinv_exp.lbfgs import BatchedLBFGS
 
 OnSnapshot = Callable[[int, Tensor, Tensor], None]
-
-
-def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """mean over the batch of sum(-target * log_softmax(logits)); target rows sum to 1."""
-    return torch.mean(torch.sum(-target * torch.log_softmax(logits, dim=-1), dim=-1))
 
 
 def gradient(
@@ -40,14 +41,16 @@ def gradient(
     return list(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
 
 
-def l2_distance(grads: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
-    """DLG's objective: sum over layers of the squared L2 distance."""
-    return sum(((g - t) ** 2).sum() for g, t in zip(grads, target, strict=True))
+class Optimizer(Protocol):
+    """What ``optimise`` steps: ``step(closure)`` with a closure that fills ``.grad`` of the
+    ``(T, D)`` variables and returns the ``(T,)`` losses; per-trial state stays per row."""
+
+    def step(self, closure: Callable[[], Tensor]) -> Tensor | None: ...
 
 
-def _lbfgs(params: list[Tensor], cfg: LBFGSConfig) -> torch.optim.Optimizer:
-    return torch.optim.LBFGS(
-        params,
+def _lbfgs(variables: Tensor, cfg: LBFGSConfig) -> Optimizer:
+    return BatchedLBFGS(
+        variables,
         lr=cfg.lr,
         max_iter=cfg.max_iter,
         history_size=cfg.history_size,
@@ -56,9 +59,10 @@ def _lbfgs(params: list[Tensor], cfg: LBFGSConfig) -> torch.optim.Optimizer:
     )
 
 
-OPTIMIZERS: dict[str, Callable[[list[Tensor], OptimizerConfig], torch.optim.Optimizer]] = {
+# Adam is elementwise, so torch's Adam on the (T, D) variables is T independent Adams.
+OPTIMIZERS: dict[str, Callable[[Tensor, OptimizerConfig], Optimizer]] = {
     "lbfgs": _lbfgs,
-    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr),
+    "adam": lambda variables, cfg: torch.optim.Adam([variables], lr=cfg.lr),
 }
 
 
@@ -74,19 +78,13 @@ class AttackResult:
 
 
 @dataclass
-class Trial:
-    """One attack's variables, optimiser, and objective ``loss(create_graph)``."""
+class Problem:
+    """T attacks as one computation: each row of ``variables`` is one trial's unknowns."""
 
-    x: Tensor
-    y: Tensor
-    opt: torch.optim.Optimizer
-    loss: Callable[[bool], Tensor]
-
-    def closure(self) -> Tensor:
-        self.opt.zero_grad()
-        loss = self.loss(True)
-        loss.backward()
-        return loss
+    variables: Tensor  # (T, D) leaf, requires grad
+    images: Callable[[Tensor], Tensor]  # variables -> (T, B, C, H, W) reconstructions
+    labels: Callable[[Tensor], Tensor]  # variables -> (T, B) recovered labels
+    loss: Callable[[Tensor], Tensor]  # variables -> (T,) objectives, differentiable
 
 
 def dlg(
@@ -102,68 +100,79 @@ def dlg(
 ) -> AttackResult:
     """Deep Leakage from Gradients: jointly optimise dummy images and soft labels.
 
-    Dummy images ``(T, B, C, H, W)`` and label logits ``(T, B, num_classes)`` start
-    from N(0, 1) drawn from ``generator``; each trial minimises ``l2_distance`` between
-    its dummy's gradient (loss on softmax of its label logits) and its target.
+    Per trial, in trial order, a dummy image ``(B, C, H, W)`` and label logits
+    ``(B, num_classes)`` are drawn from N(0, 1) with ``generator`` (so trial t starts
+    where a single run with the generator advanced past t trials would); each trial
+    minimises ``l2_distance`` between its dummy's gradient (loss on softmax of its label
+    logits) and its target.
     """
-    device = target[0].device
-    xs = torch.randn(shape, generator=generator).to(device)
-    ys = torch.randn((*shape[:2], num_classes), generator=generator).to(device)
-    trials = []
-    for t in range(shape[0]):
-        x, y = xs[t].clone().requires_grad_(True), ys[t].clone().requires_grad_(True)
-        goal = [g[t] for g in target]
+    count, batch = shape[:2]
+    size = math.prod(shape[1:])
+    start = [
+        torch.cat([torch.randn(shape[1:], generator=generator).flatten(),
+                   torch.randn((batch, num_classes), generator=generator).flatten()])
+        for _ in range(count)
+    ]  # fmt: skip
+    variables = torch.stack(start).to(target[0].device).requires_grad_(True)
 
-        def loss(create_graph: bool, x: Tensor = x, y: Tensor = y, goal: list = goal) -> Tensor:
-            grads = gradient(model, x, torch.softmax(y, -1), create_graph=create_graph)
-            return l2_distance(grads, goal)
+    def images(v: Tensor) -> Tensor:
+        return v[:, :size].view(shape)
 
-        trials.append(Trial(x, y, OPTIMIZERS[optimizer.name]([x, y], optimizer), loss))
-    return optimise(trials, attack, on_snapshot)
+    def logits(v: Tensor) -> Tensor:
+        return v[:, size:].view(count, batch, num_classes)
+
+    def loss(v: Tensor) -> Tensor:
+        grads = batched.gradients(model, images(v), torch.softmax(logits(v), -1))
+        return batched.l2_distance(grads, target)
+
+    problem = Problem(variables, images, lambda v: logits(v).argmax(-1), loss)
+    return optimise(problem, OPTIMIZERS[optimizer.name](variables, optimizer), attack, on_snapshot)
 
 
-def optimise(trials: list[Trial], attack: AttackConfig, on_snapshot: OnSnapshot) -> AttackResult:
+def optimise(
+    problem: Problem, opt: Optimizer, attack: AttackConfig, on_snapshot: OnSnapshot
+) -> AttackResult:
     """The outer loop shared by the attacks: lockstep steps, snapshots, divergence.
 
     A NaN/inf loss stops that trial (status diverged) and keeps its last images whose
     loss was finite; the other trials go on.
     """
+    v = problem.variables
+
+    def closure() -> Tensor:
+        losses = problem.loss(v)
+        v.grad = torch.autograd.grad(losses.sum(), v)[0]
+        return losses.detach()
 
     def losses() -> Tensor:
-        return torch.tensor([float(t.loss(False)) for t in trials])
+        with torch.no_grad():
+            return problem.loss(v).detach()
 
-    def stacked(which: str) -> Tensor:
-        return torch.stack([getattr(t, which).detach() for t in trials])
+    def snapshot(step: int) -> None:
+        on_snapshot(step, losses(), problem.images(v).detach())
 
-    on_snapshot(0, losses(), stacked("x"))
-    count = len(trials)
-    good = [(t.x.detach().clone(), t.y.detach().clone()) for t in trials]
-    steps = torch.zeros(count, dtype=torch.long)
-    diverged = torch.zeros(count, dtype=torch.bool)
+    snapshot(0)
+    good = v.detach().clone()
+    steps = torch.zeros(len(v), dtype=torch.long)
+    diverged = torch.zeros(len(v), dtype=torch.bool, device=v.device)
     for step in range(1, attack.iterations + 1):
-        for i, trial in enumerate(trials):
-            if diverged[i]:
-                continue
-            loss = float(trial.opt.step(trial.closure).detach())
-            if not math.isfinite(loss) or not torch.isfinite(trial.x).all():
-                diverged[i] = True
-                with torch.no_grad():  # back to the last finite point
-                    trial.x.copy_(good[i][0])
-                    trial.y.copy_(good[i][1])
-                continue
-            steps[i] = step
-            good[i] = (trial.x.detach().clone(), trial.y.detach().clone())
-        if diverged.all():
-            on_snapshot(int(steps.max()), losses(), stacked("x"))
+        first = opt.step(closure)
+        with torch.no_grad():
+            diverged |= ~torch.isfinite(first) | ~torch.isfinite(v).all(1)
+            v.copy_(torch.where(diverged[:, None], good, v))  # back to the last finite point
+            good = v.detach().clone()
+        steps[~diverged.cpu()] = step
+        if bool(diverged.all()):
+            snapshot(int(steps.max()))
             break
         if step % attack.snapshot_every == 0 or step == attack.iterations:
-            on_snapshot(step, losses(), stacked("x"))
+            snapshot(step)
     return AttackResult(
-        images=stacked("x").clone(),
-        labels=stacked("y").argmax(-1),
-        grad_loss=losses(),
+        images=problem.images(v).detach().clone(),
+        labels=problem.labels(v).detach(),
+        grad_loss=losses().cpu(),
         steps=steps,
-        diverged=diverged,
+        diverged=diverged.cpu(),
     )
 
 

@@ -38,7 +38,7 @@ def alone(fn, x0, a, steps, **kw):
         opt = torch.optim.LBFGS([x], **kw)
 
         def closure(x=x, t=t):
-            opt.zero_grad()
+            x.grad = None
             loss = fn(x, a[t : t + 1]).sum()
             loss.backward()
             return loss

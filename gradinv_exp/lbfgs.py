@@ -120,8 +120,8 @@ class BatchedLBFGS:
         r, p = self.rows, push[:, None]
         self.s[r, slot] = torch.where(p, s, self.s[r, slot])
         self.y[r, slot] = torch.where(p, y, self.y[r, slot])
-        row = torch.bmm(self.y, s[..., None]).squeeze(-1)  # s . y_j for every slot j
-        col = torch.bmm(self.s, y[..., None]).squeeze(-1)  # s_i . y for every slot i
+        row = _dots(self.y, s)  # s . y_j for every slot j
+        col = _dots(self.s, y)  # s_i . y for every slot i
         self.sy[r, slot, :] = torch.where(p, row, self.sy[r, slot, :])
         self.sy[r, :, slot] = torch.where(p, col, self.sy[r, :, slot])
         self.rho[r, slot] = torch.where(push, 1.0 / ys, self.rho[r, slot])
@@ -150,15 +150,29 @@ class BatchedLBFGS:
         gram = gram.gather(2, order[:, None, :].expand(-1, size, -1))  # s_k . y_m, age order
         rho = aged(self.rho)
         q0 = -grad
-        sq = aged(torch.bmm(self.s, q0[..., None]).squeeze(-1))
+        sq = aged(_dots(self.s, q0))
         upper = rho[..., None] * gram.triu(1)
         alpha = torch.linalg.solve_triangular(
             upper, (rho * sq)[..., None], upper=True, unitriangular=True
         ).squeeze(-1)
-        r0 = (q0 - torch.bmm(slotted(alpha)[:, None, :], self.y).squeeze(1)) * self.h_diag[:, None]
-        yr = aged(torch.bmm(self.y, r0[..., None]).squeeze(-1))
+        r0 = (q0 - _combine(slotted(alpha), self.y)) * self.h_diag[:, None]
+        yr = aged(_dots(self.y, r0))
         lower = rho[..., None] * gram.transpose(1, 2).tril(-1)
         c = torch.linalg.solve_triangular(
             lower, (alpha - rho * yr)[..., None], upper=False, unitriangular=True
         ).squeeze(-1)
-        return r0 + torch.bmm(slotted(c)[:, None, :], self.s).squeeze(1)
+        return r0 + _combine(slotted(c), self.s)
+
+
+def _dots(pairs: Tensor, v: Tensor) -> Tensor:
+    """``(T, H, D), (T, D) -> (T, H)``: every stored vector dotted with the trial's ``v``.
+
+    Written as a row vector times the transposed history: on CPU this is ~5x faster than
+    ``bmm(pairs, v[..., None])`` (measured 2.3 vs 12 ms at T=16, H=100, D=3172).
+    """
+    return torch.bmm(v[:, None, :], pairs.transpose(1, 2)).squeeze(1)
+
+
+def _combine(weights: Tensor, pairs: Tensor) -> Tensor:
+    """``(T, H), (T, H, D) -> (T, D)``: per trial, the weighted sum of its stored vectors."""
+    return torch.bmm(weights[:, None, :], pairs).squeeze(1)

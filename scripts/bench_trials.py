@@ -1,14 +1,15 @@
 """Vectorised trials: T attacks as one batched computation vs the same T run one after another.
 
 For T = 1, 4, 16 (bundled photos, one per trial, the seed's LeNet, DLG with L-BFGS) it
-times ``attacks.dlg`` on all T trials at once and T single-trial runs (trial t alone starts
-from the same dummy as trial t of the batch), and compares every trial's result with its
-run alone: max |image difference| and final losses. Float32 DLG under L-BFGS is chaotic
-(torch's own L-BFGS turns a 1e-7 change of the start into 1e-2 after 8 iterations), so
+times ``attacks.dlg`` on all T trials at once (alternating with one trial alone, medians)
+and T single-trial runs (trial t alone starts from the same dummy as trial t of the batch),
+and compares every trial's result with its run alone: max |image difference| and final
+losses. Float32 DLG under L-BFGS is chaotic (torch's own L-BFGS turns a 1e-7 change of the
+start into 7e-3 after 8 iterations), so
 results over many steps agree in quality, not digits; ``--optimizer adam`` shows the
 per-trial agreement on a non-chaotic path.
 
-    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs]
+    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import time
 
 import torch
@@ -62,16 +64,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     optimizer = LBFGSConfig() if args.optimizer == "lbfgs" else AdamConfig()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads 1; "
           f"DLG/{args.optimizer}, {args.steps} steps, LeNet 32x32")  # fmt: skip
     model, target = setup(max(args.sizes))
-    one = None
     for size in args.sizes:
         goal = [g[:size] for g in target]
-        batched, together = attack(model, goal, optimizer, advanced(0), args.steps)
+        ones, batches = [], []
+        for _ in range(args.repeats):  # alternate so that machine load hits both alike
+            ones.append(attack(model, [g[:1] for g in goal], optimizer, advanced(0), args.steps)[0])
+            seconds, together = attack(model, goal, optimizer, advanced(0), args.steps)
+            batches.append(seconds)
+        one, batched = statistics.median(ones), statistics.median(batches)
         sequential, diffs, losses = 0.0, [], []
         for t in range(size):
             seconds, alone = attack(model, [g[t : t + 1] for g in goal], optimizer, advanced(t),
@@ -79,11 +86,9 @@ def main() -> None:
             sequential += seconds
             diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
             losses.append((float(together.grad_loss[t]), float(alone.grad_loss[0])))
-        one = one or batched
-        print(
-            f"T={size:3d}  batched {batched:7.2f} s ({batched / one:5.2f}x one trial)  "
-            f"one after another {sequential:7.2f} s  speed-up {sequential / batched:5.2f}x"
-        )
+        print(f"T={size:3d}  batched {batched:7.2f} s = {batched / one:5.2f}x one trial "
+              f"({one:.2f} s, medians of {args.repeats} alternating runs)  one after another "
+              f"{sequential:7.2f} s = {sequential / batched:5.2f}x batched")  # fmt: skip
         print(f"        per trial: max |image diff| vs alone {max(diffs):.2e}; final loss "
               "batched/alone " + ", ".join(f"{a:.2e}/{b:.2e}" for a, b in losses[:4])
               + (" ..." if size > 4 else ""))  # fmt: skip

@@ -1,15 +1,16 @@
 """Vectorised trials: T attacks as one batched computation vs the same T run one after another.
 
 For T = 1, 4, 16 (bundled photos, one per trial, the seed's LeNet, DLG with L-BFGS) it
-times ``attacks.dlg`` on all T trials at once (alternating with one trial alone, medians)
-and T single-trial runs (trial t alone starts from the same dummy as trial t of the batch),
-and compares every trial's result with its run alone: max |image difference| and final
+times ``attacks.dlg`` on all T trials at once and, alternating with it, the T trials run
+one after another (trial t alone starts from the same dummy as trial t of the batch).
+"One trial" is the mean time of a trial alone: trials differ in cost, since L-BFGS stops a
+trial's step early when it stalls, while the batch steps until its last trial stops. It
+compares every trial's result with its run alone: max |image difference| and final
 losses. Float32 DLG under L-BFGS is chaotic (torch's own L-BFGS turns a 1e-7 change of the
-start into 7e-3 after 8 iterations), so
-results over many steps agree in quality, not digits; ``--optimizer adam`` shows the
-per-trial agreement on a non-chaotic path.
+start into 7e-3 after 8 iterations), so results over many steps agree in quality, not
+digits; ``--optimizer adam`` shows the per-trial agreement on a non-chaotic path.
 
-    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs] [--repeats 3]
+    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
     optimizer = LBFGSConfig() if args.optimizer == "lbfgs" else AdamConfig()
@@ -73,22 +74,23 @@ def main() -> None:
     model, target = setup(max(args.sizes))
     for size in args.sizes:
         goal = [g[:size] for g in target]
-        ones, batches = [], []
+        batches, sequentials = [], []
         for _ in range(args.repeats):  # alternate so that machine load hits both alike
-            ones.append(attack(model, [g[:1] for g in goal], optimizer, advanced(0), args.steps)[0])
             seconds, together = attack(model, goal, optimizer, advanced(0), args.steps)
             batches.append(seconds)
-        one, batched = statistics.median(ones), statistics.median(batches)
-        sequential, diffs, losses = 0.0, [], []
-        for t in range(size):
-            seconds, alone = attack(model, [g[t : t + 1] for g in goal], optimizer, advanced(t),
-                                    args.steps)  # fmt: skip
-            sequential += seconds
-            diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
-            losses.append((float(together.grad_loss[t]), float(alone.grad_loss[0])))
-        print(f"T={size:3d}  batched {batched:7.2f} s = {batched / one:5.2f}x one trial "
-              f"({one:.2f} s, medians of {args.repeats} alternating runs)  one after another "
-              f"{sequential:7.2f} s = {sequential / batched:5.2f}x batched")  # fmt: skip
+            sequential, diffs, losses = 0.0, [], []
+            for t in range(size):
+                seconds, alone = attack(model, [g[t : t + 1] for g in goal], optimizer,
+                                        advanced(t), args.steps)  # fmt: skip
+                sequential += seconds
+                diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
+                losses.append((float(together.grad_loss[t]), float(alone.grad_loss[0])))
+            sequentials.append(sequential)
+        batched, sequential = statistics.median(batches), statistics.median(sequentials)
+        print(f"T={size:3d}  batched {batched:7.2f} s = {batched * size / sequential:5.2f}x one "
+              f"trial (mean alone {sequential / size:.2f} s)  one after another "
+              f"{sequential:7.2f} s = {sequential / batched:5.2f}x batched  "
+              f"(medians of {args.repeats})")  # fmt: skip
         print(f"        per trial: max |image diff| vs alone {max(diffs):.2e}; final loss "
               "batched/alone " + ", ".join(f"{a:.2e}/{b:.2e}" for a, b in losses[:4])
               + (" ..." if size > 4 else ""))  # fmt: skip

@@ -37,6 +37,11 @@ class DefenseConfig:
     """Base of every defense; ``name`` selects the function in ``defenses.DEFENSES``."""
 
     GROUP: ClassVar[str] = "defense"
+    # The field that sets how strongly a defense distorts the gradient (None: no strength),
+    # and whether its values are naturally log-spaced. Sweep tables and plots use these;
+    # a new defense schema sets both so it appears on the strength axis.
+    STRENGTH: ClassVar[Optional[str]] = None
+    STRENGTH_LOG: ClassVar[bool] = False
     name: str = MISSING
 
 
@@ -47,6 +52,7 @@ class NoneDefenseConfig(DefenseConfig):
 
 @dataclass
 class PruneConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "ratio"
     name: str = "prune"
     ratio: float = 0.2  # fraction of entries (smallest |g|) set to zero
     scope: str = "layer"  # layer: quantile per tensor; global: over all tensors
@@ -58,6 +64,7 @@ class PruneConfig(DefenseConfig):
 
 @dataclass
 class QuantizeConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "bits"
     name: str = "quantize"
     bits: int = 4  # 2**bits uniform levels on [-max|g|, max|g|] per tensor
     stochastic: bool = False  # unbiased stochastic rounding instead of round-to-nearest
@@ -68,6 +75,8 @@ class QuantizeConfig(DefenseConfig):
 
 @dataclass
 class NoiseConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "sigma"
+    STRENGTH_LOG: ClassVar[bool] = True
     name: str = "noise"
     sigma: float = 1e-3  # standard deviation of the added noise (for both distributions)
     distribution: str = "gaussian"
@@ -222,6 +231,21 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"lbfgs": LBFGSConfig, "adam": AdamConfig},
     "attack": {"dlg": DLGConfig},
 }
+
+
+def strength_key(defense: str) -> Optional[str]:
+    """The config field holding ``defense``'s strength ("ratio" for prune), None if it has none.
+
+    Unknown names (e.g. runs of a defense this checkout does not have) have no strength.
+    """
+    schema = SCHEMAS["defense"].get(defense)
+    return schema.STRENGTH if schema else None
+
+
+def strength_log(defense: str) -> bool:
+    """True when ``defense``'s strength is swept on a log scale (noise sigma)."""
+    schema = SCHEMAS["defense"].get(defense)
+    return bool(schema and schema.STRENGTH_LOG)
 
 
 def register() -> None:

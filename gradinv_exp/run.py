@@ -201,4 +201,5 @@ def write(
         run_dir / "reconstruction.png", artifacts.reconstruction_figure(truth, recon, title)
     )
     artifacts.save_figure(run_dir / "loss.png", artifacts.loss_figure(history))
+    artifacts.write_images(run_dir / "images.npz", truth, recon.clamp(0, 1))
     artifacts.write_json(run_dir / "metrics.json", summary)

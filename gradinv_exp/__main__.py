@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gradinv_exp import config, preflight
+from gradinv_exp import config, preflight, resume
 from gradinv_exp.run import run, to_config
 
 EXIT_CONFIG = 2  # bad input: nothing was run
@@ -27,7 +27,11 @@ def hydra_main(cfg: DictConfig) -> float:
         typed = to_config(cfg)
     except config.ConfigError as err:
         fail(str(err))
-    summary = run(typed, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    previous = resume.finished_run(run_dir)  # resume: a finished run is never redone
+    if previous is not None:
+        return previous["psnr"]
+    summary = run(typed, run_dir)
     return summary["psnr"]
 
 

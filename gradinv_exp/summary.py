@@ -142,7 +142,7 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
 def varying(frame: pd.DataFrame) -> list[str]:
     """Override columns whose value differs between rows: what the sweep changed."""
     keys = frame.attrs.get("override_keys", [])
-    return [k for k in keys if k in frame and frame[k].astype(str).nunique() > 1]
+    return [k for k in keys if k in frame and frame[k].fillna("").astype(str).nunique() > 1]
 
 
 def label(row: pd.Series, keys: list[str]) -> str:

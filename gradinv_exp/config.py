@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -246,6 +246,19 @@ def strength_log(defense: str) -> bool:
     """True when ``defense``'s strength is swept on a log scale (noise sigma)."""
     schema = SCHEMAS["defense"].get(defense)
     return bool(schema and schema.STRENGTH_LOG)
+
+
+def pick(index: Any, *values: Any) -> Any:
+    """``${pick:INDEX,V0,V1,...}`` -> ``V<INDEX>``: one swept index selects a value per option.
+
+    conf/defense_level/*.yaml use it so that one sweep axis (``tags.level``) sets each
+    defense's own strength field (a plain product sweep cannot pair them).
+    """
+    return values[int(index)]
+
+
+# Registered on import, so worker processes of parallel launchers resolve it too.
+OmegaConf.register_new_resolver("pick", pick, replace=True)
 
 
 def register() -> None:

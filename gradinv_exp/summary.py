@@ -146,13 +146,14 @@ def varying(frame: pd.DataFrame) -> list[str]:
 
 
 def label(row: pd.Series, keys: list[str]) -> str:
-    """A run's name in tables and figures: its varying overrides, else defense + strength."""
-    parts = [f"{k}={row[k]}" for k in keys if isinstance(row.get(k), str)]
-    if parts:
-        return "\n".join(parts)
+    """A run's name in figures: defense and strength, then its other varying overrides."""
+    first = str(row.get("defense") or Path(row["run"]).name)
     if pd.notna(row.get("strength")):
-        return f"{row['defense']} {row['strength_key']}={row['strength']:g}"
-    return str(row.get("defense") or Path(row["run"]).name)
+        first += f" {row['strength_key']}={row['strength']:g}"
+    others = [
+        f"{k}={row[k]}" for k in keys if not k.startswith("defense") and isinstance(row.get(k), str)
+    ]
+    return "\n".join([first, *others])
 
 
 def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:

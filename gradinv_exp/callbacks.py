@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+
+def summarise(sweep_dir: str) -> None:
+    from gradinv_exp import summary  # pandas/matplotlib: only when a sweep ends
+
+    summary.summarise_sweep(Path(sweep_dir))
 
 
 class SweepSummary(Callback):
@@ -18,6 +26,10 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from gradinv_exp import summary  # pandas/matplotlib: only when a sweep ends
+        summarise(config.hydra.sweep.dir)
 
-        summary.summarise_sweep(Path(config.hydra.sweep.dir))
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A job that raised stops Hydra's sweep before ``on_multirun_end``: summarise the
+        jobs so far (the failed one is a row), so the sweep folder still has its summary."""
+        if job_return.status == JobStatus.FAILED and config.hydra.mode == RunMode.MULTIRUN:
+            summarise(config.hydra.sweep.dir)

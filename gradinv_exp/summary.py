@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,17 @@ def label(row: pd.Series, keys: list[str]) -> str:
     return "\n".join([first, *others])
 
 
+def short_names(runs: pd.Series) -> pd.Series:
+    """Run folders relative to the folder that holds them all ("a/3", "b/0")."""
+    base = Path(os.path.commonpath(list(runs)))
+    if all(Path(r) == base for r in runs):
+        base = base.parent
+    return runs.map(lambda r: os.path.relpath(r, base))
+
+
 def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:
     """The columns a reader compares: what varies, defense, strength, status, metrics."""
+    frame = frame.assign(run=short_names(frame["run"].map(os.path.abspath)))
     front = ["run", *varying(frame)]
     if group_by:
         front.append(group_by)

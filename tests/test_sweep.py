@@ -120,3 +120,37 @@ def test_a_job_that_raises_is_a_row_of_the_summary(tmp_path):
     frame = pd.read_csv(sweep / "summary.csv")
     assert frame["status"].tolist() == ["ok", "missing"]
     assert (sweep / "comparison.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("seed_defenses", [("none", None), ("prune", 0.2), ("quantize", 4), ("noise", 1e-3)]),
+        ("prune_sweep", [("prune", r / 10) for r in range(1, 10)]),
+        ("quantize_sweep", [("quantize", b) for b in range(1, 17)]),
+        ("noise_sweep", [("noise", s) for s in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2,
+                                                 5e-2, 1e-1)]),
+        ("all_defenses", [("prune", r) for r in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9)]
+         + [("quantize", b) for b in (16, 8, 6, 4, 3, 2, 1)]
+         + [("noise", s) for s in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]),
+    ],
+)  # fmt: skip
+def test_preset_jobs_have_the_documented_strengths(preset, expected):
+    """Each preset's jobs, expanded as Hydra's basic sweeper does, in order."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from gradinv_exp import config, preflight
+    from gradinv_exp.run import to_config
+
+    config.register()
+    command = OverridesParser.create().parse_overrides([f"+experiment={preset}"])
+    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
+        first = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+        assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
+        params = OmegaConf.to_container(first.hydra.sweeper.params)
+        defenses = [to_config(compose("config", overrides=job)).defense
+                    for job in preflight.jobs(command, params)]  # fmt: skip
+    keys = [config.strength_key(d.name) for d in defenses]
+    assert [(d.name, getattr(d, k) if k else None) for d, k in zip(defenses, keys)] == expected

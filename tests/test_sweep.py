@@ -102,11 +102,11 @@ def test_compare_over_two_sweep_folders(seed_sweep, joblib_sweep, tmp_path):
 def test_submitit_local_launcher_end_to_end(tmp_path):
     """The submitit plugin (as on SLURM) launching real jobs, here on this machine."""
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "defense=none,prune", "hydra/launcher=submitit_local"]
+    args = ["-m", *FAST, "defense=prune", "hydra/launcher=submitit_local"]  # one job: slow
     proc = cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_csv(sweep / "summary.csv")
-    assert sorted(frame["defense"]) == ["none", "prune"] and (frame["status"] == "ok").all()
+    assert frame["defense"].tolist() == ["prune"] and frame["status"].tolist() == ["ok"]
     assert (sweep / ".submitit").is_dir()  # really went through submitit
 
 

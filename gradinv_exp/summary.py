@@ -96,7 +96,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         cfg = run_config(run_dir, metrics)
     except RunError:
         raise
-    except Exception as err:  # noqa: BLE001  (yaml/omegaconf/parser errors: say which file)
+    except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
         raise RunError(f"{run_dir}: {type(err).__name__}: {err}") from None
     defense = cfg.get("defense.name")
     key = strength_key(defense) if defense else None

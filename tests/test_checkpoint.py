@@ -9,6 +9,8 @@ from conftest import FAST
 from gradinv_exp import checkpoint, models, preflight, pretrain, run
 from gradinv_exp.config import ConfigError, DatasetConfig
 
+torch.set_num_threads(1)  # a second thread only slows these small models on a loaded machine
+
 
 def bare_model(channels: int = 3, seed: int = 5) -> torch.nn.Module:
     return models.build(
@@ -97,7 +99,6 @@ def test_too_many_pretraining_images_fail_in_preflight():
 
 
 def test_pretrained_run_attacks_another_model(tmp_path):
-    torch.set_num_threads(1)
     plain = run.run(config("defense=noise"), tmp_path / "plain")
     trained = run.run(
         config("defense=noise", "model.pretrain_steps=20", "model.pretrain_lr=0.1"),

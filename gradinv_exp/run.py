@@ -43,7 +43,11 @@ def validate(cfg: Config) -> None:
     one_of("optimizer.name", cfg.optimizer.name, tuple(attacks.OPTIMIZERS))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
-    attacked = cfg.trials * cfg.dataset.batch_size
+    ds = cfg.dataset
+    models.check_fits(
+        cfg.model.name, ds.channels, ds.num_classes, ds.image_size, cfg.model.activation
+    )
+    attacked = cfg.trials * ds.batch_size
     data.check_range(cfg.dataset.name, cfg.dataset.index, attacked)
     if cfg.model.pretrain_steps > 0:
         pretraining.check(cfg.dataset.name, attacked, cfg.model.pretrain_images)

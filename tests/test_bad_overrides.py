@@ -64,3 +64,19 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gradinv-exp: error: ") and expected in lines[0]
     assert not never.exists()
+
+
+def test_model_too_deep_for_the_image_size_fails_before_any_job(monkeypatch):
+    def big_kernel(channels, num_classes, image_size, activation):
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(channels, 4, kernel_size=9), torch.nn.Flatten(),
+            torch.nn.LazyLinear(num_classes),
+        )  # fmt: skip
+
+    monkeypatch.setitem(models.MODELS, "big_kernel", big_kernel)
+    models.check_fits("big_kernel", 3, 10, 9, "relu")  # 9x9 input: fits
+    with pytest.raises(config.ConfigError) as info:
+        models.check_fits("big_kernel", 3, 10, 8, "relu")
+    message = str(info.value)
+    assert message.startswith("model.name='big_kernel' is not allowed with dataset channels=3, ")
+    assert "image_size=8" in message and "RuntimeError" in message and "\n" not in message

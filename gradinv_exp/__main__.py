@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gradinv_exp import config, faults, preflight
-from gradinv_exp.run import run, to_config
+from gradinv_exp.run import identity, run, to_config
 
 EXIT_CONFIG = 2  # bad input: nothing was run
 FAILED: list[str] = []  # "job N: error" of this process's failed sweep jobs
@@ -32,11 +32,12 @@ def hydra_main(cfg: DictConfig) -> float:
     returns NaN so Hydra goes on with the next job (Hydra would otherwise stop the sweep
     at the end of the batch and skip the callbacks that write the summary).
     """
+    hydra = HydraConfig.get()
     try:
         typed = to_config(cfg)
-    except config.ConfigError as err:
-        fail(str(err))
-    hydra = HydraConfig.get()
+    except config.ConfigError as err:  # only jobs beyond preflight.MAX_JOBS_CHECKED get here
+        faults.record_failure(Path(hydra.runtime.output_dir), err, identity(cfg))
+        return failed(hydra, err, str(err), EXIT_CONFIG)
     try:
         with faults.interruptible():  # also in joblib workers, where main() does not run
             summary = run(typed, Path(hydra.runtime.output_dir))

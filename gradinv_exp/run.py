@@ -91,7 +91,7 @@ def build_model(cfg: Config) -> nn.Module:
     return model
 
 
-def identity(cfg: Config) -> dict[str, Any]:
+def identity(cfg: Config | DictConfig) -> dict[str, Any]:
     """The config values that tell runs apart, flat (``defense.ratio`` ...), for tables."""
     return pd.json_normalize(OmegaConf.to_container(OmegaConf.structured(cfg))).to_dict("records")[
         0

@@ -83,7 +83,7 @@ class NoiseConfig(DefenseConfig):
             math.isfinite(self.sigma) and self.sigma >= 0.0,
             "defense.sigma",
             self.sigma,
-            "must be a finite number >= 0",
+            "must be >= 0 and finite",
         )
         one_of("defense.distribution", self.distribution, ("gaussian", "laplace"))
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, data, defenses, metrics, models
-from gradinv_exp.config import Config, one_of
+from gradinv_exp.config import Config, one_of, require
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ def validate(cfg: Config) -> None:
     one_of("model.name", cfg.model.name, tuple(models.MODELS))
     one_of("attack.name", cfg.attack.name, tuple(attacks.ATTACKS))
     one_of("optimizer.name", cfg.optimizer.name, tuple(attacks.OPTIMIZERS))
+    data.check(cfg.dataset)
+    needed = attacks.REQUIRED_OPTIMIZER.get(cfg.attack.name, (cfg.optimizer.name,))
+    require(
+        cfg.optimizer.name in needed,
+        "optimizer",
+        cfg.optimizer.name,
+        f"attack={cfg.attack.name} needs optimizer={'|'.join(needed)}",
+    )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
 
@@ -68,6 +76,7 @@ def build_model(cfg: Config) -> nn.Module:
         num_classes=ds.num_classes,
         image_size=ds.image_size,
         activation=cfg.model.activation,
+        init=cfg.model.init,
         init_range=cfg.model.init_range,
         generator=generator(cfg.seed, "model"),
     )
@@ -157,6 +166,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         optimizer=cfg.optimizer,
         generator=generator(cfg.seed, "attack"),
         on_snapshot=on_snapshot,
+        known_labels=labels.to(device),
     )
     wall = time.perf_counter() - start
     scores = score(images, labels, result)
@@ -172,6 +182,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     summary |= {"steps": int(result.steps.max()), "wall_s": wall, **cost}
     summary["per_image"] = {k: v.tolist() for k, v in scores.items()}
     summary["labels"] = labels.tolist()
+    summary["recovered_labels"] = result.labels.tolist()  # in the attack's order
     summary["config"] = identity(cfg)
     log.info(
         "done: status %s  psnr %.2f dB  ssim %.3f  label_acc %.2f  %.1f s",

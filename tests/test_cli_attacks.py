@@ -6,9 +6,10 @@ import re
 import numpy as np
 import pytest
 from conftest import FAST
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gradinv_exp import config, preflight
+from gradinv_exp import config, preflight, run
 from gradinv_exp.config import ConfigError
 
 RUN_FILES = ("metrics.json", "history.csv", "progress.png", "reconstruction.png", "loss.png")
@@ -43,18 +44,18 @@ def test_ig_on_a_batch_with_restarts_writes_every_artifact(run_cli, tmp_path):
     assert grid.width > 2 * grid.height  # a row of 4 images per panel
 
 
-def test_user_image_folder_runs(run_cli, tmp_path):
+def test_user_image_folder_runs(tmp_path):
     root = tmp_path / "mine" / "only_class"
     root.mkdir(parents=True)
     pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(root / "a.png")
-    out = tmp_path / "run"
-    proc = run_cli(
-        "dataset=folder", f"dataset.root={root.parent}", "attack.iterations=2",
-        f"hydra.run.dir={out}",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "metrics.json").read_text())["data_source"] == "folder"
+    config.register()
+    overrides = ["dataset=folder", f"dataset.root={root.parent}", "attack.iterations=2"]
+    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
+        cfg = run.to_config(compose("config", overrides=overrides))  # in-process: fast
+    summary = run.run(cfg, tmp_path / "run")
+    assert summary["data_source"] == "folder" and summary["labels"] == [[0]]
+    assert (tmp_path / "run" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(

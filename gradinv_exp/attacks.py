@@ -11,7 +11,7 @@ dummy, before any update) and every ``snapshot_every`` steps.
 
 Attack-specific pieces are pure functions reused by the optimisation loop: objectives
 and priors in ``objectives.py``, label recovery in ``labels.py``, the step-decay schedule,
-boxing and signed gradients here.
+boxing and signed gradients in ``steps.py``, restart selection in ``restarts.py``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from gradinv_exp.config import (
 )
 from gradinv_exp.labels import idlg_labels, last_linear_weight
 from gradinv_exp.objectives import Objective, cosine_distance, l2_distance, total_variation
-
-OnSnapshot = Callable[[int, Tensor, Tensor], None]
+from gradinv_exp.restarts import OnSnapshot, best_of_restarts, best_restart, pick
+from gradinv_exp.steps import box_, signed_, step_decay
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -115,24 +115,6 @@ class Trial:
             box_(self.x)
         if self.schedule is not None:
             self.schedule.step()
-
-
-def box_(x: Tensor) -> None:
-    """Clamp images in place to the valid range [0, 1] (normalisation is in the model)."""
-    with torch.no_grad():
-        x.clamp_(0, 1)
-
-
-def signed_(x: Tensor) -> None:
-    """Replace ``x.grad`` by its sign: Inverting Gradients' signed Adam (robust step size)."""
-    if x.grad is not None:
-        x.grad.sign_()
-
-
-def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Inverting Gradients' schedule: lr x0.1 at 3/8, 5/8 and 7/8 of ``iterations``."""
-    milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
 
 
 def matching_loss(
@@ -290,27 +272,6 @@ def ig(
     )  # fmt: skip
     result = optimise(trials, attack, best_of_restarts(restarts, on_snapshot))
     return select(result, best_restart(result.grad_loss, restarts))
-
-
-def best_restart(losses: Tensor, restarts: int) -> Tensor:
-    """Per trial, the restart ``(T,)`` with the lowest loss; ``losses`` is ``(R*T,)``."""
-    return torch.nan_to_num(losses.view(restarts, -1), nan=math.inf).argmin(0)
-
-
-def pick(values: Tensor, restart: Tensor) -> Tensor:
-    """Rows ``(T, ...)`` of ``values`` ``(R*T, ...)`` at the given restart per trial."""
-    stacked = values.view(len(values) // len(restart), len(restart), *values.shape[1:])
-    return stacked[restart, torch.arange(len(restart))]
-
-
-def best_of_restarts(restarts: int, on_snapshot: OnSnapshot) -> OnSnapshot:
-    """Wrap ``on_snapshot`` so that it sees, per trial, only the currently best restart."""
-
-    def report(step: int, losses: Tensor, images: Tensor) -> None:
-        best = best_restart(losses, restarts)
-        on_snapshot(step, pick(losses, best), pick(images, best))
-
-    return report
 
 
 def select(result: AttackResult, restart: Tensor) -> AttackResult:

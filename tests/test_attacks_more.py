@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradinv_exp import attacks, data, metrics, models, run
+from gradinv_exp import attacks, data, metrics, models, restarts, run, steps
 from gradinv_exp.config import AdamConfig, DatasetConfig, IDLGConfig, IGConfig, LBFGSConfig
 from gradinv_exp.objectives import cosine_distance, l2_distance, total_variation
 from gradinv_exp.run import generator
@@ -43,7 +43,7 @@ def test_total_variation_known_value():
 
 def test_step_decay_divides_the_lr_by_ten_at_three_five_seven_eighths():
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.1)
-    schedule = attacks.step_decay(opt, 16)
+    schedule = steps.step_decay(opt, 16)
     lrs = []
     for _ in range(16):
         lrs.append(opt.param_groups[0]["lr"])
@@ -55,9 +55,9 @@ def test_step_decay_divides_the_lr_by_ten_at_three_five_seven_eighths():
 def test_boxing_clamps_and_signed_keeps_only_the_sign():
     x = torch.tensor([-0.5, 0.3, 1.7], requires_grad=True)
     x.grad = torch.tensor([-3.0, 0.0, 0.2])
-    attacks.signed_(x)
+    steps.signed_(x)
     assert x.grad.tolist() == [-1.0, 0.0, 1.0]
-    attacks.box_(x)
+    steps.box_(x)
     assert x.tolist() == pytest.approx([0.0, 0.3, 1.0])
 
 
@@ -70,7 +70,7 @@ def test_restarts_keep_per_trial_the_lowest_final_loss():
         steps=torch.arange(6),
         diverged=torch.tensor([False, False, False, False, True, False]),
     )
-    best = attacks.best_restart(result.grad_loss, 2)
+    best = restarts.best_restart(result.grad_loss, 2)
     assert best.tolist() == [1, 0, 1]
     chosen = attacks.select(result, best)
     assert chosen.images.flatten().tolist() == [3.0, 1.0, 5.0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,8 +118,9 @@ def check_folder(root: str, num_classes: int) -> None:
     try:
         found = datasets.ImageFolder(str(path))
     except FileNotFoundError as err:  # no class folders, or a class folder without images
+        reason = textwrap.shorten(str(err).split(". Supported")[0], 160, placeholder=" ...")
         raise ConfigError(
-            f"dataset.root={root!r} is not allowed: {str(err).splitlines()[0]} (expected "
+            f"dataset.root={root!r} is not allowed: {reason} (expected "
             f"image files in class sub-folders: {root}/<class>/<image>.png)"
         ) from None
     require(

@@ -123,3 +123,27 @@ def test_trials_aggregate_per_trial_means_into_mean_std_min_max():
     assert stats["psnr_std"] == pytest.approx(np.std(per_trial)) and stats["psnr_std"] > 0
     assert stats["psnr_max"] == metrics.MAX_PSNR_DB and stats["psnr_min"] == per_trial[2]
     assert run.aggregate("label_acc", scores["label_acc"].mean(axis=1))["label_acc"] == 5 / 6
+
+
+@pytest.mark.parametrize("mode", ["given", "joint", "idlg"])
+def test_ig_label_modes_and_restarts_give_one_result_per_trial(mode):
+    images, labels, _ = data.load(DatasetConfig(name="photos", index=2, image_size=12), 2)
+    net = models.build(
+        "lenet", channels=3, num_classes=10, image_size=12, activation="sigmoid",
+        generator=generator(0, "model"),
+    )  # fmt: skip
+    onehot = torch.nn.functional.one_hot(labels, 10).float()
+    target = [torch.stack(p) for p in zip(*(attacks.gradient(net, x[None], y[None])
+                                            for x, y in zip(images, onehot)))]  # fmt: skip
+    seen = []
+    result = attacks.ig(
+        net, target, shape=(2, 1, 3, 12, 12), num_classes=10,
+        attack=IGConfig(iterations=2, snapshot_every=1, restarts=3, labels=mode),
+        optimizer=AdamConfig(), generator=generator(0, "attack"),
+        on_snapshot=lambda step, loss, x: seen.append((loss.shape, x.shape)),
+        known_labels=labels[:, None],
+    )  # fmt: skip
+    assert result.images.shape == (2, 1, 3, 12, 12) and result.labels.shape == (2, 1)
+    assert seen == [((2,), (2, 1, 3, 12, 12))] * 3  # snapshots show the best restart only
+    if mode != "joint":
+        assert result.labels.flatten().tolist() == labels.tolist()

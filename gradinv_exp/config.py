@@ -111,6 +111,7 @@ class ModelConfig:
 
     name: str = MISSING
     activation: str = "sigmoid"
+    init: str = "uniform"  # uniform: U(-init_range, init_range); default: the layers' own
     init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
     checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
     pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
@@ -119,6 +120,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
+        one_of("model.init", self.init, ("uniform", "default"))
         positive("model.init_range", self.init_range)
         require(
             self.checkpoint is None or self.checkpoint.strip() != "",
@@ -248,6 +250,34 @@ class DLGConfig(AttackConfig):
     name: str = "dlg"
 
 
+@dataclass
+class IDLGConfig(AttackConfig):
+    """DLG on the data only, with labels read from the gradient (``labels.idlg_labels``)."""
+
+    name: str = "idlg"
+
+
+@dataclass
+class IGConfig(AttackConfig):
+    """Inverting Gradients; the optimiser must be Adam (``optimizer=adam``, lr 0.1)."""
+
+    name: str = "ig"
+    iterations: int = 4800  # the paper's CIFAR budget
+    snapshot_every: int = 100
+    tv_weight: float = 1e-4  # weight of the total-variation prior
+    boxed: bool = True  # clamp the dummy to [0, 1] after every step
+    signed: bool = True  # step on the sign of the image gradient
+    restarts: int = 1  # independent starts per trial; the lowest final objective wins
+    labels: str = "idlg"  # idlg: read from the gradient; given: the true ones; joint: optimised
+    lr_decay: bool = True  # lr x0.1 at 3/8, 5/8, 7/8 of iterations
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.tv_weight >= 0, "attack.tv_weight", self.tv_weight, "must be >= 0")
+        require(self.restarts >= 1, "attack.restarts", self.restarts, "must be >= 1")
+        one_of("attack.labels", self.labels, ("idlg", "given", "joint"))
+
+
 # --- the run -------------------------------------------------------------------------
 
 
@@ -283,7 +313,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model": ModelConfig},
     "dataset": {"dataset": DatasetConfig},
     "optimizer": {"lbfgs": LBFGSConfig, "adam": AdamConfig},
-    "attack": {"dlg": DLGConfig},
+    "attack": {"dlg": DLGConfig, "idlg": IDLGConfig, "ig": IGConfig},
 }
 
 

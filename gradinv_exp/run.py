@@ -22,7 +22,7 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, checkpoint, data, defenses, faults, metrics, models
 from gradinv_exp import pretrain as pretraining
-from gradinv_exp.config import Config, one_of
+from gradinv_exp.config import Config, one_of, require
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ def validate(cfg: Config) -> None:
     one_of("model.name", cfg.model.name, tuple(models.MODELS))
     one_of("attack.name", cfg.attack.name, tuple(attacks.ATTACKS))
     one_of("optimizer.name", cfg.optimizer.name, tuple(attacks.OPTIMIZERS))
+    data.check(cfg.dataset)
+    needed = attacks.REQUIRED_OPTIMIZER.get(cfg.attack.name, (cfg.optimizer.name,))
+    require(
+        cfg.optimizer.name in needed,
+        "optimizer",
+        cfg.optimizer.name,
+        f"attack={cfg.attack.name} needs optimizer={'|'.join(needed)}",
+    )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
     ds = cfg.dataset
@@ -81,6 +89,7 @@ def build_model(cfg: Config) -> nn.Module:
         num_classes=ds.num_classes,
         image_size=ds.image_size,
         activation=cfg.model.activation,
+        init=cfg.model.init,
         init_range=cfg.model.init_range,
         generator=generator(cfg.seed, "model"),
     )
@@ -210,6 +219,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         optimizer=cfg.optimizer,
         generator=generator(cfg.seed, "attack"),
         on_snapshot=on_snapshot,
+        known_labels=labels.to(device),
     )
     status = "diverged" if result.diverged.any() else "ok"
     return finish(cfg, run_dir, progress, result, status)
@@ -238,6 +248,7 @@ def finish(
     summary |= {k: v for k, v in progress.facts.items() if k not in summary}
     summary["per_image"] = {k: v.tolist() for k, v in scores.items()}
     summary["labels"] = labels.tolist()
+    summary["recovered_labels"] = result.labels.tolist()  # in the attack's order
     summary["config"] = identity(cfg)
     log.info(
         "done: status %s  psnr %.2f dB  ssim %.3f  label_acc %.2f  %.1f s",

@@ -1,4 +1,4 @@
-"""Per-trial parameter gradients and objectives for T independent attacks at once.
+"""Per-trial parameter gradients for T independent attacks at once.
 
 The T trials share the model and differ in their dummy data, so the per-trial gradient is
 ``vmap(grad(loss))`` over the trial axis (torch.func): one batched forward/backward for all
@@ -7,20 +7,15 @@ objectives gives every trial its own gradient. For T = 1 the plain autograd path
 vmap adds ~30% per closure there and has nothing to batch (same result, see
 tests/test_batched.py).
 
-An objective maps ``(dummy grads, target grads) -> (T,)`` losses; both are lists with one
-tensor ``(T, *param.shape)`` per model parameter.
+Objectives (``objectives.py``) are per-trial functions; ``attacks.matching_loss`` vmaps
+them over the trial axis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-
-Objective = Callable[[Sequence[Tensor], Sequence[Tensor]], Tensor]
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -46,12 +41,3 @@ def gradients(model: nn.Module, images: Tensor, labels: Tensor) -> list[Tensor]:
         return soft_cross_entropy(functional_call(model, p, (x,)), y)
 
     return list(vmap(grad(loss), in_dims=(None, 0, 0))(params, images, labels).values())
-
-
-def l2_distance(grads: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
-    """DLG's objective per trial: sum over layers of the squared L2 distance, shape (T,).
-
-    ``mse_loss(reduction="none")`` fuses the difference and square (forward and backward),
-    which is measurably faster than ``(g - t) ** 2`` on the large linear-layer gradients.
-    """
-    return sum(F.mse_loss(g, t, reduction="none").flatten(1).sum(1) for g, t in zip(grads, target))

@@ -1,4 +1,5 @@
-"""Images under attack: torchvision data sets, or real photos bundled with scikit-image.
+"""Images under attack: torchvision data sets, the user's own folder of images, or real
+photos bundled with scikit-image.
 
 ``load`` returns images ``(N, C, H, W)`` in [0, 1], integer labels ``(N,)`` and the name
 of the source actually used, so a run that fell back to the offline photos says so in
@@ -7,8 +8,10 @@ its metrics.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision import datasets, transforms
 
-from gradinv_exp.config import ConfigError, DatasetConfig
+from gradinv_exp.config import ConfigError, DatasetConfig, require
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ TORCHVISION: dict[str, Callable[..., datasets.VisionDataset]] = {
     "cifar100": datasets.CIFAR100,
     "cifar10": datasets.CIFAR10,
     "mnist": datasets.MNIST,
+    "fashion_mnist": datasets.FashionMNIST,
 }
 
 # What a user must place in `dataset.root` to use the real data without internet.
@@ -49,6 +53,16 @@ ARCHIVES: dict[str, str] = {
     "cifar100": "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/)",
     "cifar10": "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
     "mnist": "the MNIST/raw/ folder with the four *-ubyte.gz files",
+    "fashion_mnist": "the FashionMNIST/raw/ folder with the four *-ubyte.gz files",
+}
+
+# Train-split sizes, known without opening the data, so preflight can reject an index
+# beyond the data set before any job starts. A data set missing here is checked on load.
+SIZES: dict[str, int] = {
+    "photos": len(PHOTOS),
+    "cifar100": 50_000,
+    "cifar10": 50_000,
+    "mnist": 60_000,
 }
 
 DOWNLOAD_TIMEOUT_S = 20.0  # a blocked network must not hang a run for minutes
@@ -90,18 +104,78 @@ class Photos(torch.utils.data.Dataset):
         return self.transform(photo(PHOTOS[i])), i % self.num_classes
 
 
+def read_image(path: str) -> Image.Image:
+    """Load one image file; a file PIL cannot decode is a ConfigError naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except OSError as err:  # PIL.UnidentifiedImageError and truncated files are OSErrors
+        raise ConfigError(f"dataset.root: cannot read image file {path!r} ({err})") from None
+
+
+@functools.lru_cache(maxsize=16)  # a sweep's preflight checks the same folder per job
+def check_folder(root: str, num_classes: int) -> None:
+    """Fail early, with one line naming the path, if ``root`` is not a usable ImageFolder.
+
+    Checks: the folder exists, holds class sub-folders with image files, has at most
+    ``num_classes`` classes, and every image file opens (PIL ``verify``).
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"dataset.root={root!r} is not allowed: no such folder")
+    try:
+        found = datasets.ImageFolder(str(path))
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        reason = textwrap.shorten(str(err).split(". Supported")[0], 160, placeholder=" ...")
+        raise ConfigError(
+            f"dataset.root={root!r} is not allowed: {reason} (expected "
+            f"image files in class sub-folders: {root}/<class>/<image>.png)"
+        ) from None
+    require(
+        len(found.classes) <= num_classes,
+        "dataset.num_classes",
+        num_classes,
+        f"{root!r} has {len(found.classes)} class folders, so it must be >= {len(found.classes)}",
+    )
+    for file, _ in found.samples:
+        try:
+            with Image.open(file) as image:
+                image.verify()
+        except Exception as err:  # PIL raises many types for broken files
+            raise ConfigError(f"dataset.root: cannot read image file {file!r} ({err})") from None
+
+
+def check(cfg: DatasetConfig) -> None:
+    """Checks that need the disk (only the folder data set has any), before any work."""
+    if cfg.name == "folder":
+        check_folder(cfg.root, cfg.num_classes)
+
+
+def folder(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> datasets.ImageFolder:
+    """The user's images: ``root/<class>/<image>``, label = class index (sorted names)."""
+    check_folder(cfg.root, cfg.num_classes)
+    return datasets.ImageFolder(str(Path(cfg.root).expanduser()), transform=tf, loader=read_image)
+
+
+LOCAL: dict[str, Callable[[DatasetConfig, Callable], torch.utils.data.Dataset]] = {
+    "photos": lambda cfg, tf: Photos(cfg.num_classes, tf),
+    "folder": folder,
+}
+
+
 def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
     """The data set named by ``cfg``, or the offline photos when it cannot be had.
 
     Returns the data set and the name of its source ("cifar100", "photos", ...).
     """
     tf = transform(cfg)
-    if cfg.name == "photos":
-        return Photos(cfg.num_classes, tf), "photos"
+    if cfg.name in LOCAL:
+        return LOCAL[cfg.name](cfg, tf), cfg.name
     if cfg.name not in TORCHVISION:
         raise ConfigError(
             f"dataset.name={cfg.name!r} is not allowed: choose one of "
-            + ", ".join(["photos", *TORCHVISION])
+            + ", ".join([*LOCAL, *TORCHVISION])
         )
     try:
         return _torchvision(cfg, tf), cfg.name
@@ -140,6 +214,17 @@ def _torchvision(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> dat
         socket.setdefaulttimeout(previous)
 
 
+def check_range(name: str, index: int, count: int, size: int | None = None) -> None:
+    """ConfigError unless images ``index .. index + count - 1`` exist in data set ``name``
+    of ``size`` images (default: its known size in ``SIZES``; unknown -> no check)."""
+    size = SIZES.get(name) if size is None else size
+    if size is not None and index + count > size:
+        raise ConfigError(
+            f"dataset.index={index} is not allowed: {name} has {size} images and the "
+            f"run needs {count} from the index on, so index must be <= {size - count}"
+        )
+
+
 def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
     """Images ``(count, C, H, W)`` in [0, 1] and labels ``(count,)`` from ``cfg.index`` on.
 
@@ -148,11 +233,8 @@ def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
     """
     dataset, source = open_dataset(cfg)
     size = len(dataset)
-    if source == cfg.name and cfg.index + count > size:
-        raise ConfigError(
-            f"dataset.index={cfg.index} is not allowed: {cfg.name} has {size} images and the "
-            f"run needs {count} from the index on, so index must be <= {size - count}"
-        )
+    if source == cfg.name:
+        check_range(cfg.name, cfg.index, count, size)
     items = [dataset[(cfg.index + i) % size] for i in range(count)]
     images = torch.stack([img for img, _ in items])
     labels = torch.tensor([label for _, label in items], dtype=torch.long)

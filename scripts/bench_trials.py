@@ -25,6 +25,7 @@ import torch
 
 from gradinv_exp import attacks, data, models
 from gradinv_exp.config import AdamConfig, DatasetConfig, DLGConfig, LBFGSConfig
+from gradinv_exp.objectives import l2_distance
 from gradinv_exp.run import generator
 
 
@@ -42,21 +43,22 @@ def setup(trials: int):
     return model, [torch.stack(p) for p in zip(*grads)]
 
 
-def advanced(trials_before: int) -> torch.Generator:
-    """The attack generator after the draws of ``trials_before`` trials (image + label)."""
+def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dummy images (T, 1, 3, 32, 32) and label logits (T, 1, 100), seeded."""
     gen = generator(0, "attack")
-    for _ in range(trials_before):
-        torch.randn((1, 3, 32, 32), generator=gen), torch.randn((1, 100), generator=gen)
-    return gen
+    x0 = torch.randn((trials, 1, 3, 32, 32), generator=gen)
+    return x0, torch.randn((trials, 1, 100), generator=gen)
 
 
-def attack(model, target, optimizer, gen, steps):
+def attack(model, target, x0, y0, optimizer, steps):
+    """DLG from the given starts through the engine every attack uses; (seconds, result)."""
     start = time.perf_counter()
-    result = attacks.dlg(
-        model, target, shape=(len(target[0]), 1, 3, 32, 32), num_classes=100,
-        attack=DLGConfig(iterations=steps, snapshot_every=10), optimizer=optimizer,
-        generator=gen, on_snapshot=lambda *a: None,
-    )  # fmt: skip
+    problem = attacks.problems(
+        model, target, x0, y0, joint=True, objective=l2_distance, optimizer=optimizer
+    )
+    result = attacks.optimise(
+        problem, DLGConfig(iterations=steps, snapshot_every=10), lambda *a: None
+    )
     return time.perf_counter() - start, result
 
 
@@ -72,16 +74,18 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads 1; "
           f"DLG/{args.optimizer}, {args.steps} steps, LeNet 32x32")  # fmt: skip
     model, target = setup(max(args.sizes))
+    x0, y0 = starts(max(args.sizes))
     for size in args.sizes:
         goal = [g[:size] for g in target]
         batches, sequentials = [], []
         for _ in range(args.repeats):  # alternate so that machine load hits both alike
-            seconds, together = attack(model, goal, optimizer, advanced(0), args.steps)
+            seconds, together = attack(model, goal, x0[:size], y0[:size], optimizer, args.steps)
             batches.append(seconds)
             sequential, diffs, losses = 0.0, [], []
             for t in range(size):
-                seconds, alone = attack(model, [g[t : t + 1] for g in goal], optimizer,
-                                        advanced(t), args.steps)  # fmt: skip
+                one = slice(t, t + 1)
+                seconds, alone = attack(model, [g[one] for g in goal], x0[one], y0[one],
+                                        optimizer, args.steps)  # fmt: skip
                 sequential += seconds
                 diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
                 losses.append((float(together.grad_loss[t]), float(alone.grad_loss[0])))

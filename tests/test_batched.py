@@ -5,6 +5,7 @@ import torch
 
 from gradinv_exp import attacks, batched, data, models
 from gradinv_exp.config import AdamConfig, DatasetConfig, DLGConfig, LBFGSConfig
+from gradinv_exp.objectives import l2_distance
 from gradinv_exp.run import generator
 
 TRIALS = 4
@@ -24,20 +25,21 @@ def setup(trials: int = TRIALS, device: str = "cpu"):
     return model, images[:, None], target  # images (T, 1, C, H, W)
 
 
-def advanced(trials_before: int) -> torch.Generator:
-    """The attack generator after the draws of ``trials_before`` trials (image + label)."""
+def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dummy images (T, 1, 3, 32, 32) and label logits (T, 1, 100), seeded."""
     gen = generator(0, "attack")
-    for _ in range(trials_before):
-        torch.randn((1, 3, 32, 32), generator=gen), torch.randn((1, 100), generator=gen)
-    return gen
+    return torch.randn((trials, 1, 3, 32, 32), generator=gen), torch.randn(
+        (trials, 1, 100), generator=gen
+    )
 
 
-def attack(model, target, trials, optimizer, gen, iterations):
-    return attacks.dlg(
-        model, target, shape=(trials, 1, 3, 32, 32), num_classes=100,
-        attack=DLGConfig(iterations=iterations, snapshot_every=iterations),
-        optimizer=optimizer, generator=gen, on_snapshot=lambda *a: None,
-    )  # fmt: skip
+def attack(model, target, x0, y0, optimizer, iterations):
+    """DLG from the given starts, through the engine every attack uses."""
+    problem = attacks.problems(
+        model, target, x0, y0, joint=True, objective=l2_distance, optimizer=optimizer
+    )
+    done = DLGConfig(iterations=iterations, snapshot_every=iterations)
+    return attacks.optimise(problem, done, lambda *a: None)
 
 
 def test_vmapped_gradients_equal_each_trials_own():
@@ -64,20 +66,22 @@ def test_vmapped_gradients_equal_each_trials_own():
 def test_each_batched_trial_matches_its_run_alone(optimizer, iterations, tol):
     torch.set_num_threads(1)
     model, _, target = setup()
-    together = attack(model, target, TRIALS, optimizer, advanced(0), iterations)
+    x0, y0 = starts(TRIALS)
+    together = attack(model, target, x0, y0, optimizer, iterations)
     assert together.steps.tolist() == [iterations] * TRIALS
     for t in range(TRIALS):
-        alone = attack(model, [g[t : t + 1] for g in target], 1, optimizer, advanced(t), iterations)
+        one = slice(t, t + 1)
+        alone = attack(model, [g[one] for g in target], x0[one], y0[one], optimizer, iterations)
         diff = (together.images[t] - alone.images[0]).abs().max()
         assert diff < tol, (t, float(diff))
         assert torch.allclose(together.grad_loss[t], alone.grad_loss[0], rtol=0.05)
-    start = torch.randn((1, 3, 32, 32), generator=advanced(0))
-    assert (together.images[0] - start).abs().max() > 0.05  # the attack did move
+    assert (together.images - x0).abs().max() > 0.05  # the attack did move
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_batched_attack_runs_on_cuda():
     model, _, target = setup(device="cuda")
-    result = attack(model, target, TRIALS, LBFGSConfig(), advanced(0), 2)
+    x0, y0 = starts(TRIALS)
+    result = attack(model, target, x0.cuda(), y0.cuda(), LBFGSConfig(), 2)
     assert result.images.device.type == "cuda"
     assert torch.isfinite(result.grad_loss).all() and not result.diverged.any()

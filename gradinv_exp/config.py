@@ -8,11 +8,13 @@ out-of-range value fails in ``OmegaConf.to_object`` with one line, before any wo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,111 @@ class NoiseConfig(DefenseConfig):
     def __post_init__(self) -> None:
         require(self.sigma >= 0.0, "defense.sigma", self.sigma, "must be >= 0")
         one_of("defense.distribution", self.distribution, ("gaussian", "laplace"))
+
+
+@dataclass
+class ClipConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "clip"
+    name: str = "clip"
+    clip: float = 1.0  # max L2 norm of each example's gradient (all layers together)
+
+    def __post_init__(self) -> None:
+        require(self.clip > 0, "defense.clip", self.clip, "must be > 0")
+
+
+@dataclass
+class DPConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "noise_multiplier"
+    name: str = "dp"
+    clip: float = 1.0  # max L2 norm of each example's gradient (the sensitivity)
+    noise_multiplier: float = 1.0  # Gaussian noise std = noise_multiplier * clip
+    delta: float = 1e-5  # epsilon is reported at this delta
+    accountant: str = "prv"  # opacus accountant: prv (tight) or rdp (looser upper bound)
+
+    def __post_init__(self) -> None:
+        require(self.clip > 0, "defense.clip", self.clip, "must be > 0")
+        require(
+            self.noise_multiplier >= 0,
+            "defense.noise_multiplier",
+            self.noise_multiplier,
+            "must be >= 0",
+        )
+        require(0 < self.delta < 1, "defense.delta", self.delta, "must be in (0, 1)")
+        one_of("defense.accountant", self.accountant, ("prv", "rdp"))
+
+
+@dataclass
+class TopkConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "keep"
+    name: str = "topk"
+    keep: float = 0.1  # fraction of entries (largest |g|) kept; the rest become zero
+    scope: str = "layer"  # layer: per tensor; global: over all tensors
+
+    def __post_init__(self) -> None:
+        require(0 < self.keep <= 1, "defense.keep", self.keep, "must be in (0, 1]")
+        one_of("defense.scope", self.scope, ("layer", "global"))
+
+
+@dataclass
+class SignConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = None
+    name: str = "sign"
+
+
+@dataclass
+class SoteriaConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "percentile"
+    name: str = "soteria"
+    percentile: float = 40.0  # % of representation features whose FC gradient column is zeroed
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.percentile <= 100,
+            "defense.percentile",
+            self.percentile,
+            "must be in [0, 100]",
+        )
+
+
+def defense_from(step: Mapping[str, Any] | DefenseConfig, key: str) -> DefenseConfig:
+    """A typed, range-checked defense config from a mapping like ``{name: prune, ratio: 0.2}``.
+
+    Fields left out take the schema's defaults. Used for lists of defenses (a chain's
+    steps, the utility experiment's defenses), whose elements Hydra can only type as maps.
+    """
+    if isinstance(step, DefenseConfig):
+        return step
+    name = step.get("name")
+    one_of(f"{key}.name", name, tuple(n for n in SCHEMAS["defense"] if n != "chain"))
+    try:
+        typed = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(SCHEMAS["defense"][name]), step)
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+    assert isinstance(typed, DefenseConfig)
+    return typed
+
+
+@dataclass
+class ChainConfig(DefenseConfig):
+    """Apply ``steps`` in order, each to the previous step's output.
+
+    Each step is a map ``{name: <defense>, <field>: <value> ...}`` (any defense but chain);
+    ``__post_init__`` turns it into that defense's typed schema, checking its fields.
+    """
+
+    STRENGTH: ClassVar[Optional[str]] = None
+    name: str = "chain"
+    steps: list[Any] = field(
+        default_factory=lambda: [{"name": "prune", "ratio": 0.2}, {"name": "noise", "sigma": 0.01}]
+    )
+
+    def __post_init__(self) -> None:
+        require(len(self.steps) >= 1, "defense.steps", self.steps, "must list at least one defense")
+        self.steps = [defense_from(s, f"defense.steps[{i}]") for i, s in enumerate(self.steps)]
 
 
 # --- model ---------------------------------------------------------------------------
@@ -216,6 +323,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "prune": PruneConfig,
         "quantize": QuantizeConfig,
         "noise": NoiseConfig,
+        "clip": ClipConfig,
+        "dp": DPConfig,
+        "topk": TopkConfig,
+        "sign": SignConfig,
+        "soteria": SoteriaConfig,
+        "chain": ChainConfig,
     },
     "model": {"model": ModelConfig},
     "dataset": {"dataset": DatasetConfig},

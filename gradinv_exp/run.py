@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, data, defenses, metrics, models
+from gradinv_exp.clients import Client
 from gradinv_exp.config import Config, one_of
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def validate(cfg: Config) -> None:
     one_of("optimizer.name", cfg.optimizer.name, tuple(attacks.OPTIMIZERS))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
+    defenses.check(cfg.defense, cfg.dataset.batch_size)
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -121,9 +123,10 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     noise = generator(cfg.seed, "defense")
     true, shared = [], []
     for t in range(cfg.trials):
-        g = attacks.gradient(model, images[t].to(device), onehot[t])
+        client = Client(model, images[t].to(device), onehot[t])
+        g = attacks.gradient(model, client.images, client.targets)
         true.append(g)
-        shared.append(defenses.apply(g, cfg.defense, generator=noise))
+        shared.append(defenses.apply(g, cfg.defense, generator=noise, client=client))
     cost = defenses.cost(
         [torch.stack(p) for p in zip(*true)], [torch.stack(p) for p in zip(*shared)]
     )
@@ -170,6 +173,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         summary |= aggregate(name, scores[name].mean(axis=1))
     summary |= aggregate("grad_loss", result.grad_loss.numpy())
     summary |= {"steps": int(result.steps.max()), "wall_s": wall, **cost}
+    summary |= defenses.report(cfg.defense)
     summary["per_image"] = {k: v.tolist() for k, v in scores.items()}
     summary["labels"] = labels.tolist()
     summary["config"] = identity(cfg)

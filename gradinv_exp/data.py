@@ -90,18 +90,42 @@ class Photos(torch.utils.data.Dataset):
         return self.transform(photo(PHOTOS[i])), i % self.num_classes
 
 
+class LfwSubset(torch.utils.data.Dataset):
+    """scikit-image's bundled ``lfw_subset``: 200 real 25x25 grey images, the first 100
+    faces (label 1) and the other 100 non-faces (label 0). Labelled and offline, so the
+    utility experiment can train and test on it."""
+
+    def __init__(self, num_classes: int, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.images = skimage.data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        grey = Image.fromarray((self.images[i] * 255).round().astype(np.uint8))  # 2-D: "L"
+        return self.transform(grey), int(i < len(self.images) // 2)
+
+
+# Data sets that ship with an installed package: name -> class(num_classes, transform).
+BUNDLED: dict[str, Callable[..., torch.utils.data.Dataset]] = {
+    "photos": Photos,
+    "lfw": LfwSubset,
+}
+
+
 def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
     """The data set named by ``cfg``, or the offline photos when it cannot be had.
 
     Returns the data set and the name of its source ("cifar100", "photos", ...).
     """
     tf = transform(cfg)
-    if cfg.name == "photos":
-        return Photos(cfg.num_classes, tf), "photos"
+    if cfg.name in BUNDLED:
+        return BUNDLED[cfg.name](cfg.num_classes, tf), cfg.name
     if cfg.name not in TORCHVISION:
         raise ConfigError(
             f"dataset.name={cfg.name!r} is not allowed: choose one of "
-            + ", ".join(["photos", *TORCHVISION])
+            + ", ".join([*BUNDLED, *TORCHVISION])
         )
     try:
         return _torchvision(cfg, tf), cfg.name

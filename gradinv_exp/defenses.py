@@ -151,8 +151,8 @@ def topk(
 
 
 def _top_mask(values: Tensor, keep: float) -> Tensor:
-    """Boolean mask of the ceil(keep * n) largest |values| (exactly that many, ties broken
-    by position)."""
+    """Boolean mask of the ceil(keep * n) largest |values|: exactly that many, so among
+    entries tied at the threshold an unspecified subset is kept."""
     mask = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
     mask[values.abs().topk(math.ceil(keep * values.numel())).indices] = True
     return mask

@@ -22,6 +22,8 @@ from gradinv_exp.config import (
 )
 from gradinv_exp.models import build
 
+torch.set_num_threads(1)  # the project default; a second thread is much slower under load
+
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -200,5 +202,6 @@ def test_new_defenses_never_mutate_and_report_their_cost(cfg):
     cost = defenses.cost(grads, out)
     assert 0 < cost["defense_changed"] <= 1 and cost["defense_rel_error"] > 0
     if isinstance(cfg, TopkConfig):  # layer scope keeps ceil(0.2 n) per tensor
-        kept = sum(math.ceil(0.2 * g.numel()) for g in grads)
-        assert cost["defense_changed"] == pytest.approx(1 - kept / sum(g.numel() for g in grads))
+        for g, o in zip(grads, out):
+            assert int((o != 0).sum()) <= math.ceil(0.2 * g.numel())
+            assert torch.equal(o[o != 0], g[o != 0])

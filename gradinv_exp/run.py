@@ -21,7 +21,7 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, data, defenses, metrics, models
 from gradinv_exp.clients import Client
-from gradinv_exp.config import Config, one_of
+from gradinv_exp.config import Config, UtilityConfig, one_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: Config) -> nn.Module:
+def build_model(cfg: Config | UtilityConfig) -> nn.Module:
     """The model under attack, with the dataset's normalisation (if any) in front."""
     ds = cfg.dataset
     model = models.build(

@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The seed's comparison (none / prune 0.2 / quantize 4 bit / noise) as one sweep; its
+# summary.csv, comparison.png and curves.png land in multirun/<date>/<time>/.
 run: install
-	$(PY) -m gradinv_exp $(ARGS)
+	$(PY) -m gradinv_exp +experiment=seed_defenses $(ARGS)
 
 test: install
 	$(PY) -m pytest

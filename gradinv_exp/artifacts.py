@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
@@ -56,6 +57,20 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_images(path: Path, truth: Tensor, recon: Tensor) -> None:
+    """Ground truth and final reconstruction, ``(T, B, C, H, W)`` in [0, 1], as ``.npz``.
+
+    Kept as numbers (not only as a figure) so sweep summaries and the compare command can
+    lay out reconstructions of many runs side by side.
+    """
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez_compressed(f, truth=truth.cpu().numpy(), recon=recon.cpu().numpy())
+
+    atomic_write(path, save)
 
 
 def save_figure(path: Path, fig: Figure) -> None:

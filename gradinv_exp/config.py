@@ -8,6 +8,7 @@ out-of-range value fails in ``OmegaConf.to_object`` with one line, before any wo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
@@ -31,6 +32,11 @@ def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
     require(value in choices, key, value, "choose one of " + ", ".join(choices))
 
 
+def positive(key: str, value: float) -> None:
+    """A finite number > 0 (NaN and inf fail: they would only poison the run later)."""
+    require(math.isfinite(value) and value > 0, key, value, "must be a finite number > 0")
+
+
 # --- defense -------------------------------------------------------------------------
 
 
@@ -39,6 +45,11 @@ class DefenseConfig:
     """Base of every defense; ``name`` selects the function in ``defenses.DEFENSES``."""
 
     GROUP: ClassVar[str] = "defense"
+    # The field that sets how strongly a defense distorts the gradient (None: no strength),
+    # and whether its values are naturally log-spaced. Sweep tables and plots use these;
+    # a new defense schema sets both so it appears on the strength axis.
+    STRENGTH: ClassVar[Optional[str]] = None
+    STRENGTH_LOG: ClassVar[bool] = False
     name: str = MISSING
 
 
@@ -49,6 +60,7 @@ class NoneDefenseConfig(DefenseConfig):
 
 @dataclass
 class PruneConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "ratio"
     name: str = "prune"
     ratio: float = 0.2  # fraction of entries (smallest |g|) set to zero
     scope: str = "layer"  # layer: quantile per tensor; global: over all tensors
@@ -60,6 +72,7 @@ class PruneConfig(DefenseConfig):
 
 @dataclass
 class QuantizeConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "bits"
     name: str = "quantize"
     bits: int = 4  # 2**bits uniform levels on [-max|g|, max|g|] per tensor
     stochastic: bool = False  # unbiased stochastic rounding instead of round-to-nearest
@@ -70,12 +83,19 @@ class QuantizeConfig(DefenseConfig):
 
 @dataclass
 class NoiseConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "sigma"
+    STRENGTH_LOG: ClassVar[bool] = True
     name: str = "noise"
     sigma: float = 1e-3  # standard deviation of the added noise (for both distributions)
     distribution: str = "gaussian"
 
     def __post_init__(self) -> None:
-        require(self.sigma >= 0.0, "defense.sigma", self.sigma, "must be >= 0")
+        require(
+            math.isfinite(self.sigma) and self.sigma >= 0.0,
+            "defense.sigma",
+            self.sigma,
+            "must be >= 0 and finite",
+        )
         one_of("defense.distribution", self.distribution, ("gaussian", "laplace"))
 
 
@@ -92,6 +112,7 @@ class ClipConfig(DefenseConfig):
 @dataclass
 class DPConfig(DefenseConfig):
     STRENGTH: ClassVar[Optional[str]] = "noise_multiplier"
+    STRENGTH_LOG: ClassVar[bool] = True
     name: str = "dp"
     clip: float = 1.0  # max L2 norm of each example's gradient (the sensitivity)
     noise_multiplier: float = 1.0  # Gaussian noise std = noise_multiplier * clip
@@ -113,6 +134,7 @@ class DPConfig(DefenseConfig):
 @dataclass
 class TopkConfig(DefenseConfig):
     STRENGTH: ClassVar[Optional[str]] = "keep"
+    STRENGTH_LOG: ClassVar[bool] = True
     name: str = "topk"
     keep: float = 0.1  # fraction of entries (largest |g|) kept; the rest become zero
     scope: str = "layer"  # layer: per tensor; global: over all tensors
@@ -191,15 +213,37 @@ class ChainConfig(DefenseConfig):
 
 @dataclass
 class ModelConfig:
-    """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset."""
+    """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset.
+
+    The attacked model is the seeded init, then the ``checkpoint``'s weights if given,
+    then ``pretrain_steps`` of SGD (``pretrain.py``): real clients share gradients of
+    partly trained models, not of a random init.
+    """
 
     name: str = MISSING
     activation: str = "sigmoid"
     init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
+    checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
+    pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
+    pretrain_lr: float = 0.01
+    pretrain_images: int = 8  # the images right after the attacked ones (wrapping around)
 
     def __post_init__(self) -> None:
         one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
-        require(self.init_range > 0, "model.init_range", self.init_range, "must be > 0")
+        positive("model.init_range", self.init_range)
+        require(
+            self.checkpoint is None or self.checkpoint.strip() != "",
+            "model.checkpoint",
+            self.checkpoint,
+            "must be null or the path of a state dict file",
+        )
+        require(
+            self.pretrain_steps >= 0, "model.pretrain_steps", self.pretrain_steps, "must be >= 0"
+        )
+        positive("model.pretrain_lr", self.pretrain_lr)
+        require(
+            self.pretrain_images >= 1, "model.pretrain_images", self.pretrain_images, "must be >= 1"
+        )
 
 
 # --- dataset -------------------------------------------------------------------------
@@ -224,7 +268,12 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         require(self.index >= 0, "dataset.index", self.index, "must be >= 0")
         require(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "must be >= 1")
-        require(self.image_size >= 8, "dataset.image_size", self.image_size, "must be >= 8")
+        require(
+            8 <= self.image_size <= 4096,
+            "dataset.image_size",
+            self.image_size,
+            "must be an integer in [8, 4096]",
+        )
         require(self.channels in (1, 3), "dataset.channels", self.channels, "must be 1 or 3")
         require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
         for key, stats in (("dataset.mean", self.mean), ("dataset.std", self.std)):
@@ -235,7 +284,16 @@ class DatasetConfig:
                 f"must be null or a list of {self.channels} numbers (one per channel)",
             )
         require(
-            self.std is None or all(s > 0 for s in self.std), "dataset.std", self.std, "must be > 0"
+            self.mean is None or all(math.isfinite(m) for m in self.mean),
+            "dataset.mean",
+            self.mean,
+            "must be finite numbers",
+        )
+        require(
+            self.std is None or all(math.isfinite(s) and s > 0 for s in self.std),
+            "dataset.std",
+            self.std,
+            "must be finite numbers > 0",
         )
 
 
@@ -248,6 +306,7 @@ class OptimizerConfig:
     lr: float = 1.0
 
     def __post_init__(self) -> None:
+        # inf is allowed on purpose: the cheapest way to make an attack diverge in a test
         require(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
 
 
@@ -266,6 +325,11 @@ class LBFGSConfig(OptimizerConfig):
         super().__post_init__()
         require(self.max_iter >= 1, "optimizer.max_iter", self.max_iter, "must be >= 1")
         require(self.history_size >= 1, "optimizer.history_size", self.history_size, "must be >= 1")
+        for key, tol in (
+            ("optimizer.tolerance_grad", self.tolerance_grad),
+            ("optimizer.tolerance_change", self.tolerance_change),
+        ):
+            require(math.isfinite(tol) and tol >= 0, key, tol, "must be a finite number >= 0")
 
 
 @dataclass
@@ -315,6 +379,7 @@ class Config:
 
     def __post_init__(self) -> None:
         one_of("device", self.device, ("auto", "cpu", "cuda"))
+        require(0 <= self.seed < 2**63, "seed", self.seed, "must be an integer in [0, 2**63)")
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
 
@@ -382,6 +447,34 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"lbfgs": LBFGSConfig, "adam": AdamConfig},
     "attack": {"dlg": DLGConfig},
 }
+
+
+def strength_key(defense: str) -> Optional[str]:
+    """The config field holding ``defense``'s strength ("ratio" for prune), None if it has none.
+
+    Unknown names (e.g. runs of a defense this checkout does not have) have no strength.
+    """
+    schema = SCHEMAS["defense"].get(defense)
+    return schema.STRENGTH if schema else None
+
+
+def strength_log(defense: str) -> bool:
+    """True when ``defense``'s strength is swept on a log scale (noise sigma)."""
+    schema = SCHEMAS["defense"].get(defense)
+    return bool(schema and schema.STRENGTH_LOG)
+
+
+def pick(index: Any, *values: Any) -> Any:
+    """``${pick:INDEX,V0,V1,...}`` -> ``V<INDEX>``: one swept index selects a value per option.
+
+    conf/defense_level/*.yaml use it so that one sweep axis (``tags.level``) sets each
+    defense's own strength field (a plain product sweep cannot pair them).
+    """
+    return values[int(index)]
+
+
+# Registered on import, so worker processes of parallel launchers resolve it too.
+OmegaConf.register_new_resolver("pick", pick, replace=True)
 
 
 def register() -> None:

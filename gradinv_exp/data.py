@@ -51,6 +51,16 @@ ARCHIVES: dict[str, str] = {
     "mnist": "the MNIST/raw/ folder with the four *-ubyte.gz files",
 }
 
+# Train-split sizes, known without opening the data, so preflight can reject an index
+# beyond the data set before any job starts. A data set missing here is checked on load.
+SIZES: dict[str, int] = {
+    "photos": len(PHOTOS),
+    "lfw": 200,  # scikit-image's lfw_subset
+    "cifar100": 50_000,
+    "cifar10": 50_000,
+    "mnist": 60_000,
+}
+
 DOWNLOAD_TIMEOUT_S = 20.0  # a blocked network must not hang a run for minutes
 
 
@@ -164,6 +174,17 @@ def _torchvision(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> dat
         socket.setdefaulttimeout(previous)
 
 
+def check_range(name: str, index: int, count: int, size: int | None = None) -> None:
+    """ConfigError unless images ``index .. index + count - 1`` exist in data set ``name``
+    of ``size`` images (default: its known size in ``SIZES``; unknown -> no check)."""
+    size = SIZES.get(name) if size is None else size
+    if size is not None and index + count > size:
+        raise ConfigError(
+            f"dataset.index={index} is not allowed: {name} has {size} images and the "
+            f"run needs {count} from the index on, so index must be <= {size - count}"
+        )
+
+
 def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
     """Images ``(count, C, H, W)`` in [0, 1] and labels ``(count,)`` from ``cfg.index`` on.
 
@@ -172,11 +193,8 @@ def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
     """
     dataset, source = open_dataset(cfg)
     size = len(dataset)
-    if source == cfg.name and cfg.index + count > size:
-        raise ConfigError(
-            f"dataset.index={cfg.index} is not allowed: {cfg.name} has {size} images and the "
-            f"run needs {count} from the index on, so index must be <= {size - count}"
-        )
+    if source == cfg.name:
+        check_range(cfg.name, cfg.index, count, size)
     items = [dataset[(cfg.index + i) % size] for i in range(count)]
     images = torch.stack([img for img, _ in items])
     labels = torch.tensor([label for _, label in items], dtype=torch.long)

@@ -6,10 +6,13 @@ Every builder takes ``(channels, num_classes, image_size, activation)`` and retu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from gradinv_exp.config import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -78,3 +81,25 @@ def build(
     model = MODELS[name](channels, num_classes, image_size, activation)
     init_uniform(model, init_range, generator)
     return model
+
+
+@functools.lru_cache(maxsize=64)
+def check_fits(
+    name: str, channels: int, num_classes: int, image_size: int, activation: str
+) -> None:
+    """ConfigError unless model ``name`` maps a ``(1, channels, image_size, image_size)``
+    image to ``(1, num_classes)`` logits: one forward pass of an unseeded model (cached,
+    so a sweep pays it once per combination), run before any job starts."""
+    try:
+        model = MODELS[name](channels, num_classes, image_size, activation).eval()
+        with torch.no_grad():
+            shape = tuple(model(torch.zeros(1, channels, image_size, image_size)).shape)
+        problem = None if shape == (1, num_classes) else f"it gives logits of shape {shape}"
+    except Exception as err:  # e.g. a feature map shrunk to nothing by the model's strides
+        text = str(err).strip()
+        problem = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    if problem is not None:
+        raise ConfigError(
+            f"model.name={name!r} is not allowed with dataset channels={channels}, "
+            f"image_size={image_size}, num_classes={num_classes}: {problem}"
+        )

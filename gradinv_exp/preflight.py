@@ -20,6 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gradinv_exp import resume
 from gradinv_exp.config import ConfigError
 from gradinv_exp.run import to_config
 
@@ -104,6 +105,10 @@ def check(argv: list[str]) -> None:
                 if count == MAX_JOBS_CHECKED:
                     break
                 to_config(compose("config", overrides=job))
+            # Resume: never let Hydra overwrite a finished run made with other overrides.
+            resume.check_targets(
+                first.hydra, jobs(overrides, preset) if multirun else [plain], multirun
+            )
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:

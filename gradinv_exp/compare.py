@@ -1,0 +1,64 @@
+"""``python -m gradinv_exp.compare PATH [PATH ...]``: one table over any run or sweep folders.
+
+Folders may come from different days and sweeps; every run below them becomes a row
+(see ``summary.collect``). Unreadable run folders are skipped with one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from gradinv_exp import summary
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m gradinv_exp.compare",
+        description="Compare gradinv_exp runs: one table sorted by defense and strength.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run folders and/or sweep folders")
+    parser.add_argument(
+        "--metric", default="psnr", choices=summary.METRICS, help="metric of the curves"
+    )
+    parser.add_argument(
+        "--group-by", help="config key, e.g. model.name or seed: one curve per value"
+    )
+    parser.add_argument("--out", type=Path, help="write compare.csv, summary.md and figures")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"compare: error: no such folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    frame, problems = summary.collect(args.paths)
+    for line in problems:
+        print(f"compare: {line}", file=sys.stderr)
+    if frame.empty:
+        print("compare: error: no runs found below the given folders", file=sys.stderr)
+        return 1
+    group_by = args.group_by
+    if group_by and group_by not in frame:
+        group_by = f"config.{group_by}" if f"config.{group_by}" in frame else None
+        if group_by is None:
+            print(f"compare: error: --group-by {args.group_by}: no such key", file=sys.stderr)
+            return 2
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(summary.table(frame, args.metric, group_by).to_string(index=False))
+    if args.out:
+        written = summary.write(
+            frame, args.out, metric=args.metric, group_by=group_by, csv_name="compare.csv",
+            markdown=True,
+        )  # fmt: skip
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

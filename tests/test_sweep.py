@@ -1,0 +1,156 @@
+"""Sweeps end to end: presets, the summary callback, resume, parallel and cluster launchers.
+
+Each command line costs seconds of imports, so one sequential seed_defenses sweep (module
+fixture) is the reference that the other tests re-run, resume and compare against.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import FAST, REPO, cli
+
+SEED_DEFENSES = ["+experiment=seed_defenses", *FAST]
+COMPARED = ("status", "psnr", "ssim", "mse", "label_acc", "grad_loss", "defense_rel_error")
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory):
+    """The seed's comparison, sequential: `python -m gradinv_exp +experiment=seed_defenses`."""
+    sweep = tmp_path_factory.mktemp("sequential") / "sweep"
+    proc = cli([*SEED_DEFENSES, f"hydra.sweep.dir={sweep}"], sweep.parent)
+    assert proc.returncode == 0, proc.stderr
+    return sweep
+
+
+def by_defense(sweep):
+    frame = pd.read_csv(sweep / "summary.csv")
+    return frame.set_index("defense")
+
+
+def test_seed_defenses_preset_writes_summary_and_figures(seed_sweep):
+    frame = by_defense(seed_sweep)
+    assert sorted(frame.index) == ["noise", "none", "prune", "quantize"]
+    assert (frame["status"] == "ok").all() and frame["psnr"].notna().all()
+    assert frame.loc["prune", "strength"] == 0.2 and frame.loc["quantize", "strength"] == 4
+    assert frame.loc["noise", "strength"] == 1e-3 and pd.isna(frame.loc["none", "strength"])
+    assert frame.loc["none", "defense_rel_error"] == 0 < frame.loc["prune", "defense_rel_error"]
+    for name in ("comparison.png", "curves.png"):
+        assert (seed_sweep / name).stat().st_size > 1000, name
+
+
+def test_rerun_skips_finished_jobs_and_refuses_other_overrides(seed_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(seed_sweep, sweep)
+    (sweep / "2" / "metrics.json").unlink()  # job 2 was interrupted
+    (sweep / "summary.csv").unlink()
+    kept = {n: (sweep / n / "metrics.json").read_bytes() for n in ("0", "1", "3")}
+    stamps = {n: (sweep / n / "metrics.json").stat().st_mtime_ns for n in kept}
+    proc = cli([*SEED_DEFENSES, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("already finished") == 3
+    for n in kept:
+        assert (sweep / n / "metrics.json").read_bytes() == kept[n]
+        assert (sweep / n / "metrics.json").stat().st_mtime_ns == stamps[n]
+    redone = json.loads((sweep / "2" / "metrics.json").read_text())
+    assert redone["psnr"] == by_defense(seed_sweep).loc["quantize", "psnr"]  # same seed
+    assert len(pd.read_csv(sweep / "summary.csv")) == 4
+
+    other = cli([*SEED_DEFENSES, "attack.iterations=5", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.count("\n") == 1 and "holds a finished run" in other.stderr
+    assert (sweep / "0" / "metrics.json").read_bytes() == kept["0"]
+
+
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory):
+    """Two jobs of the same sweep, in two parallel processes (hydra-joblib-launcher)."""
+    sweep = tmp_path_factory.mktemp("joblib") / "sweep"
+    args = [*SEED_DEFENSES, "defense=none,noise", "hydra/launcher=joblib"]
+    proc = cli([*args, "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"], sweep.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert "n_jobs=2" in proc.stdout + proc.stderr
+    return sweep
+
+
+@pytest.mark.slow
+def test_joblib_gives_the_sequential_metrics(seed_sweep, joblib_sweep):
+    parallel, sequential = by_defense(joblib_sweep), by_defense(seed_sweep)
+    assert sorted(parallel.index) == ["noise", "none"]
+    for defense in parallel.index:
+        for key in COMPARED:
+            assert parallel.loc[defense, key] == sequential.loc[defense, key], (defense, key)
+
+
+def test_compare_over_two_sweep_folders(seed_sweep, joblib_sweep, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradinv_exp.compare", str(seed_sweep), str(joblib_sweep),
+         "--out", str(tmp_path / "cmp")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[1:] if "sweep/" in line]
+    assert len(rows) == 6
+    assert [r[1] for r in rows] == ["none", "none", "noise", "noise", "prune", "quantize"]
+    assert len(pd.read_csv(tmp_path / "cmp" / "compare.csv")) == 6
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_end_to_end(tmp_path):
+    """The submitit plugin (as on SLURM) launching real jobs, here on this machine."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "defense=prune", "hydra/launcher=submitit_local"]  # one job: slow
+    proc = cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert frame["defense"].tolist() == ["prune"] and frame["status"].tolist() == ["ok"]
+    assert (sweep / ".submitit").is_dir()  # really went through submitit
+
+
+def test_a_job_that_raises_is_a_row_of_the_summary(tmp_path):
+    """Job 1 cannot load its data (offline, no fallback) and raises; Hydra stops the sweep."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "dataset.offline_fallback=true,false", "dataset.download=false",
+            f"dataset.root={tmp_path / 'no_data'}", "attack.iterations=2"]  # fmt: skip
+    proc = cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode != 0
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert frame["status"].tolist() == ["ok", "missing"]
+    assert (sweep / "comparison.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("seed_defenses", [("none", None), ("prune", 0.2), ("quantize", 4), ("noise", 1e-3)]),
+        ("prune_sweep", [("prune", r / 10) for r in range(1, 10)]),
+        ("quantize_sweep", [("quantize", b) for b in range(1, 17)]),
+        ("noise_sweep", [("noise", s) for s in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2,
+                                                 5e-2, 1e-1)]),
+        ("all_defenses", [("prune", r) for r in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9)]
+         + [("quantize", b) for b in (16, 8, 6, 4, 3, 2, 1)]
+         + [("noise", s) for s in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]),
+    ],
+)  # fmt: skip
+def test_preset_jobs_have_the_documented_strengths(preset, expected):
+    """Each preset's jobs, expanded as Hydra's basic sweeper does, in order."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from gradinv_exp import config, preflight
+    from gradinv_exp.run import to_config
+
+    config.register()
+    command = OverridesParser.create().parse_overrides([f"+experiment={preset}"])
+    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
+        first = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+        assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
+        params = OmegaConf.to_container(first.hydra.sweeper.params)
+        defenses = [to_config(compose("config", overrides=job)).defense
+                    for job in preflight.jobs(command, params)]  # fmt: skip
+    keys = [config.strength_key(d.name) for d in defenses]
+    assert [(d.name, getattr(d, k) if k else None) for d, k in zip(defenses, keys)] == expected

@@ -239,10 +239,11 @@ def describe(cfg: DefenseConfig) -> str:
 
 def report(cfg: DefenseConfig) -> dict[str, Any]:
     """What metrics.json records about the defense besides its cost (config only):
-    ``defense_steps`` (the applied defenses in order) and, when a step is DP,
+    ``defense_steps`` (the applied defenses in order as one string, "a(..) -> b(..)",
+    since tables need scalars) and, when a step is DP,
     ``epsilon``/``delta``/``accountant`` of the release (composed over DP steps)."""
     applied = steps(cfg)
-    out: dict[str, Any] = {"defense_steps": [describe(s) for s in applied]}
+    out: dict[str, Any] = {"defense_steps": " -> ".join(describe(s) for s in applied)}
     private = [s for s in applied if isinstance(s, DPConfig)]
     if private:
         out |= privacy.report(private)

@@ -103,7 +103,7 @@ def row(cfg: UtilityConfig, defense: DefenseConfig, result: dict[str, Any]) -> d
     """One utility.csv row; the defense's fields use metrics.json's flat ``defense.*`` keys."""
     report = defenses.report(defense)
     flat = pd.json_normalize({"defense": asdict(defense)}).to_dict("records")[0]
-    out: dict[str, Any] = {"defense": " -> ".join(report.pop("defense_steps")), **flat}
+    out: dict[str, Any] = {"defense": report.pop("defense_steps"), **flat}
     out |= {"accuracy": result["accuracy"]}
     out |= {k: result[k] for k in ("defense_rel_error", "defense_cosine", "defense_changed")}
     out |= report  # epsilon, delta, accountant of one release, for DP

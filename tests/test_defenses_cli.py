@@ -39,11 +39,11 @@ def test_topk_sign_soteria_clip_and_chain_run_end_to_end(run_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     runs = [metrics(sweep / str(i)) for i in range(5)]
     assert [r["defense_steps"] for r in runs] == [
-        ["topk(keep=0.1, scope=layer)"],
-        ["sign()"],
-        ["soteria(percentile=40.0)"],
-        ["clip(clip=1.0)"],
-        ["prune(ratio=0.2, scope=layer)", "noise(sigma=0.01, distribution=gaussian)"],
+        "topk(keep=0.1, scope=layer)",
+        "sign()",
+        "soteria(percentile=40.0)",
+        "clip(clip=1.0)",
+        "prune(ratio=0.2, scope=layer) -> noise(sigma=0.01, distribution=gaussian)",
     ]
     assert all(r["status"] == "ok" and 0 < r["defense_changed"] <= 1 for r in runs)
     assert runs[0]["defense_changed"] >= 0.85  # topk keeps about 10% of the entries

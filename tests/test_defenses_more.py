@@ -116,9 +116,7 @@ def test_epsilon_decreases_with_noise_and_matches_the_analytic_gaussian_mechanis
 
 def test_report_records_epsilon_and_composes_dp_steps_of_a_chain():
     one = defenses.report(DPConfig(noise_multiplier=1.0))
-    assert one["defense_steps"] == [
-        "dp(clip=1.0, noise_multiplier=1.0, delta=1e-05, accountant=prv)"
-    ]
+    assert one["defense_steps"] == "dp(clip=1.0, noise_multiplier=1.0, delta=1e-05, accountant=prv)"
     assert one["delta"] == 1e-5 and 4 < one["epsilon"] < 5
     two = defenses.report(ChainConfig(steps=[{"name": "dp"}, {"name": "dp"}]))
     assert two["epsilon"] > one["epsilon"]
@@ -157,10 +155,9 @@ def test_chain_applies_steps_in_order():
     assert out[0].tolist() == pytest.approx([0.3, 0.0, 0.3, -0.3, 0.0])  # mean|.| after prune
     reverse = defenses.chain(grads, ChainConfig(steps=steps[::-1]), generator=gen())
     assert reverse[0].tolist() == pytest.approx([0.33, -0.33, 0.33, -0.33, 0.33])  # all tie
-    assert defenses.report(ChainConfig(steps=steps))["defense_steps"] == [
-        "prune(ratio=0.4, scope=layer)",
-        "sign()",
-    ]
+    assert defenses.report(ChainConfig(steps=steps))["defense_steps"] == (
+        "prune(ratio=0.4, scope=layer) -> sign()"
+    )
 
 
 def test_chain_steps_are_typed_and_checked():

@@ -9,11 +9,13 @@ out-of-range value fails in ``OmegaConf.to_object`` with one line, before any wo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -95,6 +97,115 @@ class NoiseConfig(DefenseConfig):
             "must be >= 0 and finite",
         )
         one_of("defense.distribution", self.distribution, ("gaussian", "laplace"))
+
+
+@dataclass
+class ClipConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "clip"
+    name: str = "clip"
+    clip: float = 1.0  # max L2 norm of each example's gradient (all layers together)
+
+    def __post_init__(self) -> None:
+        require(self.clip > 0, "defense.clip", self.clip, "must be > 0")
+
+
+@dataclass
+class DPConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "noise_multiplier"
+    STRENGTH_LOG: ClassVar[bool] = True
+    name: str = "dp"
+    clip: float = 1.0  # max L2 norm of each example's gradient (the sensitivity)
+    noise_multiplier: float = 1.0  # Gaussian noise std = noise_multiplier * clip
+    delta: float = 1e-5  # epsilon is reported at this delta
+    accountant: str = "prv"  # opacus accountant: prv (tight) or rdp (looser upper bound)
+
+    def __post_init__(self) -> None:
+        require(self.clip > 0, "defense.clip", self.clip, "must be > 0")
+        require(
+            self.noise_multiplier >= 0,
+            "defense.noise_multiplier",
+            self.noise_multiplier,
+            "must be >= 0",
+        )
+        require(0 < self.delta < 1, "defense.delta", self.delta, "must be in (0, 1)")
+        one_of("defense.accountant", self.accountant, ("prv", "rdp"))
+
+
+@dataclass
+class TopkConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "keep"
+    STRENGTH_LOG: ClassVar[bool] = True
+    name: str = "topk"
+    keep: float = 0.1  # fraction of entries (largest |g|) kept; the rest become zero
+    scope: str = "layer"  # layer: per tensor; global: over all tensors
+
+    def __post_init__(self) -> None:
+        require(0 < self.keep <= 1, "defense.keep", self.keep, "must be in (0, 1]")
+        one_of("defense.scope", self.scope, ("layer", "global"))
+
+
+@dataclass
+class SignConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = None
+    name: str = "sign"
+
+
+@dataclass
+class SoteriaConfig(DefenseConfig):
+    STRENGTH: ClassVar[Optional[str]] = "percentile"
+    name: str = "soteria"
+    percentile: float = 40.0  # % of representation features whose FC gradient column is zeroed
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.percentile <= 100,
+            "defense.percentile",
+            self.percentile,
+            "must be in [0, 100]",
+        )
+
+
+def defense_from(step: Mapping[str, Any] | DefenseConfig, key: str) -> DefenseConfig:
+    """A typed, range-checked defense config from a mapping like ``{name: prune, ratio: 0.2}``.
+
+    Fields left out take the schema's defaults. Used for lists of defenses (a chain's
+    steps, the utility experiment's defenses), whose elements Hydra can only type as maps.
+    """
+    if isinstance(step, DefenseConfig):
+        return step
+    name = step.get("name")
+    one_of(f"{key}.name", name, tuple(SCHEMAS["defense"]))
+    try:
+        typed = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(SCHEMAS["defense"][name]), step)
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+    assert isinstance(typed, DefenseConfig)
+    return typed
+
+
+@dataclass
+class ChainConfig(DefenseConfig):
+    """Apply ``steps`` in order, each to the previous step's output.
+
+    Each step is a map ``{name: <defense>, <field>: <value> ...}`` (any defense but chain);
+    ``__post_init__`` turns it into that defense's typed schema, checking its fields.
+    """
+
+    STRENGTH: ClassVar[Optional[str]] = None
+    name: str = "chain"
+    steps: list[Any] = field(
+        default_factory=lambda: [{"name": "prune", "ratio": 0.2}, {"name": "noise", "sigma": 0.01}]
+    )
+
+    def __post_init__(self) -> None:
+        require(len(self.steps) >= 1, "defense.steps", self.steps, "must list at least one defense")
+        self.steps = [defense_from(s, f"defense.steps[{i}]") for i, s in enumerate(self.steps)]
+        nested = [s.name for s in self.steps if isinstance(s, ChainConfig)]
+        require(not nested, "defense.steps", nested, "a step cannot itself be a chain")
 
 
 # --- model ---------------------------------------------------------------------------
@@ -303,12 +414,63 @@ class Config:
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
 
 
+def _default_compared() -> list[Any]:
+    return [
+        {"name": "none"},
+        {"name": "dp", "noise_multiplier": 1.0},
+        {"name": "clip", "clip": 1.0},
+        {"name": "topk", "keep": 0.1},
+        {"name": "sign"},
+        {"name": "prune", "ratio": 0.2},
+        {"name": "quantize", "bits": 4},
+        {"name": "noise", "sigma": 1e-3},
+    ]
+
+
+@dataclass
+class UtilityConfig:
+    """The utility experiment (``python -m gradinv_exp.utility``): federated training of
+    ``model`` on ``dataset`` once per defense in ``defenses``, the defense applied to every
+    gradient a client shares. Clients use ``dataset.batch_size`` examples per local step."""
+
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # maps like a chain's steps; soteria is left out by default: its exact Jacobian
+    # (F backward passes per shared gradient) makes each step ~200x slower
+    defenses: list[Any] = field(default_factory=_default_compared)
+    rounds: int = 50  # federated rounds (server averages the clients' updates once each)
+    clients: int = 4  # the training split is dealt to them in turn (IID shards)
+    local_steps: int = 1  # local SGD steps per round; 1 = FedSGD, the attack's setting
+    lr: float = 0.05  # local SGD learning rate
+    test_fraction: float = 0.25  # held out (seeded permutation) for test accuracy
+    samples: int = 0  # images used from dataset.index on (0 = all; cap large data sets)
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        require(len(self.defenses) >= 1, "defenses", self.defenses, "must list a defense")
+        self.defenses = [defense_from(d, f"defenses[{i}]") for i, d in enumerate(self.defenses)]
+        for key in ("rounds", "clients", "local_steps", "threads"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.samples >= 0, "samples", self.samples, "must be >= 0 (0 = all)")
+        require(
+            0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "must be in (0, 1)"
+        )
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "defense": {
         "none": NoneDefenseConfig,
         "prune": PruneConfig,
         "quantize": QuantizeConfig,
         "noise": NoiseConfig,
+        "clip": ClipConfig,
+        "dp": DPConfig,
+        "topk": TopkConfig,
+        "sign": SignConfig,
+        "soteria": SoteriaConfig,
+        "chain": ChainConfig,
     },
     "model": {"model": ModelConfig},
     "dataset": {"dataset": DatasetConfig},
@@ -349,6 +511,7 @@ def register() -> None:
     """Store the schemas under ``schema/<group>/<name>`` for the YAML defaults lists."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    cs.store(name="utility_schema", node=UtilityConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

@@ -60,6 +60,7 @@ ARCHIVES: dict[str, str] = {
 # beyond the data set before any job starts. A data set missing here is checked on load.
 SIZES: dict[str, int] = {
     "photos": len(PHOTOS),
+    "lfw": 200,  # scikit-image's lfw_subset
     "cifar100": 50_000,
     "cifar10": 50_000,
     "mnist": 60_000,
@@ -102,6 +103,23 @@ class Photos(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         return self.transform(photo(PHOTOS[i])), i % self.num_classes
+
+
+class LfwSubset(torch.utils.data.Dataset):
+    """scikit-image's bundled ``lfw_subset``: 200 real 25x25 grey images, the first 100
+    faces (label 1) and the other 100 non-faces (label 0). Labelled and offline, so the
+    utility experiment can train and test on it."""
+
+    def __init__(self, num_classes: int, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.images = skimage.data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        grey = Image.fromarray((self.images[i] * 255).round().astype(np.uint8))  # 2-D: "L"
+        return self.transform(grey), int(i < len(self.images) // 2)
 
 
 def read_image(path: str) -> Image.Image:
@@ -161,6 +179,7 @@ def folder(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> datasets.
 LOCAL: dict[str, Callable[[DatasetConfig, Callable], torch.utils.data.Dataset]] = {
     "photos": lambda cfg, tf: Photos(cfg.num_classes, tf),
     "folder": folder,
+    "lfw": lambda cfg, tf: LfwSubset(cfg.num_classes, tf),
 }
 
 

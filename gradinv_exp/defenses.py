@@ -1,29 +1,63 @@
-"""Gradient defenses: functions ``fn(grads, cfg, *, generator) -> grads``.
+"""Gradient defenses: functions ``fn(grads, cfg, *, generator, client=None) -> grads``.
 
 Every defense returns new tensors and never mutates its input (the seed's in-place
-defenses stacked across the loop). ``grads`` is the list of per-parameter gradients in
-``model.parameters()`` order; a leading trial axis, if present, is just another dimension
-except where noted.
+defenses stacked across the loop). ``grads`` is one client's list of per-parameter
+gradients in ``model.parameters()`` order. ``client`` (model, images, targets) is there
+for the defenses that need more than the batch gradient (``dp``/``clip`` per example,
+``soteria``); the others ignore it.
+
+What a defense reports besides the gradient (DP's epsilon, a chain's steps) depends on
+its config only and comes from ``report(cfg)``, written into metrics.json.
+
+This module holds the registry and the defenses that only look at the gradient;
+``privacy.py`` holds clip and DP, ``soteria.py`` Soteria.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from gradinv_exp.config import DefenseConfig, NoiseConfig, PruneConfig, QuantizeConfig
+from gradinv_exp import privacy
+from gradinv_exp.clients import Client
+from gradinv_exp.config import (
+    ChainConfig,
+    ConfigError,
+    DefenseConfig,
+    DPConfig,
+    NoiseConfig,
+    PruneConfig,
+    QuantizeConfig,
+    SignConfig,
+    TopkConfig,
+)
+from gradinv_exp.soteria import soteria
 
 Grads = list[Tensor]
 
 
-def none(grads: Sequence[Tensor], cfg: DefenseConfig, *, generator: torch.Generator) -> Grads:
+def none(
+    grads: Sequence[Tensor],
+    cfg: DefenseConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
     """Share the true gradient (copies, so callers may not alias the original)."""
     return [g.clone() for g in grads]
 
 
-def prune(grads: Sequence[Tensor], cfg: PruneConfig, *, generator: torch.Generator) -> Grads:
+def prune(
+    grads: Sequence[Tensor],
+    cfg: PruneConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
     """Zero entries with |g| below the ``ratio``-quantile of |g|; keep signs and values.
 
     ``scope=layer`` takes the quantile per tensor, ``global`` over all entries together.
@@ -47,7 +81,13 @@ def _threshold(values: Tensor, ratio: float) -> Tensor:
     return values.kthvalue(k + 1).values
 
 
-def quantize(grads: Sequence[Tensor], cfg: QuantizeConfig, *, generator: torch.Generator) -> Grads:
+def quantize(
+    grads: Sequence[Tensor],
+    cfg: QuantizeConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
     """Per tensor: 2**bits uniform levels on [-s, s], s = max|g|; round to nearest.
 
     ``stochastic`` rounds up with probability equal to the remainder (unbiased,
@@ -71,7 +111,13 @@ def quantize(grads: Sequence[Tensor], cfg: QuantizeConfig, *, generator: torch.G
     return out
 
 
-def noise(grads: Sequence[Tensor], cfg: NoiseConfig, *, generator: torch.Generator) -> Grads:
+def noise(
+    grads: Sequence[Tensor],
+    cfg: NoiseConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
     """Add fresh noise of standard deviation ``sigma`` to every entry.
 
     Laplace noise has scale ``sigma / sqrt(2)`` so both distributions have std ``sigma``
@@ -88,18 +134,120 @@ def noise(grads: Sequence[Tensor], cfg: NoiseConfig, *, generator: torch.Generat
     return out
 
 
+def topk(
+    grads: Sequence[Tensor],
+    cfg: TopkConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
+    """Keep the ceil(keep * n) entries with the largest |g| (per tensor, or over all
+    tensors with ``scope=global``), zero the rest; kept values and signs unchanged."""
+    if cfg.scope == "global":
+        flat = torch.cat([g.flatten() for g in grads])
+        kept = _top_mask(flat, cfg.keep).split([g.numel() for g in grads])
+        return [torch.where(m.reshape(g.shape), g, 0) for g, m in zip(grads, kept)]
+    return [torch.where(_top_mask(g.flatten(), cfg.keep).reshape(g.shape), g, 0) for g in grads]
+
+
+def _top_mask(values: Tensor, keep: float) -> Tensor:
+    """Boolean mask of the ceil(keep * n) largest |values|: exactly that many, so among
+    entries tied at the threshold an unspecified subset is kept."""
+    mask = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    mask[values.abs().topk(math.ceil(keep * values.numel())).indices] = True
+    return mask
+
+
+def sign(
+    grads: Sequence[Tensor],
+    cfg: SignConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
+    """signSGD with scale: sign(g) * mean|g| per tensor (magnitudes lost, norm kept in L1)."""
+    return [torch.sign(g) * g.abs().mean() for g in grads]
+
+
+def chain(
+    grads: Sequence[Tensor],
+    cfg: ChainConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
+    """Apply ``cfg.steps`` in order, each to the previous step's output.
+
+    Every step sees the client; ``dp``/``clip`` on a batch of B > 1 recompute the
+    per-example gradients from it, so they must come first (``run.validate`` checks).
+    """
+    for step in cfg.steps:
+        grads = DEFENSES[step.name](grads, step, generator=generator, client=client)
+    return list(grads)
+
+
 DEFENSES: dict[str, Callable[..., Grads]] = {
     "none": none,
     "prune": prune,
     "quantize": quantize,
     "noise": noise,
+    "clip": privacy.clip,
+    "dp": privacy.dp,
+    "topk": topk,
+    "sign": sign,
+    "soteria": soteria,
+    "chain": chain,
 }
 
+# Defenses that replace the incoming gradient by per-example gradients when B > 1.
+PER_EXAMPLE: tuple[str, ...] = ("clip", "dp")
 
-def apply(grads: Sequence[Tensor], cfg: DefenseConfig, *, generator: torch.Generator) -> Grads:
-    """Run the defense named by ``cfg.name`` on a copy of ``grads``."""
+
+def apply(
+    grads: Sequence[Tensor],
+    cfg: DefenseConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> Grads:
+    """Run the defense named by ``cfg.name``; ``grads`` is left as it was."""
     with torch.no_grad():
-        return DEFENSES[cfg.name](grads, cfg, generator=generator)
+        return DEFENSES[cfg.name](grads, cfg, generator=generator, client=client)
+
+
+def steps(cfg: DefenseConfig) -> list[DefenseConfig]:
+    """The defenses ``cfg`` applies, in order (a chain's steps, else ``cfg`` itself)."""
+    return list(cfg.steps) if isinstance(cfg, ChainConfig) else [cfg]
+
+
+def check(cfg: DefenseConfig, batch_size: int) -> None:
+    """Per-example clipping (dp, clip) recomputes the client's gradients when B > 1, which
+    would discard what earlier chain steps did: then it must be the first step."""
+    late = [s.name for s in steps(cfg)[1:] if s.name in PER_EXAMPLE]
+    if late and batch_size > 1:
+        raise ConfigError(
+            f"defense.steps: {late[0]} clips per example (dataset.batch_size={batch_size}) "
+            "so it must be the chain's first step"
+        )
+
+
+def describe(cfg: DefenseConfig) -> str:
+    """``name(field=value, ...)``: one step as metrics.json and tables show it."""
+    fields = ", ".join(f"{k}={v}" for k, v in vars(cfg).items() if k != "name")
+    return f"{cfg.name}({fields})"
+
+
+def report(cfg: DefenseConfig) -> dict[str, Any]:
+    """What metrics.json records about the defense besides its cost (config only):
+    ``defense_steps`` (the applied defenses in order as one string, "a(..) -> b(..)",
+    since tables need scalars) and, when a step is DP,
+    ``epsilon``/``delta``/``accountant`` of the release (composed over DP steps)."""
+    applied = steps(cfg)
+    out: dict[str, Any] = {"defense_steps": " -> ".join(describe(s) for s in applied)}
+    private = [s for s in applied if isinstance(s, DPConfig)]
+    if private:
+        out |= privacy.report(private)
+    return out
 
 
 def cost(true: Sequence[Tensor], shared: Sequence[Tensor]) -> dict[str, float]:

@@ -22,7 +22,8 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, checkpoint, data, defenses, faults, metrics, models
 from gradinv_exp import pretrain as pretraining
-from gradinv_exp.config import Config, one_of, require
+from gradinv_exp.clients import Client
+from gradinv_exp.config import Config, UtilityConfig, one_of, require
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def validate(cfg: Config) -> None:
         pretraining.check(cfg.dataset.name, attacked, cfg.model.pretrain_images)
     if cfg.model.checkpoint is not None:
         build_model(cfg)  # loads the checkpoint: a wrong file fails here, before any job
+    defenses.check(cfg.defense, cfg.dataset.batch_size)
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -79,7 +81,7 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: Config) -> nn.Module:
+def build_model(cfg: Config | UtilityConfig) -> nn.Module:
     """The model under attack (seeded init, then ``model.checkpoint``'s weights if set),
     with the dataset's normalisation (if any) in front. Pretraining comes later, in run."""
     ds = cfg.dataset
@@ -185,12 +187,14 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     noise = generator(cfg.seed, "defense")
     true, shared = [], []
     for t in range(cfg.trials):
-        g = attacks.gradient(model, images[t].to(device), onehot[t])
+        client = Client(model, images[t].to(device), onehot[t])
+        g = attacks.gradient(model, client.images, client.targets)
         true.append(g)
-        shared.append(defenses.apply(g, cfg.defense, generator=noise))
+        shared.append(defenses.apply(g, cfg.defense, generator=noise, client=client))
     progress.facts |= defenses.cost(
         [torch.stack(p) for p in zip(*true)], [torch.stack(p) for p in zip(*shared)]
     )
+    progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
 
     def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
         recon = recon.detach().cpu().clone()

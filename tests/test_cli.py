@@ -53,7 +53,7 @@ def test_multirun_gives_each_job_its_folder(run_cli, tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["defense=bogus"], "defense=bogus is not an option of 'defense': choose one of noise"),
+        (["defense=bogus"], "defense=bogus is not an option of 'defense': choose one of chain"),
         (["defense=noise", "defense.sigma=-1"], "defense.sigma=-1.0 is not allowed: must be >= 0"),
         (["defense=prune", "defense.ratio=1.5"], "defense.ratio=1.5 is not allowed: must be in"),
         (["defense=quantize", "defense.bits=0"], "defense.bits=0 is not allowed"),

@@ -76,6 +76,10 @@ def test_sweep_with_a_failing_job_finishes_the_others(run_cli, tmp_path):
     assert "\n" not in status[1]["error"]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("gradinv-exp: error: 1 job(s) failed, the others finished; job 1:")
+    summary = pd.read_csv(sweep / "summary.csv")  # the sweep summary lists every job
+    assert summary["status"].tolist() == ["ok", "failed", "ok"]
+    assert summary["error"].iloc[1].startswith("ConfigError: dataset cifar10")
+    assert (sweep / "comparison.png").exists()
 
 
 def test_single_run_crash_is_recorded_as_failed(tmp_path, monkeypatch):

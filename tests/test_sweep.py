@@ -110,18 +110,6 @@ def test_submitit_local_launcher_end_to_end(tmp_path):
     assert (sweep / ".submitit").is_dir()  # really went through submitit
 
 
-def test_a_job_that_raises_is_a_row_of_the_summary(tmp_path):
-    """Job 1 cannot load its data (offline, no fallback) and raises; Hydra stops the sweep."""
-    sweep = tmp_path / "sweep"
-    args = ["-m", "dataset.offline_fallback=true,false", "dataset.download=false",
-            f"dataset.root={tmp_path / 'no_data'}", "attack.iterations=2"]  # fmt: skip
-    proc = cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert proc.returncode != 0
-    frame = pd.read_csv(sweep / "summary.csv")
-    assert frame["status"].tolist() == ["ok", "missing"]
-    assert (sweep / "comparison.png").exists()
-
-
 @pytest.mark.parametrize(
     ("preset", "expected"),
     [

@@ -23,7 +23,7 @@ run: install
 	$(PY) -m gradinv_exp +experiment=seed_defenses $(ARGS)
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2  # two workers: one per core, each test process on one torch thread
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradinv_exp import summary
+from gradinv_exp import artifacts, summary, tradeoff
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -28,12 +28,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--group-by", help="config key, e.g. model.name or seed: one curve per value"
     )
     parser.add_argument("--out", type=Path, help="write compare.csv, summary.md and figures")
+    parser.add_argument(
+        "--utility",
+        type=Path,
+        help="utility.csv of `python -m gradinv_exp.utility`: also join the attack metric "
+        "with test accuracy per defense setting (privacy_utility.csv/.png with --out)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    missing = [str(p) for p in args.paths if not p.exists()]
+    missing = [str(p) for p in [*args.paths, *([args.utility] if args.utility else [])]
+               if not p.exists()]  # fmt: skip
     if missing:
         print(f"compare: error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -57,6 +64,26 @@ def main(argv: list[str] | None = None) -> int:
             markdown=True,
         )  # fmt: skip
         print("wrote " + ", ".join(str(p) for p in written))
+    if args.utility:
+        return privacy_utility(frame, pd.read_csv(args.utility), args.metric, args.out)
+    return 0
+
+
+def privacy_utility(
+    frame: pd.DataFrame, utility: pd.DataFrame, metric: str, out: Path | None
+) -> int:
+    """Print (and with ``out`` write) attack ``metric`` beside utility per defense setting."""
+    joined = tradeoff.join(frame, utility, metric)
+    if joined.empty:
+        print(
+            "compare: error: no defense setting is in both the runs and --utility", file=sys.stderr
+        )
+        return 1
+    print(joined.to_string(index=False))
+    if out:
+        artifacts.write_csv(out / "privacy_utility.csv", joined)
+        artifacts.save_figure(out / "privacy_utility.png", tradeoff.figure(joined, metric))
+        print(f"wrote {out / 'privacy_utility.csv'}, {out / 'privacy_utility.png'}")
     return 0
 
 

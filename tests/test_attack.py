@@ -23,7 +23,6 @@ def setup(index: int):
 
 
 def test_dlg_recovers_a_bundled_photo_without_defense():
-    torch.set_num_threads(1)
     model, images, labels, target = setup(index=1)
     snapshots = []
     result = attacks.dlg(

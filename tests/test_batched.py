@@ -64,7 +64,6 @@ def test_vmapped_gradients_equal_each_trials_own():
     [(LBFGSConfig(max_iter=2), 2, 5e-3), (AdamConfig(lr=0.1), 10, 2e-4)],
 )
 def test_each_batched_trial_matches_its_run_alone(optimizer, iterations, tol):
-    torch.set_num_threads(1)
     model, _, target = setup()
     x0, y0 = starts(TRIALS)
     together = attack(model, target, x0, y0, optimizer, iterations)

@@ -4,12 +4,10 @@ import json
 
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, typed_config
 
 from gradinv_exp import checkpoint, models, preflight, pretrain, run
 from gradinv_exp.config import ConfigError, DatasetConfig
-
-torch.set_num_threads(1)  # a second thread only slows these small models on a loaded machine
 
 
 def bare_model(channels: int = 3, seed: int = 5) -> torch.nn.Module:
@@ -20,13 +18,7 @@ def bare_model(channels: int = 3, seed: int = 5) -> torch.nn.Module:
 
 
 def config(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from gradinv_exp.config import register
-
-    register()
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        return run.to_config(compose("config", overrides=[*FAST, *overrides]))
+    return typed_config(*FAST, *overrides)
 
 
 def test_checkpoint_weights_replace_the_seeded_init(tmp_path):

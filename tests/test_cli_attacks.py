@@ -5,8 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import FAST
-from hydra import compose, initialize_config_dir
+from conftest import FAST, typed_config
 from PIL import Image
 
 from gradinv_exp import config, preflight, run
@@ -49,10 +48,7 @@ def test_user_image_folder_runs(tmp_path):
     root.mkdir(parents=True)
     pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(root / "a.png")
-    config.register()
-    overrides = ["dataset=folder", f"dataset.root={root.parent}", "attack.iterations=2"]
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        cfg = run.to_config(compose("config", overrides=overrides))  # in-process: fast
+    cfg = typed_config("dataset=folder", f"dataset.root={root.parent}", "attack.iterations=2")
     summary = run.run(cfg, tmp_path / "run")
     assert summary["data_source"] == "folder" and summary["labels"] == [[0]]
     assert (tmp_path / "run" / "metrics.json").exists()

@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
 
-from gradinv_exp import compare, config, summary
+from gradinv_exp import compare, config, summary, tradeoff
 
 
 def fake_run(path, overrides, metrics=None, cfg=None, image_seed=0):
@@ -97,3 +98,28 @@ def test_every_defense_names_a_real_strength_field():
         assert key is None or key in {f.name for f in dataclasses.fields(schema)}, name
     assert config.strength_key("prune") == "ratio" and config.strength_log("noise")
     assert config.strength_key("unknown") is None
+
+
+def test_privacy_utility_joins_defense_settings_and_averages_runs(tmp_path):
+    runs = pd.DataFrame(
+        {
+            "defense": ["none", "prune", "prune", "prune", "noise"],
+            "strength": [float("nan"), 0.2, 0.2, 0.5, 0.01],
+            "psnr": [40.0, 20.0, 30.0, 10.0, 12.0],
+        }
+    )
+    utility = pd.DataFrame(
+        {
+            "defense.name": ["none", "prune", "prune", "dp"],
+            "defense.ratio": [None, 0.2, 0.9, None],
+            "accuracy": [0.9, 0.85, 0.6, 0.7],
+            "epsilon": [None, None, None, 4.4],
+        }
+    )
+    joined = tradeoff.join(runs, utility, "psnr").set_index("setting")
+    assert sorted(joined.index) == ["none", "prune(0.2)"]  # only settings on both sides
+    assert joined.loc["prune(0.2)", "psnr"] == 25.0 and joined.loc["prune(0.2)", "runs"] == 2
+    assert joined.loc["none", "accuracy"] == 0.9
+    assert compare.privacy_utility(runs, utility, "psnr", tmp_path) == 0
+    assert (tmp_path / "privacy_utility.png").stat().st_size > 0
+    assert len(pd.read_csv(tmp_path / "privacy_utility.csv")) == 2

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from conftest import FAST
-from hydra import compose, initialize_config_dir
+from conftest import FAST, compose_config
 
-from gradinv_exp import config, preflight
+from gradinv_exp import preflight
 from gradinv_exp.config import ConfigError
 from gradinv_exp.run import to_config
 
@@ -49,14 +48,8 @@ def test_topk_sign_soteria_clip_and_chain_run_end_to_end(run_cli, tmp_path):
     assert runs[0]["defense_changed"] >= 0.85  # topk keeps about 10% of the entries
 
 
-def compose_run(*overrides: str, hydra: bool = False):
-    config.register()
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
-
-
 def test_topk_sweep_preset_sweeps_keep():
-    cfg = compose_run("+experiment=topk_sweep", hydra=True)
+    cfg = compose_config("+experiment=topk_sweep", hydra=True)
     assert cfg.defense.name == "topk" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.hydra.sweeper.params["defense.keep"] == "0.01,0.03,0.1,0.3,1.0"
     preflight.check(["+experiment=topk_sweep"])  # every job's config is valid
@@ -64,7 +57,7 @@ def test_topk_sweep_preset_sweeps_keep():
 
 def test_chain_steps_from_the_command_line():
     steps = "defense.steps=[{name: prune, ratio: 0.5}, {name: dp, noise_multiplier: 2.0}]"
-    cfg = to_config(compose_run("defense=chain", steps))
+    cfg = to_config(compose_config("defense=chain", steps))
     assert [s.name for s in cfg.defense.steps] == ["prune", "dp"]
     assert cfg.defense.steps[0].ratio == 0.5 and cfg.defense.steps[1].noise_multiplier == 2.0
     assert cfg.defense.steps[1].clip == 1.0  # unset fields take the step's defaults

@@ -22,8 +22,6 @@ from gradinv_exp.config import (
 )
 from gradinv_exp.models import build
 
-torch.set_num_threads(1)  # the project default; a second thread is much slower under load
-
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

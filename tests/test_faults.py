@@ -9,10 +9,9 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import FAST, REPO
+from conftest import FAST, REPO, typed_config
 
-from gradinv_exp import attacks, faults, preflight, run
-from gradinv_exp.run import to_config
+from gradinv_exp import attacks, faults, run
 
 RUN_FILES = ("history.csv", "progress.png", "reconstruction.png", "loss.png", "metrics.json")
 
@@ -87,7 +86,7 @@ def test_single_run_crash_is_recorded_as_failed(tmp_path, monkeypatch):
         raise RuntimeError("CUDA out of memory\nwhile allocating")
 
     monkeypatch.setitem(attacks.ATTACKS, "dlg", broken)
-    cfg = config_of(*FAST)
+    cfg = typed_config(*FAST)
     with pytest.raises(RuntimeError):
         run.run(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -102,7 +101,7 @@ def test_interrupt_before_any_snapshot_still_writes_metrics(tmp_path, monkeypatc
 
     monkeypatch.setitem(attacks.ATTACKS, "dlg", stopped)
     with pytest.raises(faults.Interrupted) as info:
-        run.run(config_of(*FAST), tmp_path)
+        run.run(typed_config(*FAST), tmp_path)
     assert info.value.exit_code == 143
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["steps"] == 0
@@ -118,13 +117,3 @@ def test_interruptible_turns_a_signal_into_interrupted_once():
             os.kill(os.getpid(), signal.SIGINT)  # a second signal while saving is ignored
     assert info.value.exit_code == 130 and info.value.signal_name == "SIGINT"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
-
-
-def config_of(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from gradinv_exp import config
-
-    config.register()
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        return to_config(compose("config", overrides=list(overrides)))

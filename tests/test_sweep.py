@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import FAST, REPO, cli
+from conftest import FAST, REPO, cli, compose_config, typed_config
 
 SEED_DEFENSES = ["+experiment=seed_defenses", *FAST]
 COMPARED = ("status", "psnr", "ssim", "mse", "label_acc", "grad_loss", "defense_rel_error")
@@ -125,20 +125,15 @@ def test_submitit_local_launcher_end_to_end(tmp_path):
 )  # fmt: skip
 def test_preset_jobs_have_the_documented_strengths(preset, expected):
     """Each preset's jobs, expanded as Hydra's basic sweeper does, in order."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from gradinv_exp import config, preflight
-    from gradinv_exp.run import to_config
 
-    config.register()
     command = OverridesParser.create().parse_overrides([f"+experiment={preset}"])
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        first = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
-        assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
-        params = OmegaConf.to_container(first.hydra.sweeper.params)
-        defenses = [to_config(compose("config", overrides=job)).defense
-                    for job in preflight.jobs(command, params)]  # fmt: skip
+    first = compose_config(f"+experiment={preset}", hydra=True)
+    assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
+    params = OmegaConf.to_container(first.hydra.sweeper.params)
+    defenses = [typed_config(*job).defense for job in preflight.jobs(command, params)]
     keys = [config.strength_key(d.name) for d in defenses]
     assert [(d.name, getattr(d, k) if k else None) for d, k in zip(defenses, keys)] == expected

@@ -7,18 +7,15 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
-from hydra import compose, initialize_config_dir
+from conftest import REPO, compose_config
 
-from gradinv_exp import config, data, preflight, utility
+from gradinv_exp import config, data, utility
 
 TINY = ["rounds=3", "clients=2", "dataset.batch_size=4", "samples=40", "test_fraction=0.5"]
 
 
 def typed(*overrides: str) -> config.UtilityConfig:
-    config.register()
-    with initialize_config_dir(config_dir=str(preflight.CONF_DIR), version_base="1.3"):
-        return utility.to_config(compose("utility", overrides=[*TINY, *overrides]))
+    return utility.to_config(compose_config(*TINY, *overrides, name="utility"))
 
 
 def test_lfw_is_real_labelled_offline_data():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from gradinv_exp.attacks import soft_cross_entropy
+from gradinv_exp.batched import soft_cross_entropy
 
 
 @dataclass(frozen=True)

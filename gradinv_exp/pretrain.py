@@ -15,7 +15,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from gradinv_exp import attacks, data
+from gradinv_exp import batched, data
 from gradinv_exp.config import ConfigError, DatasetConfig
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def train(model: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float)
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = attacks.soft_cross_entropy(model(x), onehot)
+        loss = batched.soft_cross_entropy(model(x), onehot)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))

@@ -15,14 +15,17 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from torch import Tensor
 
 from gradinv_exp.clients import Client, per_example_gradients
 from gradinv_exp.config import ClipConfig, DPConfig
+
+if TYPE_CHECKING:
+    from opacus.accountants import IAccountant
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,10 @@ def epsilon(noise_multipliers: Sequence[float], delta: float, accountant: str) -
     the RDP accountant (a valid, looser bound) is used and named in the result. A release
     without noise gives epsilon = inf.
     """
+    # Imported here: opacus' package import loads its whole privacy engine (~2 s), which
+    # every run, test process and sweep worker would otherwise pay for nothing.
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
     if min(noise_multipliers) == 0:
         return math.inf, accountant
     if accountant == "prv":

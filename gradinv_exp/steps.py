@@ -1,5 +1,5 @@
-"""What Inverting Gradients does around each optimiser step: signed gradients before it,
-boxing after it, and the step-decay learning-rate schedule."""
+"""What Inverting Gradients does around each optimiser step: boxing after it and the
+step-decay learning-rate schedule (signed gradients are applied in ``attacks.Problem``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ def box_(x: Tensor) -> None:
     """Clamp images in place to the valid range [0, 1] (normalisation is in the model)."""
     with torch.no_grad():
         x.clamp_(0, 1)
-
-
-def signed_(x: Tensor) -> None:
-    """Replace ``x.grad`` by its sign: Inverting Gradients' signed Adam (robust step size)."""
-    if x.grad is not None:
-        x.grad.sign_()
 
 
 def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.MultiStepLR:

@@ -51,11 +51,8 @@ def test_step_decay_divides_the_lr_by_ten_at_three_five_seven_eighths():
     assert lrs == pytest.approx([0.1] * 6 + [0.01] * 4 + [0.001] * 4 + [0.0001] * 2)
 
 
-def test_boxing_clamps_and_signed_keeps_only_the_sign():
+def test_boxing_clamps_to_the_image_range():
     x = torch.tensor([-0.5, 0.3, 1.7], requires_grad=True)
-    x.grad = torch.tensor([-3.0, 0.0, 0.2])
-    steps.signed_(x)
-    assert x.grad.tolist() == [-1.0, 0.0, 1.0]
     steps.box_(x)
     assert x.tolist() == pytest.approx([0.0, 0.3, 1.0])
 
@@ -146,3 +143,14 @@ def test_ig_label_modes_and_restarts_give_one_result_per_trial(mode):
     assert seen == [((2,), (2, 1, 3, 12, 12))] * 3  # snapshots show the best restart only
     if mode != "joint":
         assert result.labels.flatten().tolist() == labels.tolist()
+
+
+def test_signed_problem_steps_on_the_sign_of_the_image_gradient():
+    v = torch.zeros(1, 4, requires_grad=True)  # one problem: a 1x1x2x2 image, fixed labels
+    scale = torch.tensor([[-3.0, 0.0, 0.2, 5.0]])
+    problem = attacks.Problem(
+        v, (1, 1, 1, 2, 2), 2, torch.zeros(1, 1, 2), lambda x: (x * scale).sum(1), opt=None,
+        signed=True,
+    )  # fmt: skip
+    assert problem.closure().tolist() == [0.0]
+    assert v.grad.tolist() == [[-1.0, 0.0, 1.0, 1.0]]

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradinv_exp import config, faults, preflight, resume
+from gradinv_exp import checks, config, faults, preflight, resume
 from gradinv_exp.run import identity, run, to_config
 
 EXIT_CONFIG = 2  # bad input: nothing was run
@@ -35,7 +35,7 @@ def hydra_main(cfg: DictConfig) -> float:
     hydra = HydraConfig.get()
     try:
         typed = to_config(cfg)
-    except config.ConfigError as err:  # only jobs beyond preflight.MAX_JOBS_CHECKED get here
+    except checks.ConfigError as err:  # only jobs beyond preflight.MAX_JOBS_CHECKED get here
         faults.record_failure(Path(hydra.runtime.output_dir), err, identity(cfg))
         return failed(hydra, err, str(err), EXIT_CONFIG)
     run_dir = Path(hydra.runtime.output_dir)
@@ -45,7 +45,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         with faults.interruptible():  # also in joblib workers, where main() does not run
             summary = run(typed, run_dir)
-    except config.ConfigError as err:  # e.g. the data set is not on this machine
+    except checks.ConfigError as err:  # e.g. the data set is not on this machine
         return failed(hydra, err, str(err), EXIT_CONFIG)
     except Exception as err:
         return failed(hydra, err, faults.one_line(err), faults.EXIT_FAILED)
@@ -72,7 +72,7 @@ def main() -> None:
         with faults.interruptible():
             try:
                 preflight.check(sys.argv[1:])
-            except config.ConfigError as err:
+            except checks.ConfigError as err:
                 fail(str(err))
             hydra_main()
     except faults.Interrupted as stop:

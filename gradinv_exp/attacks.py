@@ -30,13 +30,7 @@ from torch.func import vmap
 
 from gradinv_exp import batched
 from gradinv_exp.batched import soft_cross_entropy
-from gradinv_exp.config import (
-    AttackConfig,
-    IDLGConfig,
-    IGConfig,
-    LBFGSConfig,
-    OptimizerConfig,
-)
+from gradinv_exp.config import AttackConfig, IDLGConfig, IGConfig, LBFGSConfig, OptimizerConfig
 from gradinv_exp.labels import idlg_labels, last_linear_weight
 from gradinv_exp.lbfgs import BatchedLBFGS
 from gradinv_exp.objectives import Objective, cosine_distance, l2_distance, total_variation

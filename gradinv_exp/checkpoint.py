@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 
 KEY = "model.checkpoint"
 

@@ -22,7 +22,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision import datasets, transforms
 
-from gradinv_exp.config import ConfigError, DatasetConfig, require
+from gradinv_exp.checks import ConfigError, require
+from gradinv_exp.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 

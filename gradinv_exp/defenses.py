@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from gradinv_exp import privacy
+from gradinv_exp.checks import ConfigError
 from gradinv_exp.clients import Client
-from gradinv_exp.config import (
+from gradinv_exp.defense_config import (
     ChainConfig,
-    ConfigError,
     DefenseConfig,
     DPConfig,
     NoiseConfig,

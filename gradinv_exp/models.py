@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gradinv_exp import resume
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 from gradinv_exp.run import to_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from gradinv_exp import batched, data
-from gradinv_exp.config import ConfigError, DatasetConfig
+from gradinv_exp.checks import ConfigError
+from gradinv_exp.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from gradinv_exp.clients import Client, per_example_gradients
-from gradinv_exp.config import ClipConfig, DPConfig
+from gradinv_exp.defense_config import ClipConfig, DPConfig
 
 if TYPE_CHECKING:
     from opacus.accountants import IAccountant

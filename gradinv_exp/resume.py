@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 from gradinv_exp.summary import finished
 
 log = logging.getLogger(__name__)

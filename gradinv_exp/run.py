@@ -22,8 +22,9 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import artifacts, attacks, checkpoint, data, defenses, faults, metrics, models
 from gradinv_exp import pretrain as pretraining
+from gradinv_exp.checks import one_of, require
 from gradinv_exp.clients import Client
-from gradinv_exp.config import Config, UtilityConfig, one_of, require
+from gradinv_exp.config import Config, UtilityConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from gradinv_exp.clients import Client
-from gradinv_exp.config import SoteriaConfig
+from gradinv_exp.defense_config import SoteriaConfig
 
 
 def representation_layer(model: nn.Module) -> tuple[nn.Linear, int]:

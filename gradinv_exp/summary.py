@@ -2,7 +2,7 @@
 
 A run folder is one that Hydra made for a job: it holds ``.hydra/overrides.yaml`` and,
 once the run finished, ``metrics.json``. Each becomes one row: the run's overrides (one
-column per key), its ``defense`` and ``strength`` (see ``config.strength_key``), its
+column per key), its ``defense`` and ``strength`` (see ``defense_config.strength_key``), its
 ``status`` and every scalar metric, and its flat config (``defense.ratio``, ...). A job
 that never wrote metrics.json is a row with status ``missing``, never dropped.
 """
@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gradinv_exp import artifacts, sweep_figures
-from gradinv_exp.config import strength_key
+from gradinv_exp.defense_config import strength_key
 
 log = logging.getLogger(__name__)
 

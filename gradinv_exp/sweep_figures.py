@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from gradinv_exp import artifacts
-from gradinv_exp.config import strength_log
+from gradinv_exp.defense_config import strength_log
 
 
 def load_images(run_dir: str) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -3,7 +3,7 @@
 The attack side is a compare table (one row per run, ``defense`` + ``strength``); the
 utility side is ``utility.csv`` from ``python -m gradinv_exp.utility`` (one row per
 defense, its settings as metrics.json's flat ``defense.*`` keys). A defense setting is
-its name plus the value of its strength field (``config.strength_key``); runs of the same
+its name plus the value of its strength field (``defense_config.strength_key``); runs of the same
 setting (seeds, images) are averaged.
 """
 
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from gradinv_exp.config import strength_key
+from gradinv_exp.defense_config import strength_key
 
 
 def setting(name: str, strength: float | None) -> str:

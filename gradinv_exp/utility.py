@@ -34,9 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from gradinv_exp import artifacts, attacks, config, data, defenses, models, preflight
+from gradinv_exp import artifacts, attacks, checks, config, data, defenses, models, preflight
 from gradinv_exp.clients import Client
-from gradinv_exp.config import DefenseConfig, UtilityConfig
+from gradinv_exp.config import UtilityConfig
+from gradinv_exp.defense_config import DefenseConfig
 from gradinv_exp.run import build_model, generator
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def utility(cfg: UtilityConfig, out_dir: Path) -> pd.DataFrame:
     size = len(data.open_dataset(cfg.dataset)[0]) - cfg.dataset.index
     images, labels, source = data.load(cfg.dataset, min(size, cfg.samples or size))
     if source != cfg.dataset.name:  # the offline photos are not a labelled task
-        raise config.ConfigError(
+        raise checks.ConfigError(
             f"dataset.name={cfg.dataset.name} is not available and training needs real "
             "labelled data: use dataset=lfw (offline) or provide the data set"
         )
@@ -160,7 +161,7 @@ def to_config(cfg: DictConfig) -> UtilityConfig:
     """Typed, range-checked utility config (raises ConfigError with a one-line message)."""
     typed = OmegaConf.to_object(cfg)
     assert isinstance(typed, UtilityConfig)
-    config.one_of("model.name", typed.model.name, tuple(models.MODELS))
+    checks.one_of("model.name", typed.model.name, tuple(models.MODELS))
     for defense in typed.defenses:
         defenses.check(defense, typed.dataset.batch_size)
     return typed
@@ -173,7 +174,7 @@ SHOWN = ["defense", "accuracy", "epsilon", "defense_cosine", "defense_rel_error"
 def hydra_main(cfg: DictConfig) -> None:
     try:
         typed = to_config(cfg)
-    except (config.ConfigError, OmegaConfBaseException) as err:
+    except (checks.ConfigError, OmegaConfBaseException) as err:
         fail(preflight.one_line(err))
     table = utility(typed, Path(HydraConfig.get().runtime.output_dir))
     shown = table[[c for c in SHOWN if c in table.columns]]

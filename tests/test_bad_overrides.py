@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from gradinv_exp import config, models, preflight
+from gradinv_exp import checks, config, models, preflight
 
 LINES = [
     line
@@ -42,7 +42,7 @@ def culprit(line: str) -> str:
 @pytest.mark.parametrize("line", LINES)
 def test_bad_line_is_one_config_error(line, scratch):
     config.register()
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(checks.ConfigError) as info:
         preflight.check(line.replace("{tmp}", str(scratch)).split())
     message = str(info.value)
     assert "\n" not in message and message
@@ -75,7 +75,7 @@ def test_model_too_deep_for_the_image_size_fails_before_any_job(monkeypatch):
 
     monkeypatch.setitem(models.MODELS, "big_kernel", big_kernel)
     models.check_fits("big_kernel", 3, 10, 9, "relu")  # 9x9 input: fits
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(checks.ConfigError) as info:
         models.check_fits("big_kernel", 3, 10, 8, "relu")
     message = str(info.value)
     assert message.startswith("model.name='big_kernel' is not allowed with dataset channels=3, ")

@@ -7,7 +7,8 @@ import torch
 from conftest import FAST, typed_config
 
 from gradinv_exp import checkpoint, models, preflight, pretrain, run
-from gradinv_exp.config import ConfigError, DatasetConfig
+from gradinv_exp.checks import ConfigError
+from gradinv_exp.config import DatasetConfig
 
 
 def bare_model(channels: int = 3, seed: int = 5) -> torch.nn.Module:

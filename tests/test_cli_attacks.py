@@ -9,7 +9,7 @@ from conftest import FAST, typed_config
 from PIL import Image
 
 from gradinv_exp import config, preflight, run
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 
 RUN_FILES = ("metrics.json", "history.csv", "progress.png", "reconstruction.png", "loss.png")
 

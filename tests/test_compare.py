@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from gradinv_exp import compare, config, summary, tradeoff
+from gradinv_exp import compare, config, defense_config, summary, tradeoff
 
 
 def fake_run(path, overrides, metrics=None, cfg=None, image_seed=0):
@@ -94,10 +94,10 @@ def test_compare_script_wrapper(sweeps):
 
 def test_every_defense_names_a_real_strength_field():
     for name, schema in config.SCHEMAS["defense"].items():
-        key = config.strength_key(name)
+        key = defense_config.strength_key(name)
         assert key is None or key in {f.name for f in dataclasses.fields(schema)}, name
-    assert config.strength_key("prune") == "ratio" and config.strength_log("noise")
-    assert config.strength_key("unknown") is None
+    assert defense_config.strength_key("prune") == "ratio" and defense_config.strength_log("noise")
+    assert defense_config.strength_key("unknown") is None
 
 
 def test_privacy_utility_joins_defense_settings_and_averages_runs(tmp_path):

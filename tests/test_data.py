@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gradinv_exp import data
-from gradinv_exp.config import ConfigError, DatasetConfig
+from gradinv_exp.checks import ConfigError
+from gradinv_exp.config import DatasetConfig
 
 
 def test_photos_are_real_images_of_the_asked_shape():

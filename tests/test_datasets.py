@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from gradinv_exp import data
-from gradinv_exp.config import ConfigError, DatasetConfig
+from gradinv_exp.checks import ConfigError
+from gradinv_exp.config import DatasetConfig
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=2, size=40):

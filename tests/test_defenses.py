@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradinv_exp import defenses
-from gradinv_exp.config import NoiseConfig, NoneDefenseConfig, PruneConfig, QuantizeConfig
+from gradinv_exp.defense_config import NoiseConfig, NoneDefenseConfig, PruneConfig, QuantizeConfig
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -6,7 +6,7 @@ import pytest
 from conftest import FAST, compose_config
 
 from gradinv_exp import preflight
-from gradinv_exp.config import ConfigError
+from gradinv_exp.checks import ConfigError
 from gradinv_exp.run import to_config
 
 # tinier than FAST: these run 11 attacks; the defenses, not the attack, are under test

@@ -9,11 +9,11 @@ from torch import nn
 
 from gradinv_exp import defenses, privacy, soteria
 from gradinv_exp.attacks import gradient
+from gradinv_exp.checks import ConfigError
 from gradinv_exp.clients import Client, per_example_gradients
-from gradinv_exp.config import (
+from gradinv_exp.defense_config import (
     ChainConfig,
     ClipConfig,
-    ConfigError,
     DPConfig,
     PruneConfig,
     SignConfig,

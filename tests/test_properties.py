@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradinv_exp import config, defenses
-from gradinv_exp.config import ConfigError, NoiseConfig, PruneConfig, QuantizeConfig
+from gradinv_exp.checks import ConfigError
+from gradinv_exp.defense_config import NoiseConfig, PruneConfig, QuantizeConfig
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -128,12 +128,12 @@ def test_preset_jobs_have_the_documented_strengths(preset, expected):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from gradinv_exp import config, preflight
+    from gradinv_exp import defense_config, preflight
 
     command = OverridesParser.create().parse_overrides([f"+experiment={preset}"])
     first = compose_config(f"+experiment={preset}", hydra=True)
     assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
     params = OmegaConf.to_container(first.hydra.sweeper.params)
     defenses = [typed_config(*job).defense for job in preflight.jobs(command, params)]
-    keys = [config.strength_key(d.name) for d in defenses]
+    keys = [defense_config.strength_key(d.name) for d in defenses]
     assert [(d.name, getattr(d, k) if k else None) for d, k in zip(defenses, keys)] == expected

@@ -17,6 +17,12 @@ by four batched matrix products. That is the same recursion in exact arithmetic 
 torch's within float rounding, see tests/test_lbfgs.py) at a cost independent of the history
 length in op count.
 
+Layout: the big vectors ``s``, ``y`` ``(T, H, D)`` sit in a ring (slot = pair number % H,
+so a new pair costs one row write), while the small per-pair scalars (``SY``, ``rho``) are
+kept in age order (index H-1 newest; a new pair rolls them by one). The triangular solves
+need age order, and rolling the ``(T, H, H)`` Gram once per pair is ~10x cheaper than
+gathering it into age order every iteration (0.1 vs 1.4 ms at T=16, H=100).
+
 Trials whose loss or gradient becomes NaN/inf are frozen for good (they stop changing).
 """
 
@@ -54,12 +60,14 @@ class BatchedLBFGS:
         self.lr, self.max_iter, self.size = lr, max_iter, history_size
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
         self.rows = torch.arange(trials, device=params.device)
-        # history ring per trial: slot = pair number % size; stamp = pair number, -1 = empty
+        self.ages = torch.arange(history_size, device=params.device)
+        # vectors: a ring per trial, slot = pair number % size (empty slots are zero)
         self.s = torch.zeros(trials, history_size, dim, **like)
         self.y = torch.zeros(trials, history_size, dim, **like)
+        # scalars in age order, oldest first; empty (leading) entries are zero
         self.sy = torch.zeros(trials, history_size, history_size, **like)  # s_i . y_j
         self.rho = torch.zeros(trials, history_size, **like)  # 1 / (y_i . s_i), 0 = empty
-        self.stamp = torch.full((trials, history_size), -1, dtype=torch.long, device=params.device)
+        self.upper = torch.ones(history_size, history_size, **like).triu(1)
         self.pairs = torch.zeros(trials, dtype=torch.long, device=params.device)
         self.h_diag = torch.ones(trials, **like)
         self.d = torch.zeros(trials, dim, **like)  # last direction
@@ -120,48 +128,45 @@ class BatchedLBFGS:
         r, p = self.rows, push[:, None]
         self.s[r, slot] = torch.where(p, s, self.s[r, slot])
         self.y[r, slot] = torch.where(p, y, self.y[r, slot])
-        row = _dots(self.y, s)  # s . y_j for every slot j
-        col = _dots(self.s, y)  # s_i . y for every slot i
-        self.sy[r, slot, :] = torch.where(p, row, self.sy[r, slot, :])
-        self.sy[r, :, slot] = torch.where(p, col, self.sy[r, :, slot])
-        self.rho[r, slot] = torch.where(push, 1.0 / ys, self.rho[r, slot])
-        self.stamp[r, slot] = torch.where(push, self.pairs, self.stamp[r, slot])
         self.pairs += push
+        sy = self.sy.roll((-1, -1), (1, 2))  # the oldest pair (or an empty one) drops out
+        sy[:, -1, :] = self._aged(_dots(self.y, s))  # s . y_j
+        sy[:, :, -1] = self._aged(_dots(self.s, y))  # s_i . y
+        self.sy = torch.where(p[..., None], sy, self.sy)
+        rho = torch.cat([self.rho[:, 1:], (1.0 / ys)[:, None]], 1)
+        self.rho = torch.where(p, rho, self.rho)
         self.h_diag = torch.where(push, ys / torch.linalg.vecdot(y, y), self.h_diag)
+
+    def _aged(self, v: Tensor) -> Tensor:
+        """Per-slot values ``(T, H)`` in age order: age a holds pair ``pairs - H + a``."""
+        return v.gather(1, (self.ages + self.pairs[:, None]) % self.size)
+
+    def _slotted(self, v: Tensor) -> Tensor:
+        """Age-ordered values ``(T, H)`` back in ring-slot order (inverse of ``_aged``)."""
+        return v.gather(1, (self.ages - self.pairs[:, None]) % self.size)
 
     def _two_loop(self, grad: Tensor) -> Tensor:
         """torch's two-loop recursion for every trial: the direction ``-H grad``, ``(T, D)``.
 
-        In age order (oldest first; empty slots have rho = 0 and drop out):
+        In age order (oldest first; empty entries have rho = 0 and drop out):
         first loop  alpha_k = rho_k (s_k.q0 - sum_{m>k} (s_k.y_m) alpha_m),  q0 = -grad;
         second loop c_k = alpha_k - beta_k with beta_k = rho_k (y_k.r0 + sum_{m<k}
         (y_k.s_m) c_m), r0 = h_diag (q0 - sum_m alpha_m y_m); result r0 + sum_m c_m s_m.
         """
-        order = self.stamp.argsort(1)
-        size = self.size
-
-        def aged(v: Tensor) -> Tensor:
-            return v.gather(1, order)
-
-        def slotted(v: Tensor) -> Tensor:
-            return torch.zeros_like(v).scatter(1, order, v)
-
-        gram = self.sy.gather(1, order[:, :, None].expand(-1, -1, size))
-        gram = gram.gather(2, order[:, None, :].expand(-1, size, -1))  # s_k . y_m, age order
-        rho = aged(self.rho)
+        rho = self.rho
         q0 = -grad
-        sq = aged(_dots(self.s, q0))
-        upper = rho[..., None] * gram.triu(1)
+        sq = self._aged(_dots(self.s, q0))
+        upper = self.sy * (rho[..., None] * self.upper)
         alpha = torch.linalg.solve_triangular(
             upper, (rho * sq)[..., None], upper=True, unitriangular=True
         ).squeeze(-1)
-        r0 = (q0 - _combine(slotted(alpha), self.y)) * self.h_diag[:, None]
-        yr = aged(_dots(self.y, r0))
-        lower = rho[..., None] * gram.transpose(1, 2).tril(-1)
+        r0 = (q0 - _combine(self._slotted(alpha), self.y)) * self.h_diag[:, None]
+        yr = self._aged(_dots(self.y, r0))
+        lower = self.sy.transpose(1, 2) * (rho[..., None] * self.upper.T)
         c = torch.linalg.solve_triangular(
             lower, (alpha - rho * yr)[..., None], upper=False, unitriangular=True
         ).squeeze(-1)
-        return r0 + _combine(slotted(c), self.s)
+        return r0 + _combine(self._slotted(c), self.s)
 
 
 def _dots(pairs: Tensor, v: Tensor) -> Tensor:

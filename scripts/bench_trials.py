@@ -1,14 +1,22 @@
 """Vectorised trials: T attacks as one batched computation vs the same T run one after another.
 
 For T = 1, 4, 16 (bundled photos, one per trial, the seed's LeNet, DLG with L-BFGS) it
-times ``attacks.dlg`` on all T trials at once and, alternating with it, the T trials run
-one after another (trial t alone starts from the same dummy as trial t of the batch).
-"One trial" is the mean time of a trial alone: trials differ in cost, since L-BFGS stops a
-trial's step early when it stalls, while the batch steps until its last trial stops. It
-compares every trial's result with its run alone: max |image difference| and final
-losses. Float32 DLG under L-BFGS is chaotic (torch's own L-BFGS turns a 1e-7 change of the
-start into 7e-3 after 8 iterations), so results over many steps agree in quality, not
-digits; ``--optimizer adam`` shows the per-trial agreement on a non-chaotic path.
+prints, per T:
+
+- time: ``attacks.dlg``'s engine on all T trials at once and, alternating with it, the T
+  trials run one after another (trial t alone starts from the same dummy as trial t of the
+  batch). "One trial" is the mean time of a trial alone.
+- where the time goes: one closure (forward, per-trial gradients, one double-backward) at
+  T vs at 1, and a plain no-grad forward of the model at batch T vs 1. The forward ratio is
+  what this CPU gives for the same layers on T times the data; no batching scheme gets the
+  whole attack below it.
+- equality: max |image difference| between each trial in the batch and its run alone, next
+  to the chaos floor: the same trial alone vs alone from a start changed by 1e-7 (relative).
+  Float32 DLG under L-BFGS is chaotic, so after many iterations any change of rounding
+  (another conv kernel, another order of sums) moves the result by the floor's amount; a
+  batched trial that differs from its run alone by that amount is as equal as float32
+  allows. ``--optimizer adam`` shows digit-level agreement on a non-chaotic path.
+- quality: mean PSNR against the true photos, batched vs alone.
 
     python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs] [--repeats 2]
 """
@@ -20,18 +28,21 @@ import os
 import resource
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
 
-from gradinv_exp import attacks, data, models
+from gradinv_exp import attacks, data, metrics, models
 from gradinv_exp.config import AdamConfig, DatasetConfig, DLGConfig, LBFGSConfig
 from gradinv_exp.objectives import l2_distance
 from gradinv_exp.run import generator
 
+FLOOR_TRIALS = 4  # trials per T whose chaos floor is measured (one more run alone each)
+
 
 def setup(trials: int):
-    """Model and true gradients; the 10 bundled photos repeat from trial 10 on (each trial
-    still has its own dummy start)."""
+    """Model, true images (T, 1, C, H, W) and true gradients; the 10 bundled photos repeat
+    from trial 10 on (each trial still has its own dummy start)."""
     images, labels, _ = data.load(DatasetConfig(name="photos"), 10)
     images, labels = images[torch.arange(trials) % 10], labels[torch.arange(trials) % 10]
     model = models.build(
@@ -40,7 +51,7 @@ def setup(trials: int):
     )  # fmt: skip
     onehot = torch.nn.functional.one_hot(labels, 100).float()
     grads = [attacks.gradient(model, images[t : t + 1], onehot[t : t + 1]) for t in range(trials)]
-    return model, [torch.stack(p) for p in zip(*grads)]
+    return model, images[:, None], [torch.stack(p) for p in zip(*grads)]
 
 
 def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,16 +61,57 @@ def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x0, torch.randn((trials, 1, 100), generator=gen)
 
 
-def attack(model, target, x0, y0, optimizer, steps):
-    """DLG from the given starts through the engine every attack uses; (seconds, result)."""
-    start = time.perf_counter()
-    problem = attacks.problems(
+class Cost(NamedTuple):
+    """Seconds per L-BFGS iteration (per Adam step): in the closure, and in the rest (the
+    optimiser's update, snapshots, set-up)."""
+
+    closure: float
+    rest: float
+
+
+def problem(model, target, x0, y0, optimizer) -> attacks.Problem:
+    return attacks.problems(
         model, target, x0, y0, joint=True, objective=l2_distance, optimizer=optimizer
     )
-    result = attacks.optimise(
-        problem, DLGConfig(iterations=steps, snapshot_every=10), lambda *a: None
-    )
-    return time.perf_counter() - start, result
+
+
+def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, attacks.AttackResult, Cost]:
+    """DLG from the given starts through the engine every attack uses; (seconds, result,
+    cost per iteration) with the closure timed from inside the optimiser's step."""
+    start = time.perf_counter()
+    run = problem(model, target, x0, y0, optimizer)
+    spent, calls = [0.0], [0]
+    closure = run.closure
+
+    def timed() -> torch.Tensor:
+        begin = time.perf_counter()
+        losses = closure()
+        spent[0] += time.perf_counter() - begin
+        calls[0] += 1
+        return losses
+
+    run.closure = timed  # type: ignore[method-assign]
+    result = attacks.optimise(run, DLGConfig(iterations=steps, snapshot_every=10), lambda *a: None)
+    seconds = time.perf_counter() - start
+    return seconds, result, Cost(spent[0] / calls[0], (seconds - spent[0]) / calls[0])
+
+
+def forward_ms(model, x0, size: int, repeats: int = 15) -> float:
+    """Best of ``repeats`` no-grad forwards of the model on a batch of ``size`` images, in ms
+    (the best is the least disturbed by other processes)."""
+    batch = x0[:size].flatten(0, 1)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            model(batch)
+            times.append(time.perf_counter() - start)
+    return min(times[1:]) * 1e3
+
+
+def psnr(truth: torch.Tensor, images: torch.Tensor) -> float:
+    """Mean PSNR (dB) of reconstructions (T, 1, C, H, W) against the truth."""
+    return float(metrics.psnr(truth[:, 0], images[:, 0]).mean())
 
 
 def main() -> None:
@@ -73,31 +125,52 @@ def main() -> None:
     optimizer = LBFGSConfig() if args.optimizer == "lbfgs" else AdamConfig()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads 1; "
           f"DLG/{args.optimizer}, {args.steps} steps, LeNet 32x32")  # fmt: skip
-    model, target = setup(max(args.sizes))
+    model, truth, target = setup(max(args.sizes))
     x0, y0 = starts(max(args.sizes))
+    forward_one, cost_one = forward_ms(model, x0, 1), None
     for size in args.sizes:
         goal = [g[:size] for g in target]
-        batches, sequentials = [], []
+        batches, sequentials, costs, singles = [], [], [], []
         for _ in range(args.repeats):  # alternate so that machine load hits both alike
-            seconds, together = attack(model, goal, x0[:size], y0[:size], optimizer, args.steps)
+            seconds, together, cost = attack(model, goal, x0[:size], y0[:size], optimizer,
+                                             args.steps)  # fmt: skip
             batches.append(seconds)
-            sequential, diffs, losses = 0.0, [], []
+            costs.append(cost)
+            sequential, diffs, alone_images = 0.0, [], []
             for t in range(size):
                 one = slice(t, t + 1)
-                seconds, alone = attack(model, [g[one] for g in goal], x0[one], y0[one],
-                                        optimizer, args.steps)  # fmt: skip
+                seconds, alone, cost = attack(model, [g[one] for g in goal], x0[one], y0[one],
+                                              optimizer, args.steps)  # fmt: skip
                 sequential += seconds
+                singles.append(cost)
                 diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
-                losses.append((float(together.grad_loss[t]), float(alone.grad_loss[0])))
+                alone_images.append(alone.images)
             sequentials.append(sequential)
+        floor = []
+        for t in range(min(size, FLOOR_TRIALS)):
+            one = slice(t, t + 1)
+            _, nudged, _ = attack(model, [g[one] for g in goal], x0[one] * (1 + 1e-7), y0[one],
+                                  optimizer, args.steps)  # fmt: skip
+            floor.append(float((nudged.images[0] - alone_images[t][0]).abs().max()))
         batched, sequential = statistics.median(batches), statistics.median(sequentials)
+        cost_one = cost_one or Cost(*map(statistics.median, zip(*singles)))
+        cost = Cost(*map(statistics.median, zip(*costs)))
+        forward = forward_ms(model, x0, size)
         print(f"T={size:3d}  batched {batched:7.2f} s = {batched * size / sequential:5.2f}x one "
               f"trial (mean alone {sequential / size:.2f} s)  one after another "
               f"{sequential:7.2f} s = {sequential / batched:5.2f}x batched  "
               f"(medians of {args.repeats})")  # fmt: skip
-        print(f"        per trial: max |image diff| vs alone {max(diffs):.2e}; final loss "
-              "batched/alone " + ", ".join(f"{a:.2e}/{b:.2e}" for a, b in losses[:4])
-              + (" ..." if size > 4 else ""))  # fmt: skip
+        print(f"        per iteration at T vs 1: closure {cost.closure * 1e3:.1f} vs "
+              f"{cost_one.closure * 1e3:.1f} ms = {cost.closure / cost_one.closure:.2f}x, rest "
+              f"(optimiser, snapshots) {cost.rest * 1e3:.1f} vs {cost_one.rest * 1e3:.1f} ms; "
+              f"plain forward {forward:.2f} vs {forward_one:.2f} ms = "
+              f"{forward / forward_one:.2f}x")  # fmt: skip
+        print(f"        equality: max |image diff| batched vs alone {max(diffs):.1e} (median "
+              f"{statistics.median(diffs):.1e}); chaos floor, alone vs alone from a 1e-7 "
+              f"nudged start: max {max(floor):.1e} (median {statistics.median(floor):.1e}, "
+              f"{len(floor)} trials)")  # fmt: skip
+        print(f"        quality: mean PSNR batched {psnr(truth[:size], together.images):.1f} dB, "
+              f"alone {psnr(truth[:size], torch.cat(alone_images)):.1f} dB")  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB")
 

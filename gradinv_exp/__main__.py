@@ -17,11 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradinv_exp import checks, config, faults, preflight, resume
+from gradinv_exp import callbacks, checks, config, faults, preflight, resume
 from gradinv_exp.run import identity, run, to_config
 
 EXIT_CONFIG = 2  # bad input: nothing was run
-FAILED: list[str] = []  # "job N: error" of this process's failed sweep jobs
 
 
 @hydra.main(version_base="1.3", config_path=str(preflight.CONF_DIR), config_name="config")
@@ -53,10 +52,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def failed(hydra: Any, err: Exception, message: str, code: int) -> float:
-    """A job raised: a single run exits with ``code``; a sweep job notes it and goes on."""
+    """A job raised: a single run exits with ``code``; a sweep job says so and goes on (its
+    metrics.json says ``failed``; the sweep's summary counts it, see ``callbacks``)."""
     if hydra.mode != RunMode.MULTIRUN:
         fail(message, code)
-    FAILED.append(f"job {hydra.job.num}: {faults.one_line(err)}")
     print(f"gradinv-exp: job {hydra.job.num} failed: {faults.one_line(err)}", file=sys.stderr)
     return float("nan")
 
@@ -82,8 +81,11 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(stop.exit_code)
-    if FAILED:
-        fail(f"{len(FAILED)} job(s) failed, the others finished; {FAILED[0]}", faults.EXIT_FAILED)
+    if callbacks.FAILURES:
+        failures = callbacks.FAILURES
+        fail(
+            f"{len(failures)} job(s) failed, the others finished; {failures[0]}", faults.EXIT_FAILED
+        )
 
 
 if __name__ == "__main__":

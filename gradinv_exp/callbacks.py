@@ -10,11 +10,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+# "job N: error" per job of the last sweep this process summarised that failed or left no
+# metrics.json. Read by the command line to exit 1; filled here, in the launching process,
+# because with the joblib or submitit launcher the jobs fail in other processes.
+FAILURES: list[str] = []
+
 
 def summarise(sweep_dir: str) -> None:
     from gradinv_exp import summary  # pandas/matplotlib: only when a sweep ends
 
-    summary.summarise_sweep(Path(sweep_dir))
+    frame = summary.summarise_sweep(Path(sweep_dir))
+    FAILURES[:] = summary.failures(frame) if not frame.empty else []
 
 
 class SweepSummary(Callback):

@@ -201,6 +201,17 @@ def write(
     return written
 
 
+def failures(frame: pd.DataFrame) -> list[str]:
+    """``job <folder>: <error>`` for every row that failed or left no metrics.json."""
+    bad = frame[frame["status"].isin(("failed", MISSING))]
+    errors = bad["error"] if "error" in bad else pd.Series(np.nan, index=bad.index)
+    return [
+        f"job {Path(run).name}: "
+        + (error if isinstance(error, str) else "no metrics.json (crashed or killed)")
+        for run, error in zip(bad["run"], errors)
+    ]
+
+
 def summarise_sweep(sweep_dir: Path) -> pd.DataFrame:
     """Write summary.csv, comparison.png and curves.png into a finished sweep's folder."""
     frame, problems = collect([sweep_dir])

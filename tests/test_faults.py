@@ -60,12 +60,17 @@ def test_real_signal_mid_attack_saves_everything_as_interrupted(tmp_path, sig, c
     assert not list(out.glob(".*.tmp"))  # no half-written file left behind
 
 
-def test_sweep_with_a_failing_job_finishes_the_others(run_cli, tmp_path):
+# The joblib launcher runs the jobs in worker processes: the parent learns of the failure
+# from the job folders only (callbacks.FAILURES), and must still exit 1 with the same line.
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_sweep_with_a_failing_job_finishes_the_others(run_cli, tmp_path, launcher):
     sweep = tmp_path / "sweep"
     proc = run_cli(
         "-m", *FAST, "dataset=photos,cifar10,photos", "seed=1", "dataset.download=false",
         "dataset.offline_fallback=false", f"dataset.root={tmp_path / 'nowhere'}",
-        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.dir={sweep}", *launcher,
     )  # fmt: skip
     assert proc.returncode == 1
     status = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(3)]

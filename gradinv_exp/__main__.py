@@ -67,6 +67,7 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
 
 def main() -> None:
     config.register()
+    callbacks.FAILURES.clear()
     try:
         with faults.interruptible():
             try:

@@ -19,8 +19,9 @@ FAILURES: list[str] = []
 def summarise(sweep_dir: str) -> None:
     from gradinv_exp import summary  # pandas/matplotlib: only when a sweep ends
 
-    frame = summary.summarise_sweep(Path(sweep_dir))
-    FAILURES[:] = summary.failures(frame) if not frame.empty else []
+    frame, problems = summary.collect([Path(sweep_dir)])
+    FAILURES[:] = summary.failures(frame, problems)  # first: writing the figures may fail
+    summary.summarise_sweep(Path(sweep_dir), frame, problems)
 
 
 class SweepSummary(Callback):

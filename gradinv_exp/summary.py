@@ -201,26 +201,29 @@ def write(
     return written
 
 
-def failures(frame: pd.DataFrame) -> list[str]:
-    """``job <folder>: <error>`` for every row that failed or left no metrics.json."""
-    bad = frame[frame["status"].isin(("failed", MISSING))]
-    errors = bad["error"] if "error" in bad else pd.Series(np.nan, index=bad.index)
-    return [
-        f"job {Path(run).name}: "
-        + (error if isinstance(error, str) else "no metrics.json (crashed or killed)")
-        for run, error in zip(bad["run"], errors)
-    ]
+def failures(frame: pd.DataFrame, problems: list[str]) -> list[str]:
+    """One line per job that did not finish, in job order: ``job <folder>: <error>`` for a
+    failed run, a note for a folder without metrics.json (crashed or killed), and the
+    ``problems`` of ``collect`` (unreadable folders)."""
+    unfinished = frame[frame["status"].isin(("failed", MISSING))] if len(frame) else frame
+    notes = {}
+    for _, row in unfinished.iterrows():
+        error = row.get("error")
+        if not isinstance(error, str):
+            error = "no error recorded" if row["status"] == "failed" else "no metrics.json"
+        notes[Path(row["run"]).name] = error
+    jobs = sorted(notes, key=lambda name: (len(name), name))  # "2" before "10"
+    return [f"job {name}: {notes[name]}" for name in jobs] + list(problems)
 
 
-def summarise_sweep(sweep_dir: Path) -> pd.DataFrame:
-    """Write summary.csv, comparison.png and curves.png into a finished sweep's folder."""
-    frame, problems = collect([sweep_dir])
+def summarise_sweep(sweep_dir: Path, frame: pd.DataFrame, problems: list[str]) -> None:
+    """Write summary.csv, comparison.png and curves.png of ``collect([sweep_dir])`` into the
+    finished sweep's folder."""
     for line in problems:
         log.warning(line)
     if frame.empty:
         log.warning("no runs found in %s: no summary written", sweep_dir)
-        return frame
+        return
     write(frame, sweep_dir)
     counts = frame["status"].value_counts().to_dict()
     log.info("sweep summary: %d jobs %s -> %s/summary.csv", len(frame), counts, sweep_dir)
-    return frame

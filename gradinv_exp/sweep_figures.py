@@ -68,7 +68,9 @@ def curves(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = Non
 
     Points are the mean over runs at that strength, bars their standard deviation.
     """
-    done = frame[frame[metric].notna()] if metric in frame else frame.iloc[:0]
+    if metric not in frame:  # every run failed: empty panels, not an error
+        frame = frame.assign(**{metric: np.nan})
+    done = frame[frame[metric].notna()]
     swept = done[done["strength"].notna()]
     defenses = list(dict.fromkeys(swept["defense"])) or ["(no defense with a strength)"]
     fig, axes = plt.subplots(

@@ -60,7 +60,8 @@ def test_collect_keeps_failed_and_missing_jobs_and_reports_unreadable(sweeps):
 
 def test_summary_and_figures_written_for_a_sweep(sweeps):
     a, _ = sweeps
-    frame = summary.summarise_sweep(a)
+    frame, problems = summary.collect([a])
+    summary.summarise_sweep(a, frame, problems)
     rows = (a / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and len(frame) == 4
     assert {"failed", "missing"} <= set(frame["status"])
@@ -123,3 +124,13 @@ def test_privacy_utility_joins_defense_settings_and_averages_runs(tmp_path):
     assert compare.privacy_utility(runs, utility, "psnr", tmp_path) == 0
     assert (tmp_path / "privacy_utility.png").stat().st_size > 0
     assert len(pd.read_csv(tmp_path / "privacy_utility.csv")) == 2
+
+
+def test_failures_name_every_unfinished_job_in_job_order(sweeps):
+    a, b = sweeps
+    assert summary.failures(*summary.collect([a])) == [
+        "job 2: RuntimeError: boom",
+        "job 3: no metrics.json",
+    ]
+    unreadable = summary.failures(*summary.collect([b]))
+    assert len(unreadable) == 1 and "b/1/metrics.json" in unreadable[0]

@@ -86,6 +86,19 @@ def test_sweep_with_a_failing_job_finishes_the_others(run_cli, tmp_path, launche
     assert (sweep / "comparison.png").exists()
 
 
+def test_sweep_where_every_job_fails_exits_1_with_a_summary(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", *FAST, "dataset=cifar10", "dataset.download=false", "dataset.offline_fallback=false",
+        f"dataset.root={tmp_path / 'nowhere'}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("gradinv-exp: error: 1 job(s) failed, the others finished; job 0:")
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["failed"]
+    assert (sweep / "curves.png").exists()
+
+
 def test_single_run_crash_is_recorded_as_failed(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory\nwhile allocating")

@@ -11,7 +11,8 @@ prints, per T:
   what this CPU gives for the same layers on T times the data; no batching scheme gets the
   whole attack below it.
 - equality: max |image difference| between each trial in the batch and its run alone, next
-  to the chaos floor: the same trial alone vs alone from a start changed by 1e-7 (relative).
+  to the chaos floor: the same trial alone vs alone from a start changed by one float32 step
+  (x0 * (1 + 1e-7), which rounds to a relative change of ~1.2e-7).
   Float32 DLG under L-BFGS is chaotic, so after many iterations any change of rounding
   (another conv kernel, another order of sums) moves the result by the floor's amount; a
   batched trial that differs from its run alone by that amount is as equal as float32

@@ -6,10 +6,10 @@ prints, per T:
 - time: ``attacks.dlg``'s engine on all T trials at once and, alternating with it, the T
   trials run one after another (trial t alone starts from the same dummy as trial t of the
   batch). "One trial" is the mean time of a trial alone.
-- where the time goes: one closure (forward, per-trial gradients, one double-backward) at
-  T vs at 1, and a plain no-grad forward of the model at batch T vs 1. The forward ratio is
-  what this CPU gives for the same layers on T times the data; no batching scheme gets the
-  whole attack below it.
+- where the time goes, per L-BFGS iteration (Adam step) at T vs at 1: the closure
+  (forward, per-trial gradients, one double-backward), timed inside the optimiser's step,
+  and the rest (the optimiser's update, snapshots); and, as a reference for how well these
+  layers batch on this CPU at all, a plain no-grad forward of the model at batch T vs 1.
 - equality: max |image difference| between each trial in the batch and its run alone, next
   to the chaos floor: the same trial alone vs alone from a start changed by one float32 step
   (x0 * (1 + 1e-7), which rounds to a relative change of ~1.2e-7).

@@ -82,8 +82,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(stop.exit_code)
-    if callbacks.FAILURES:
-        failures = callbacks.FAILURES
+    if failures := callbacks.FAILURES:
         fail(
             f"{len(failures)} job(s) failed, the others finished; {failures[0]}", faults.EXIT_FAILED
         )

@@ -18,7 +18,7 @@ only ever pair an older ``s`` with a newer ``y``, so the new pair's row is never
 That is the same recursion in exact arithmetic (equal to torch's within float rounding, see
 tests/test_lbfgs.py) at a cost independent of the history length in op count. At T = 16
 the history is 2 x 20 MB, beyond the L3 cache, and these five passes are most of the
-update's cost (12 ms per iteration, 18 ms with the unused row computed as well).
+update's cost (11-14 ms per iteration measured, 15-19 ms with the unused row computed).
 
 Layout: the big vectors ``s``, ``y`` ``(T, H, D)`` sit in a ring (slot = pair number % H,
 so a new pair costs one row write), while the small per-pair scalars (``SY``, ``rho``) are

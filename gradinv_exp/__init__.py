@@ -1,0 +1,1 @@
+"""gradinv_exp: reproducible gradient-inversion experiments against gradient defenses."""

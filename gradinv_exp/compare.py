@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradinv_exp import artifacts, summary, tradeoff
+from gradinv_exp.analysis import summary, tradeoff
+from gradinv_exp.runs import artifacts
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

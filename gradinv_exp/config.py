@@ -1,24 +1,35 @@
-"""Typed schemas for every config group: the single place for field types and defaults.
+"""The typed configs: one experiment (``Config``), the utility experiment
+(``UtilityConfig``), and the registration of every group's schemas for Hydra.
 
-Each YAML file in ``conf/<group>/`` selects one of these schemas (``defaults: [/schema/...]``)
-and only sets the values that are facts of that option (a dataset's size and classes).
-Hydra type-checks overrides against the schema; ``__post_init__`` checks ranges (with
-``checks.require``), so an out-of-range value fails in ``OmegaConf.to_object`` with one
-line, before any work starts. The ``defense`` group's schemas live in ``defense_config.py``;
-``SCHEMAS`` here registers every group's.
+Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...]``) and
+sets only the values that are facts of that option (a data set's size and classes). A
+group whose options need their own fields keeps each schema beside the option's code
+(``defenses/``, ``attacks/optimizers.py``); the rest share one schema defined here. Hydra
+type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
+``Config``, the rules that span groups, so a bad value fails in ``OmegaConf.to_object``
+with one line, before any work starts.
+
+No torch here or in the schema modules at import time: the command line checks a whole
+sweep before it loads torch (``__main__``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
+import pandas as pd
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradinv_exp.checks import one_of, positive, require
-from gradinv_exp.defense_config import DEFENSE_SCHEMAS, DefenseConfig, defense_from
+from gradinv_exp.attacks import OPTIMIZERS, AttackConfig, OptimizerConfig, check_optimizer
+from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
+from gradinv_exp.defenses.chain import defense_from
+from gradinv_exp.options import ConfigError, one_of, positive, require
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups' YAML files
 
 # --- model ---------------------------------------------------------------------------
 
@@ -28,8 +39,8 @@ class ModelConfig:
     """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset.
 
     The attacked model is the seeded init, then the ``checkpoint``'s weights if given,
-    then ``pretrain_steps`` of SGD (``pretrain.py``): real clients share gradients of
-    partly trained models, not of a random init.
+    then ``pretrain_steps`` of SGD: real clients share gradients of partly trained
+    models, not of a random init.
     """
 
     name: str = MISSING
@@ -65,7 +76,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where images come from and the facts a model needs about them."""
+    """Where images come from and the facts a model and a range check need about them."""
 
     name: str = MISSING
     root: str = "data"  # torchvision root folder holding (or receiving) the archive
@@ -76,6 +87,7 @@ class DatasetConfig:
     image_size: int = 32
     channels: int = 3
     num_classes: int = 100
+    size: Optional[int] = None  # images in the train split; null: known only on disk
     mean: Optional[list[float]] = None  # normalisation inside the model; None = identity
     std: Optional[list[float]] = None
 
@@ -90,6 +102,9 @@ class DatasetConfig:
         )
         require(self.channels in (1, 3), "dataset.channels", self.channels, "must be 1 or 3")
         require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
+        require(
+            self.size is None or self.size >= 1, "dataset.size", self.size, "must be null or >= 1"
+        )
         for key, stats in (("dataset.mean", self.mean), ("dataset.std", self.std)):
             require(
                 stats is None or len(stats) == self.channels,
@@ -111,94 +126,22 @@ class DatasetConfig:
         )
 
 
-# --- optimizer -----------------------------------------------------------------------
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING
-    lr: float = 1.0
-
-    def __post_init__(self) -> None:
-        # inf is allowed on purpose: the cheapest way to make an attack diverge in a test
-        require(self.lr > 0, "optimizer.lr", self.lr, "must be > 0")
-
-
-@dataclass
-class LBFGSConfig(OptimizerConfig):
-    """torch.optim.LBFGS defaults, as the seed uses them."""
-
-    name: str = "lbfgs"
-    lr: float = 1.0
-    max_iter: int = 20  # closure evaluations per outer step at most
-    history_size: int = 100
-    tolerance_grad: float = 1e-7
-    tolerance_change: float = 1e-9
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.max_iter >= 1, "optimizer.max_iter", self.max_iter, "must be >= 1")
-        require(self.history_size >= 1, "optimizer.history_size", self.history_size, "must be >= 1")
-        for key, tol in (
-            ("optimizer.tolerance_grad", self.tolerance_grad),
-            ("optimizer.tolerance_change", self.tolerance_change),
-        ):
-            require(math.isfinite(tol) and tol >= 0, key, tol, "must be a finite number >= 0")
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    lr: float = 0.1
-
-
-# --- attack --------------------------------------------------------------------------
-
-
-@dataclass
-class AttackConfig:
-    name: str = MISSING
-    iterations: int = 300  # outer optimiser steps
-    snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
-
-    def __post_init__(self) -> None:
-        require(self.iterations >= 1, "attack.iterations", self.iterations, "must be >= 1")
-        require(
-            self.snapshot_every >= 1, "attack.snapshot_every", self.snapshot_every, "must be >= 1"
+def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
+    """ConfigError unless images ``ds.index .. ds.index + count - 1`` exist in a data set of
+    ``size`` images (default ``ds.size``; unknown -> no check). ``count`` is
+    ``trials x dataset.batch_size``."""
+    size = ds.size if size is None else size
+    if size is None or ds.index + count <= size:
+        return
+    if count > size:
+        raise ConfigError(
+            f"dataset.batch_size={ds.batch_size} is not allowed: the run attacks {count} "
+            f"images (trials x dataset.batch_size) and {ds.name} has {size}"
         )
-
-
-@dataclass
-class DLGConfig(AttackConfig):
-    name: str = "dlg"
-
-
-@dataclass
-class IDLGConfig(AttackConfig):
-    """DLG on the data only, with labels read from the gradient (``labels.idlg_labels``)."""
-
-    name: str = "idlg"
-
-
-@dataclass
-class IGConfig(AttackConfig):
-    """Inverting Gradients; the optimiser must be Adam (``optimizer=adam``, lr 0.1)."""
-
-    name: str = "ig"
-    iterations: int = 4800  # the paper's CIFAR budget
-    snapshot_every: int = 100
-    tv_weight: float = 1e-4  # weight of the total-variation prior
-    boxed: bool = True  # clamp the dummy to [0, 1] after every step
-    signed: bool = True  # step on the sign of the image gradient
-    restarts: int = 1  # independent starts per trial; the lowest final objective wins
-    labels: str = "idlg"  # idlg: read from the gradient; given: the true ones; joint: optimised
-    lr_decay: bool = True  # lr x0.1 at 3/8, 5/8, 7/8 of iterations
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.tv_weight >= 0, "attack.tv_weight", self.tv_weight, "must be >= 0")
-        require(self.restarts >= 1, "attack.restarts", self.restarts, "must be >= 1")
-        one_of("attack.labels", self.labels, ("idlg", "given", "joint"))
+    raise ConfigError(
+        f"dataset.index={ds.index} is not allowed: {ds.name} has {size} images and the "
+        f"run attacks {count} from the index on, so index must be <= {size - count}"
+    )
 
 
 # --- the run -------------------------------------------------------------------------
@@ -224,6 +167,24 @@ class Config:
         require(0 <= self.seed < 2**63, "seed", self.seed, "must be an integer in [0, 2**63)")
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
+        # rules that span groups
+        check_optimizer(self.attack, self.optimizer)
+        check_range(self.dataset, self.attacked)
+        check_order(self.defense, self.dataset.batch_size)
+        size = self.dataset.size
+        require(
+            self.model.pretrain_steps == 0 or size is None
+            or self.attacked + self.model.pretrain_images <= size,
+            "model.pretrain_images",
+            self.model.pretrain_images,
+            f"{self.dataset.name} has {size} images and {self.attacked} are attacked, so at "
+            f"most {(size or 0) - self.attacked} are left to pretrain on",
+        )  # fmt: skip
+
+    @property
+    def attacked(self) -> int:
+        """Images under attack: trials x dataset.batch_size."""
+        return self.trials * self.dataset.batch_size
 
 
 def _default_compared() -> list[Any]:
@@ -262,6 +223,8 @@ class UtilityConfig:
     def __post_init__(self) -> None:
         require(len(self.defenses) >= 1, "defenses", self.defenses, "must list a defense")
         self.defenses = [defense_from(d, f"defenses[{i}]") for i, d in enumerate(self.defenses)]
+        for defense in self.defenses:
+            check_order(defense, self.dataset.batch_size)
         for key in ("rounds", "clients", "local_steps", "threads"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
@@ -271,13 +234,12 @@ class UtilityConfig:
         )
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "defense": DEFENSE_SCHEMAS,
-    "model": {"model": ModelConfig},
-    "dataset": {"dataset": DatasetConfig},
-    "optimizer": {"lbfgs": LBFGSConfig, "adam": AdamConfig},
-    "attack": {"dlg": DLGConfig, "idlg": IDLGConfig, "ig": IGConfig},
-}
+def flat(cfg: Any) -> dict[str, Any]:
+    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables."""
+    container = OmegaConf.to_container(
+        cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    )
+    return pd.json_normalize(container).to_dict("records")[0]
 
 
 def pick(index: Any, *values: Any) -> Any:
@@ -289,15 +251,17 @@ def pick(index: Any, *values: Any) -> Any:
     return values[int(index)]
 
 
-# Registered on import, so worker processes of parallel launchers resolve it too.
-OmegaConf.register_new_resolver("pick", pick, replace=True)
-
-
 def register() -> None:
-    """Store the schemas under ``schema/<group>/<name>`` for the YAML defaults lists."""
+    """Store every group's schemas under ``schema/...`` for the YAML defaults lists and the
+    ``pick`` resolver; the entry points call this before Hydra composes anything."""
+    OmegaConf.register_new_resolver("pick", pick, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(name="utility_schema", node=UtilityConfig)
-    for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
+    cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="dataset", node=DatasetConfig)
+    cs.store(group="schema", name="attack", node=AttackConfig)
+    for entry in DEFENSES:
+        cs.store(group="schema/defense", name=entry.name, node=entry.schema)
+    for entry in OPTIMIZERS:
+        cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)

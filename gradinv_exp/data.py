@@ -1,5 +1,5 @@
-"""Images under attack: torchvision data sets, the user's own folder of images, or real
-photos bundled with scikit-image.
+"""The ``dataset`` group: images under attack, from torchvision data sets, the user's own
+folder of images, or real photos bundled with scikit-image.
 
 ``load`` returns images ``(N, C, H, W)`` in [0, 1], integer labels ``(N,)`` and the name
 of the source actually used, so a run that fell back to the offline photos says so in
@@ -13,6 +13,7 @@ import logging
 import socket
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,50 +23,43 @@ from PIL import Image
 from torch import Tensor
 from torchvision import datasets, transforms
 
-from gradinv_exp.checks import ConfigError, require
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.config import DatasetConfig, check_range
+from gradinv_exp.options import ConfigError, Registry, require
 
 log = logging.getLogger(__name__)
 
-# scikit-image ships these photographs inside its wheel, so they need no download. The
-# order is part of the data set: photo i has label i % num_classes.
-PHOTOS: tuple[str, ...] = (
-    "hubble_deep_field",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "immunohistochemistry",
-    "astronaut",  # 25 % 10: the photo CIFAR-100's default index falls back to
-    "retina",
-    "camera",
-    "coins",
-    "moon",
-)
+Transform = Callable[[Image.Image], Tensor]
+Opener = Callable[[DatasetConfig, Transform], torch.utils.data.Dataset]
 
-TORCHVISION: dict[str, Callable[..., datasets.VisionDataset]] = {
-    "cifar100": datasets.CIFAR100,
-    "cifar10": datasets.CIFAR10,
-    "mnist": datasets.MNIST,
-    "fashion_mnist": datasets.FashionMNIST,
-}
 
-# What a user must place in `dataset.root` to use the real data without internet.
-ARCHIVES: dict[str, str] = {
-    "cifar100": "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/)",
-    "cifar10": "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
-    "mnist": "the MNIST/raw/ folder with the four *-ubyte.gz files",
-    "fashion_mnist": "the FashionMNIST/raw/ folder with the four *-ubyte.gz files",
-}
+@dataclass(frozen=True)
+class Source:
+    """One option of the ``dataset`` group: how to open its train split.
 
-# Train-split sizes, known without opening the data, so preflight can reject an index
-# beyond the data set before any job starts. A data set missing here is checked on load.
-SIZES: dict[str, int] = {
-    "photos": len(PHOTOS),
-    "lfw": 200,  # scikit-image's lfw_subset
-    "cifar100": 50_000,
-    "cifar10": 50_000,
-    "mnist": 60_000,
-}
+    ``open(cfg, transform)`` returns a map-style data set of ``(image (C, H, W), label)``.
+    ``archive``: what a user places in ``dataset.root`` to use it without internet (the
+    torchvision data sets); None for data that needs no download. The facts a config
+    check needs (image size, channels, classes, number of images) are fields of the
+    option's YAML, ``conf/dataset/<name>.yaml``.
+    """
+
+    name: str
+    open: Opener
+    archive: str | None = None
+
+
+DATASETS: Registry[Source] = Registry("dataset")
+
+
+def dataset(name: str) -> Callable[[Opener], Opener]:
+    """Register the decorated ``(cfg, transform) -> Dataset`` as data set ``name``."""
+
+    def register(fn: Opener) -> Opener:
+        DATASETS.add(Source(name, fn))
+        return fn
+
+    return register
+
 
 DOWNLOAD_TIMEOUT_S = 20.0  # a blocked network must not hang a run for minutes
 
@@ -84,6 +78,79 @@ def transform(cfg: DatasetConfig) -> transforms.Compose:
     )
 
 
+# --- torchvision -------------------------------------------------------------------
+
+
+def _torchvision(cls: Callable[..., datasets.VisionDataset]) -> Opener:
+    """Open ``cls``'s train split from ``cfg.root``, downloading (with a socket timeout)
+    when it is not there and ``cfg.download`` allows it."""
+
+    def open_split(cfg: DatasetConfig, tf: Transform) -> datasets.VisionDataset:
+        try:
+            return cls(cfg.root, train=True, transform=tf, download=False)
+        except RuntimeError:
+            if not cfg.download:
+                raise
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            return cls(cfg.root, train=True, transform=tf, download=True)
+        except Exception as err:  # urllib raises URLError, socket errors, HTTP errors ...
+            raise RuntimeError(f"download failed: {err}") from err
+        finally:
+            socket.setdefaulttimeout(previous)
+
+    return open_split
+
+
+DATASETS.add(
+    Source(
+        "cifar100",
+        _torchvision(datasets.CIFAR100),
+        archive="cifar-100-python.tar.gz (or its extracted folder cifar-100-python/)",
+    )
+)
+DATASETS.add(
+    Source(
+        "cifar10",
+        _torchvision(datasets.CIFAR10),
+        archive="cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
+    )
+)
+DATASETS.add(
+    Source(
+        "mnist",
+        _torchvision(datasets.MNIST),
+        archive="the MNIST/raw/ folder with the four *-ubyte.gz files",
+    )
+)
+DATASETS.add(
+    Source(
+        "fashion_mnist",
+        _torchvision(datasets.FashionMNIST),
+        archive="the FashionMNIST/raw/ folder with the four *-ubyte.gz files",
+    )
+)
+
+
+# --- offline: scikit-image's bundled images ---------------------------------------
+
+# scikit-image ships these photographs inside its wheel, so they need no download. The
+# order is part of the data set: photo i has label i % num_classes.
+PHOTOS: tuple[str, ...] = (
+    "hubble_deep_field",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "astronaut",  # 25 % 10: the photo CIFAR-100's default index falls back to
+    "retina",
+    "camera",
+    "coins",
+    "moon",
+)
+
+
 def photo(name: str) -> Image.Image:
     """One bundled scikit-image photograph as an RGB PIL image."""
     array = getattr(skimage.data, name)()
@@ -95,7 +162,7 @@ def photo(name: str) -> Image.Image:
 class Photos(torch.utils.data.Dataset):
     """The offline data set: scikit-image's photographs, label = position % num_classes."""
 
-    def __init__(self, num_classes: int, transform: Callable[[Image.Image], Tensor]) -> None:
+    def __init__(self, num_classes: int, transform: Transform) -> None:
         self.num_classes = num_classes
         self.transform = transform
 
@@ -106,12 +173,17 @@ class Photos(torch.utils.data.Dataset):
         return self.transform(photo(PHOTOS[i])), i % self.num_classes
 
 
+@dataset("photos")
+def photos(cfg: DatasetConfig, tf: Transform) -> Photos:
+    return Photos(cfg.num_classes, tf)
+
+
 class LfwSubset(torch.utils.data.Dataset):
     """scikit-image's bundled ``lfw_subset``: 200 real 25x25 grey images, the first 100
     faces (label 1) and the other 100 non-faces (label 0). Labelled and offline, so the
     utility experiment can train and test on it."""
 
-    def __init__(self, num_classes: int, transform: Callable[[Image.Image], Tensor]) -> None:
+    def __init__(self, transform: Transform) -> None:
         self.images = skimage.data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
         self.transform = transform
 
@@ -121,6 +193,14 @@ class LfwSubset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         grey = Image.fromarray((self.images[i] * 255).round().astype(np.uint8))  # 2-D: "L"
         return self.transform(grey), int(i < len(self.images) // 2)
+
+
+@dataset("lfw")
+def lfw(cfg: DatasetConfig, tf: Transform) -> LfwSubset:
+    return LfwSubset(tf)
+
+
+# --- the user's own images ----------------------------------------------------------
 
 
 def read_image(path: str) -> Image.Image:
@@ -134,8 +214,9 @@ def read_image(path: str) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=16)  # a sweep's preflight checks the same folder per job
-def check_folder(root: str, num_classes: int) -> None:
-    """Fail early, with one line naming the path, if ``root`` is not a usable ImageFolder.
+def check_folder(root: str, num_classes: int) -> int:
+    """Fail early, with one line naming the path, if ``root`` is not a usable ImageFolder;
+    return its number of images.
 
     Checks: the folder exists, holds class sub-folders with image files, has at most
     ``num_classes`` classes, and every image file opens (PIL ``verify``).
@@ -163,25 +244,24 @@ def check_folder(root: str, num_classes: int) -> None:
                 image.verify()
         except Exception as err:  # PIL raises many types for broken files
             raise ConfigError(f"dataset.root: cannot read image file {file!r} ({err})") from None
+    return len(found.samples)
 
 
-def check(cfg: DatasetConfig) -> None:
-    """Checks that need the disk (only the folder data set has any), before any work."""
-    if cfg.name == "folder":
-        check_folder(cfg.root, cfg.num_classes)
-
-
-def folder(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> datasets.ImageFolder:
+@dataset("folder")
+def folder(cfg: DatasetConfig, tf: Transform) -> datasets.ImageFolder:
     """The user's images: ``root/<class>/<image>``, label = class index (sorted names)."""
     check_folder(cfg.root, cfg.num_classes)
     return datasets.ImageFolder(str(Path(cfg.root).expanduser()), transform=tf, loader=read_image)
 
 
-LOCAL: dict[str, Callable[[DatasetConfig, Callable], torch.utils.data.Dataset]] = {
-    "photos": lambda cfg, tf: Photos(cfg.num_classes, tf),
-    "folder": folder,
-    "lfw": lambda cfg, tf: LfwSubset(cfg.num_classes, tf),
-}
+# --- loading ------------------------------------------------------------------------
+
+
+def check(cfg: DatasetConfig, attacked: int) -> None:
+    """The checks that need the disk, before any work: the folder data set's images exist
+    and hold the ``attacked`` images from ``cfg.index`` on."""
+    if cfg.name == "folder":
+        check_range(cfg, attacked, check_folder(cfg.root, cfg.num_classes))
 
 
 def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
@@ -190,18 +270,14 @@ def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
     Returns the data set and the name of its source ("cifar100", "photos", ...).
     """
     tf = transform(cfg)
-    if cfg.name in LOCAL:
-        return LOCAL[cfg.name](cfg, tf), cfg.name
-    if cfg.name not in TORCHVISION:
-        raise ConfigError(
-            f"dataset.name={cfg.name!r} is not allowed: choose one of "
-            + ", ".join([*LOCAL, *TORCHVISION])
-        )
+    source = DATASETS[cfg.name]
+    if source.archive is None:
+        return source.open(cfg, tf), cfg.name
     try:
-        return _torchvision(cfg, tf), cfg.name
+        return source.open(cfg, tf), cfg.name
     except (RuntimeError, OSError) as err:  # not on disk, and download failed or was off
         hint = (
-            f"put {ARCHIVES[cfg.name]} into dataset.root={str(Path(cfg.root).resolve())!r}"
+            f"put {source.archive} into dataset.root={str(Path(cfg.root).resolve())!r}"
             f" or run once with internet and dataset.download=true"
         )
         if not cfg.offline_fallback:
@@ -216,46 +292,37 @@ def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
         return Photos(cfg.num_classes, tf), "photos"
 
 
-def _torchvision(cfg: DatasetConfig, tf: Callable[[Image.Image], Tensor]) -> datasets.VisionDataset:
-    """Open the torchvision train split, downloading with a socket timeout if allowed."""
-    cls = TORCHVISION[cfg.name]
-    try:
-        return cls(cfg.root, train=True, transform=tf, download=False)
-    except RuntimeError:
-        if not cfg.download:
-            raise
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return cls(cfg.root, train=True, transform=tf, download=True)
-    except Exception as err:  # urllib raises URLError, socket errors, HTTP errors ...
-        raise RuntimeError(f"download failed: {err}") from err
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def check_range(name: str, index: int, count: int, size: int | None = None) -> None:
-    """ConfigError unless images ``index .. index + count - 1`` exist in data set ``name``
-    of ``size`` images (default: its known size in ``SIZES``; unknown -> no check)."""
-    size = SIZES.get(name) if size is None else size
-    if size is not None and index + count > size:
-        raise ConfigError(
-            f"dataset.index={index} is not allowed: {name} has {size} images and the "
-            f"run needs {count} from the index on, so index must be <= {size - count}"
-        )
+def _items(dataset: torch.utils.data.Dataset, start: int, count: int) -> tuple[Tensor, Tensor]:
+    """``count`` images and labels from ``start`` on, wrapping around the data set."""
+    size = len(dataset)
+    items = [dataset[(start + i) % size] for i in range(count)]
+    images = torch.stack([img for img, _ in items])
+    return images, torch.tensor([label for _, label in items], dtype=torch.long)
 
 
 def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
-    """Images ``(count, C, H, W)`` in [0, 1] and labels ``(count,)`` from ``cfg.index`` on.
+    """Images ``(count, C, H, W)`` in [0, 1], labels ``(count,)`` and the source's name, from
+    ``cfg.index`` on.
 
     On the offline fallback the indices wrap around the photos (CIFAR-100's index 25
     becomes photo 25 % 10); a real data set too small for the request is an error.
     """
     dataset, source = open_dataset(cfg)
-    size = len(dataset)
     if source == cfg.name:
-        check_range(cfg.name, cfg.index, count, size)
-    items = [dataset[(cfg.index + i) % size] for i in range(count)]
-    images = torch.stack([img for img, _ in items])
-    labels = torch.tensor([label for _, label in items], dtype=torch.long)
-    return images, labels, source
+        check_range(cfg, count, len(dataset))
+    return (*_items(dataset, cfg.index, count), source)
+
+
+def load_after(cfg: DatasetConfig, attacked: int, count: int) -> tuple[Tensor, Tensor]:
+    """The ``count`` images ``(count, C, H, W)`` and labels ``(count,)`` right after the
+    ``attacked`` ones from ``cfg.index`` on, wrapping around: never an attacked one (the
+    data the model is pretrained on)."""
+    dataset, source = open_dataset(cfg)
+    require(
+        attacked + count <= len(dataset),
+        "model.pretrain_images",
+        count,
+        f"{source} has {len(dataset)} images and {attacked} are attacked, so at most "
+        f"{len(dataset) - attacked} are left to pretrain on",
+    )
+    return _items(dataset, cfg.index + attacked, count)

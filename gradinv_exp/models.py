@@ -1,4 +1,5 @@
-"""Models under attack, built with a seeded initialisation.
+"""The ``model`` group: the models under attack, built with a seeded initialisation,
+their trained weights (``model.checkpoint``) and pretraining (``model.pretrain_steps``).
 
 Every builder takes ``(channels, num_classes, image_size, activation)`` and returns an
 ``nn.Module`` mapping images ``(B, C, H, W)`` to logits ``(B, num_classes)``; every model
@@ -8,13 +9,44 @@ ends in an ``nn.Linear`` layer (label recovery reads its gradient).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 
-from gradinv_exp.checks import ConfigError
+from gradinv_exp.client import soft_cross_entropy
+from gradinv_exp.options import ConfigError, Registry
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[int, int, int, str], nn.Module]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One option of the ``model`` group: its builder. Its defaults (activation, init)
+    are fields of its YAML, ``conf/model/<name>.yaml``."""
+
+    name: str
+    build: Builder
+
+
+MODELS: Registry[Architecture] = Registry("model")
+
+
+def model(name: str) -> Callable[[Builder], Builder]:
+    """Register the decorated builder as model ``name``."""
+
+    def register(fn: Builder) -> Builder:
+        MODELS.add(Architecture(name, fn))
+        return fn
+
+    return register
+
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -23,37 +55,29 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _conv_stack(
-    channels: int, strides: Sequence[int], activation: str
-) -> tuple[list[nn.Module], int]:
-    """12-channel k5/p2 convolutions with the given strides; returns layers and total stride."""
+def _lenet(
+    strides: Sequence[int], channels: int, num_classes: int, image_size: int, activation: str
+) -> nn.Module:
+    """12-channel k5/p2 convolutions with the given strides, then one linear layer."""
     layers: list[nn.Module] = []
-    c_in = channels
+    c_in, total = channels, 1
     for s in strides:
         layers += [
             nn.Conv2d(c_in, 12, kernel_size=5, padding=2, stride=s),
             ACTIVATIONS[activation](),
         ]
-        c_in = 12
-    total = 1
-    for s in strides:
-        total *= s
-    return layers, total
-
-
-def _lenet(
-    strides: Sequence[int], channels: int, num_classes: int, image_size: int, activation: str
-) -> nn.Module:
-    layers, total = _conv_stack(channels, strides, activation)
+        c_in, total = 12, total * s
     side = -(-image_size // total)  # ceil: a stride-2 conv with padding 2 rounds up
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(12 * side * side, num_classes))
 
 
+@model("lenet")
 def lenet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """The seed's LeNet: convs with strides 2, 2, 1, 1 (768 features at 32x32)."""
     return _lenet((2, 2, 1, 1), channels, num_classes, image_size, activation)
 
 
+@model("lenet_dlg")
 def lenet_dlg(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """The original DLG LeNet: convs with strides 2, 2, 1 (768 features at 32x32)."""
     return _lenet((2, 2, 1), channels, num_classes, image_size, activation)
@@ -62,6 +86,7 @@ def lenet_dlg(channels: int, num_classes: int, image_size: int, activation: str)
 MLP_WIDTH = 1024  # two hidden layers of this width
 
 
+@model("mlp")
 def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """Fully connected: flatten, two hidden layers of ``MLP_WIDTH``, linear classifier."""
     width, act = MLP_WIDTH, ACTIVATIONS[activation]
@@ -73,6 +98,7 @@ def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn
     )  # fmt: skip
 
 
+@model("convnet")
 def convnet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """A small CIFAR ConvNet without batch norm: 3x3 convs 32-64-(pool)-128-(pool)-128,
     global average pooling, one linear layer (~0.3 M parameters)."""
@@ -89,6 +115,7 @@ def convnet(channels: int, num_classes: int, image_size: int, activation: str) -
     )  # fmt: skip
 
 
+@model("resnet18")
 def resnet18(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """torchvision's ResNet-18 adapted to small images: 3x3 stride-1 stem, no max-pool.
 
@@ -96,34 +123,22 @@ def resnet18(channels: int, num_classes: int, image_size: int, activation: str) 
     eval mode, so BN uses its running statistics (fresh: mean 0, variance 1) and each
     image's gradient does not depend on the other images of the batch.
     """
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
-    for parent in list(model.modules()):
+    net = torchvision.models.resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    for parent in list(net.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.ReLU):
                 setattr(parent, name, ACTIVATIONS[activation]())
-    return model
+    return net
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet": lenet,
-    "lenet_dlg": lenet_dlg,
-    "mlp": mlp,
-    "convnet": convnet,
-    "resnet18": resnet18,
-}
-
-
-def init_uniform(model: nn.Module, bound: float, generator: torch.Generator) -> None:
+def init_uniform(net: nn.Module, bound: float, generator: torch.Generator) -> None:
     """Every weight and bias ~ U(-bound, bound), drawn from ``generator`` (DLG's init)."""
     with torch.no_grad():
-        for p in model.parameters():
+        for p in net.parameters():
             p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
-
-
-INITS = ("uniform", "default")
 
 
 def build(
@@ -147,10 +162,10 @@ def build(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator.initial_seed())
-        model = MODELS[name](channels, num_classes, image_size, activation)
+        net = MODELS[name].build(channels, num_classes, image_size, activation)
     if init == "uniform":
-        init_uniform(model, init_range, generator)
-    return model.eval()
+        init_uniform(net, init_range, generator)
+    return net.eval()
 
 
 @functools.lru_cache(maxsize=64)
@@ -161,9 +176,9 @@ def check_fits(
     image to ``(1, num_classes)`` logits: one forward pass of an unseeded model (cached,
     so a sweep pays it once per combination), run before any job starts."""
     try:
-        model = MODELS[name](channels, num_classes, image_size, activation).eval()
+        net = MODELS[name].build(channels, num_classes, image_size, activation).eval()
         with torch.no_grad():
-            shape = tuple(model(torch.zeros(1, channels, image_size, image_size)).shape)
+            shape = tuple(net(torch.zeros(1, channels, image_size, image_size)).shape)
         problem = None if shape == (1, num_classes) else f"it gives logits of shape {shape}"
     except Exception as err:  # e.g. a feature map shrunk to nothing by the model's strides
         text = str(err).strip()
@@ -173,3 +188,89 @@ def check_fits(
             f"model.name={name!r} is not allowed with dataset channels={channels}, "
             f"image_size={image_size}, num_classes={num_classes}: {problem}"
         )
+
+
+# --- trained weights ----------------------------------------------------------------
+# A checkpoint is a state dict of the model as ``build`` makes it (without the dataset's
+# normalisation in front), saved with ``torch.save(model.state_dict(), PATH)``. It is read
+# with ``torch.load(weights_only=True)`` only: a checkpoint is a file from somebody else,
+# and a full pickle can run any code when loaded.
+
+CHECKPOINT_KEY = "model.checkpoint"
+
+
+def _checkpoint_error(path: str, problem: str) -> ConfigError:
+    return ConfigError(f"{CHECKPOINT_KEY}={path!r} is not allowed: {problem}")
+
+
+@functools.lru_cache(maxsize=4)
+def _read(file: Path, mtime_ns: int, size: int) -> dict[str, Tensor]:
+    """The file's state dict (cached by path, mtime and size: preflight checks every job
+    of a sweep, and they usually share one checkpoint)."""
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise TypeError(f"expected a state dict (names -> tensors), found {type(state).__name__}")
+    return dict(state)
+
+
+def read_checkpoint(path: str) -> dict[str, Tensor]:
+    """Load the state dict at ``path``; ConfigError (one line naming the file) when it is
+    missing, unreadable, not a state dict, or refused by the safe loader."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise _checkpoint_error(path, f"no such file ({file.resolve()})")
+    stat = file.stat()
+    try:
+        return _read(file.resolve(), stat.st_mtime_ns, stat.st_size)
+    except Exception as err:  # UnpicklingError (unsafe/corrupt), RuntimeError, TypeError ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _checkpoint_error(
+            path, f"not a loadable state dict ({type(err).__name__}: {first})"
+        ) from None
+
+
+def mismatch(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
+    """The first difference between the model's state dict and the file's, or None."""
+    for key, value in expected.items():
+        if key not in state:
+            return f"missing parameter {key!r}"
+        if tuple(state[key].shape) != tuple(value.shape):
+            return (
+                f"{key!r} has shape {tuple(state[key].shape)} but the model needs "
+                f"{tuple(value.shape)} (check model.name and dataset channels/image_size/"
+                f"num_classes)"
+            )
+    extra = sorted(set(state) - set(expected))
+    return f"unexpected parameter {extra[0]!r}" if extra else None
+
+
+def load_checkpoint(net: nn.Module, path: str) -> None:
+    """Copy the checkpoint's weights into ``net`` (strict: every name and shape must match)."""
+    state = read_checkpoint(path)
+    problem = mismatch(net.state_dict(), state)
+    if problem is not None:
+        raise _checkpoint_error(path, problem)
+    net.load_state_dict(state, strict=True)
+
+
+# --- pretraining --------------------------------------------------------------------
+
+
+def pretrain(net: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float) -> list[float]:
+    """``steps`` of full-batch SGD on images ``x`` ``(N, C, H, W)`` with label distributions
+    ``onehot`` ``(N, num_classes)``, in place, on the client's soft cross-entropy: real
+    clients share gradients of models trained for a while, not of a random init. Nothing
+    is sampled, so the seed alone fixes the trained model. Returns the loss before each
+    step."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = soft_cross_entropy(net(x), onehot)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    log.info("pretrained %d steps: loss %.4f -> %.4f", steps, losses[0], losses[-1])
+    return losses

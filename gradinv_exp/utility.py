@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -34,11 +33,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from gradinv_exp import artifacts, attacks, checks, config, data, defenses, models, preflight
-from gradinv_exp.clients import Client
+from gradinv_exp import config, data, defenses, models
+from gradinv_exp.client import Client, gradient
 from gradinv_exp.config import UtilityConfig
-from gradinv_exp.defense_config import DefenseConfig
-from gradinv_exp.run import build_model, generator
+from gradinv_exp.defenses import DefenseConfig
+from gradinv_exp.experiment import build_model, generator
+from gradinv_exp.options import ConfigError, one_of
+from gradinv_exp.runs import artifacts
+from gradinv_exp.runs.preflight import hydra_message
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def train(
                 pick = shard[torch.randperm(len(shard), generator=batches)]
                 pick = pick[: cfg.dataset.batch_size]
                 client = Client(model, images[pick], onehot[pick])
-                g = attacks.gradient(model, client.images, client.targets)
+                g = gradient(client)
                 shared = defenses.apply(g, defense, generator=noise, client=client)
                 costs.append(defenses.cost(g, shared))
                 with torch.no_grad():
@@ -120,7 +122,8 @@ def row(cfg: UtilityConfig, defense: DefenseConfig, result: dict[str, Any]) -> d
 
 def figure(table: pd.DataFrame) -> Figure:
     """Test accuracy against the round, one line per defense."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     rounds = [c for c in table.columns if c.startswith("accuracy_round_")]
     for _, r in table.iterrows():
         label = f"{r['defense']}: {r['accuracy']:.2f}"
@@ -138,7 +141,7 @@ def utility(cfg: UtilityConfig, out_dir: Path) -> pd.DataFrame:
     size = len(data.open_dataset(cfg.dataset)[0]) - cfg.dataset.index
     images, labels, source = data.load(cfg.dataset, min(size, cfg.samples or size))
     if source != cfg.dataset.name:  # the offline photos are not a labelled task
-        raise checks.ConfigError(
+        raise ConfigError(
             f"dataset.name={cfg.dataset.name} is not available and training needs real "
             "labelled data: use dataset=lfw (offline) or provide the data set"
         )
@@ -161,21 +164,19 @@ def to_config(cfg: DictConfig) -> UtilityConfig:
     """Typed, range-checked utility config (raises ConfigError with a one-line message)."""
     typed = OmegaConf.to_object(cfg)
     assert isinstance(typed, UtilityConfig)
-    checks.one_of("model.name", typed.model.name, tuple(models.MODELS))
-    for defense in typed.defenses:
-        defenses.check(defense, typed.dataset.batch_size)
+    one_of("model.name", typed.model.name, models.MODELS.names())
     return typed
 
 
 SHOWN = ["defense", "accuracy", "epsilon", "defense_cosine", "defense_rel_error"]
 
 
-@hydra.main(version_base="1.3", config_path=str(preflight.CONF_DIR), config_name="utility")
+@hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="utility")
 def hydra_main(cfg: DictConfig) -> None:
     try:
         typed = to_config(cfg)
-    except (checks.ConfigError, OmegaConfBaseException) as err:
-        fail(preflight.one_line(err))
+    except (ConfigError, OmegaConfBaseException) as err:
+        fail(hydra_message(err))
     table = utility(typed, Path(HydraConfig.get().runtime.output_dir))
     shown = table[[c for c in SHOWN if c in table.columns]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

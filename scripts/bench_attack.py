@@ -3,8 +3,8 @@
 Both run in this process on the same photo, model, seed, dummy start and step count:
 (a) the reference: torch.optim.LBFGS on [dummy image, dummy label], a closure with
     autograd.grad(create_graph=True), a snapshot clone every 10 steps;
-(b) gradinv_exp: ``attacks.dlg`` through its public API with snapshots every 10 steps and
-    the run's per-snapshot metrics (matching, MSE, PSNR).
+(b) gradinv_exp: ``attacks.attack`` with the dlg preset, through its public API, with
+    snapshots every 10 steps and the run's per-snapshot metrics (matching, MSE, PSNR).
 Repetitions alternate (a) and (b) so machine load hits both alike; medians are reported.
 Also prints ms per closure, the final losses, the effect of 2 torch threads on one closure,
 and the process's peak RSS.
@@ -22,21 +22,23 @@ import time
 
 import torch
 
-from gradinv_exp import attacks, data, metrics, models
-from gradinv_exp.config import DatasetConfig, DLGConfig, LBFGSConfig
-from gradinv_exp.run import generator
+from gradinv_exp import attacks, client, data, models
+from gradinv_exp.analysis import metrics
+from gradinv_exp.attacks.optimizers import LBFGSConfig
+from gradinv_exp.config import DatasetConfig
+from gradinv_exp.experiment import generator
 
 SNAPSHOT_EVERY = 10
 
 
 def setup(seed: int):
-    images, labels, _ = data.load(DatasetConfig(name="photos", index=5), 1)
+    images, labels, _ = data.load(DatasetConfig(name="photos", index=5, size=10), 1)
     model = models.build(
         "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",
         init_range=0.5, generator=generator(seed, "model"),
     )  # fmt: skip
     onehot = torch.nn.functional.one_hot(labels, 100).float()
-    return model, images, attacks.gradient(model, images, onehot)
+    return model, images, client.gradient(client.Client(model, images, onehot))
 
 
 class Counter:
@@ -81,10 +83,13 @@ def ours(model, images, true_grad, seed: int, steps: int) -> float:
         pair = (images, metrics.matched(images, recon[0]))
         rows.append((step, float(grad_loss.mean()), metrics.mse(*pair), metrics.psnr(*pair)))
 
-    result = attacks.dlg(
+    dlg = attacks.AttackConfig(
+        name="dlg", objective="l2", labels="joint", iterations=steps, snapshot_every=SNAPSHOT_EVERY
+    )
+    result = attacks.attack(
         model, [g[None] for g in true_grad], shape=(1, *images.shape), num_classes=100,
-        attack=DLGConfig(iterations=steps, snapshot_every=SNAPSHOT_EVERY),
-        optimizer=LBFGSConfig(), generator=generator(seed, "attack"), on_snapshot=on_snapshot,
+        cfg=dlg, optimizer=LBFGSConfig(), generator=generator(seed, "attack"),
+        on_snapshot=on_snapshot,
     )  # fmt: skip
     return float(result.grad_loss[0])
 
@@ -104,7 +109,8 @@ def closure_ms(model, true_grad, threads: int, repeats: int = 30) -> float:
     times = []
     for _ in range(repeats + 3):
         start = time.perf_counter()
-        grads = attacks.gradient(model, x, torch.softmax(y, -1), create_graph=True)
+        loss = client.soft_cross_entropy(model(x), torch.softmax(y, -1))
+        grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
         sum(((g - t) ** 2).sum() for g, t in zip(grads, true_grad)).backward()
         times.append(time.perf_counter() - start)
     torch.set_num_threads(1)

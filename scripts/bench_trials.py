@@ -3,7 +3,7 @@
 For T = 1, 4, 16 (bundled photos, one per trial, the seed's LeNet, DLG with L-BFGS) it
 prints, per T:
 
-- time: ``attacks.dlg``'s engine on all T trials at once and, alternating with it, the T
+- time: the attack engine (dlg preset) on all T trials at once and, alternating with it, the T
   trials run one after another (trial t alone starts from the same dummy as trial t of the
   batch). "One trial" is the mean time of a trial alone.
 - where the time goes, per L-BFGS iteration (Adam step) at T vs at 1: the closure
@@ -33,10 +33,12 @@ from typing import NamedTuple
 
 import torch
 
-from gradinv_exp import attacks, data, metrics, models
-from gradinv_exp.config import AdamConfig, DatasetConfig, DLGConfig, LBFGSConfig
-from gradinv_exp.objectives import l2_distance
-from gradinv_exp.run import generator
+from gradinv_exp import client, data, models
+from gradinv_exp.analysis import metrics
+from gradinv_exp.attacks.engine import AttackConfig, AttackResult, Problem, build_problem, optimise
+from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
+from gradinv_exp.config import DatasetConfig
+from gradinv_exp.experiment import generator
 
 FLOOR_TRIALS = 4  # trials per T whose chaos floor is measured (one more run alone each)
 
@@ -44,14 +46,17 @@ FLOOR_TRIALS = 4  # trials per T whose chaos floor is measured (one more run alo
 def setup(trials: int):
     """Model, true images (T, 1, C, H, W) and true gradients; the 10 bundled photos repeat
     from trial 10 on (each trial still has its own dummy start)."""
-    images, labels, _ = data.load(DatasetConfig(name="photos"), 10)
+    images, labels, _ = data.load(DatasetConfig(name="photos", size=10), 10)
     images, labels = images[torch.arange(trials) % 10], labels[torch.arange(trials) % 10]
     model = models.build(
         "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",
         init_range=0.5, generator=generator(0, "model"),
     )  # fmt: skip
     onehot = torch.nn.functional.one_hot(labels, 100).float()
-    grads = [attacks.gradient(model, images[t : t + 1], onehot[t : t + 1]) for t in range(trials)]
+    grads = [
+        client.gradient(client.Client(model, images[t : t + 1], onehot[t : t + 1]))
+        for t in range(trials)
+    ]
     return model, images[:, None], [torch.stack(p) for p in zip(*grads)]
 
 
@@ -70,13 +75,15 @@ class Cost(NamedTuple):
     rest: float
 
 
-def problem(model, target, x0, y0, optimizer) -> attacks.Problem:
-    return attacks.problems(
-        model, target, x0, y0, joint=True, objective=l2_distance, optimizer=optimizer
-    )
+def dlg(steps: int) -> AttackConfig:
+    return AttackConfig(name="dlg", objective="l2", labels="joint", iterations=steps)
 
 
-def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, attacks.AttackResult, Cost]:
+def problem(model, target, x0, y0, optimizer) -> Problem:
+    return build_problem(model, target, x0, y0, dlg(1), optimizer, optimised=True)
+
+
+def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, AttackResult, Cost]:
     """DLG from the given starts through the engine every attack uses; (seconds, result,
     cost per iteration) with the closure timed from inside the optimiser's step."""
     start = time.perf_counter()
@@ -92,7 +99,7 @@ def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, attacks.Atta
         return losses
 
     run.closure = timed  # type: ignore[method-assign]
-    result = attacks.optimise(run, DLGConfig(iterations=steps, snapshot_every=10), lambda *a: None)
+    result = optimise(run, dlg(steps), lambda *a: None)
     seconds = time.perf_counter() - start
     return seconds, result, Cost(spent[0] / calls[0], (seconds - spent[0]) / calls[0])
 

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 
 from gradinv_exp import config, data, utility
 

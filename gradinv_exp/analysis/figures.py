@@ -1,0 +1,160 @@
+"""Figures: of one run (progress, reconstruction, loss) and over many runs (comparison of
+reconstructions, metric against defense strength).
+
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: no
+backend or global figure registry is involved, so nothing needs a display or closing.
+The sweep figures take the DataFrame of ``summary.collect`` (one row per run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid
+
+from gradinv_exp.defenses import strength
+
+# --- one run ----------------------------------------------------------------------------
+
+
+def to_image(images: torch.Tensor) -> Any:
+    """(T, B, C, H, W) in [0, 1] -> one (H', W', C) array: a row of B images per trial."""
+    flat = images.detach().float().clamp(0, 1).cpu().flatten(0, 1)
+    return make_grid(flat, nrow=images.shape[1], padding=1).permute(1, 2, 0).numpy()
+
+
+def show(ax: Axes, images: torch.Tensor, title: str) -> None:
+    ax.imshow(to_image(images), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def progress(snapshots: Sequence[tuple[int, torch.Tensor]], columns: int = 10) -> Figure:
+    """The reconstruction at each snapshot, titled with its step, ``columns`` per row."""
+    rows = math.ceil(len(snapshots) / columns)
+    fig = Figure(figsize=(1.3 * columns, 1.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (step, images) in zip(axes.flat, snapshots):
+        show(ax, images, f"step {step}")
+    return fig
+
+
+def reconstruction(truth: torch.Tensor, recon: torch.Tensor, title: str) -> Figure:
+    """Ground truth | reconstruction | |difference|, each ``(T, B, C, H, W)`` as a grid."""
+    trials, batch = truth.shape[:2]
+    fig = Figure(figsize=(3 + 1.5 * batch, 0.8 + 1.3 * trials))
+    axes = fig.subplots(1, 3, squeeze=False)
+    recon = recon.detach().clamp(0, 1).to(truth.device)
+    for ax, images, name in zip(
+        axes[0], (truth, recon, (truth - recon).abs()), ("ground truth", "reconstruction", "|diff|")
+    ):
+        show(ax, images, name)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def loss(history: pd.DataFrame) -> Figure:
+    """Gradient-matching loss (log scale) and PSNR against the step."""
+    fig = Figure(figsize=(9, 3))
+    left, right = fig.subplots(1, 2)
+    left.semilogy(history["step"], history["grad_loss"].clip(lower=1e-30))
+    left.set(xlabel="step", ylabel="gradient matching loss", title="attack objective")
+    right.plot(history["step"], history["psnr"])
+    right.set(xlabel="step", ylabel="PSNR [dB]", title="reconstruction quality")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --- many runs --------------------------------------------------------------------------
+
+
+def load_images(run_dir: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(truth, recon), each ``(T, B, C, H, W)`` in [0, 1], or None if the run saved none."""
+    path = Path(run_dir) / "images.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return torch.from_numpy(data["truth"]), torch.from_numpy(data["recon"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figure:
+    """Ground truth, then each run's final reconstruction titled by its label and PSNR.
+
+    A run without images (failed, missing) keeps its panel, titled with its status. When
+    runs attacked different images, each run's panel shows its own truth above it.
+    """
+    images = [load_images(run) for run in frame["run"]]
+    truths = [pair[0] for pair in images if pair is not None]
+    shared = all(t.shape == truths[0].shape and torch.equal(t, truths[0]) for t in truths)
+    panels = len(frame) + 1
+    cols = min(columns, panels)
+    rows = math.ceil(panels / cols)
+    fig = Figure(figsize=(1.9 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if truths and shared:
+        show(axes.flat[0], truths[0], "ground truth")
+    for ax, pair, name, (_, row) in zip(axes.flat[1:], images, labels, frame.iterrows()):
+        status = row["status"]
+        if pair is None:
+            ax.set_title(f"{name}\n{status}: no image", fontsize=7)
+            continue
+        shown = pair[1] if shared else torch.cat([pair[0], pair[1]], dim=0)
+        psnr = row.get("psnr")
+        score = f"PSNR {psnr:.1f} dB" if pd.notna(psnr) else "PSNR n/a"
+        suffix = "" if status == "ok" else f" ({status})"
+        show(ax, shown, f"{name}\n{score}{suffix}")
+        ax.title.set_fontsize(7)
+    fig.tight_layout()
+    return fig
+
+
+def curves(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> Figure:
+    """``metric`` against strength: one panel per defense (each has its own unit), one line
+    per ``group_by`` value; runs without a strength (no defense) are a dashed reference.
+
+    Points are the mean over runs at that strength, bars their standard deviation.
+    """
+    if metric not in frame:  # every run failed: empty panels, not an error
+        frame = frame.assign(**{metric: np.nan})
+    done = frame[frame[metric].notna()]
+    swept = done[done["strength"].notna()]
+    defenses = list(dict.fromkeys(swept["defense"])) or ["(no defense with a strength)"]
+    fig = Figure(figsize=(4.2 * len(defenses), 3.2))
+    axes = fig.subplots(1, len(defenses), squeeze=False, sharey=True)
+    references = done[done["strength"].isna()]
+    for ax, defense in zip(axes[0], defenses):
+        runs = swept[swept["defense"] == defense]
+        groups = runs.groupby(group_by, dropna=False) if group_by else [(defense, runs)]
+        for name, group in groups:
+            stats = group.groupby("strength")[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(
+                stats["strength"], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
+                capsize=2, label=f"{group_by}={name}" if group_by else defense,
+            )  # fmt: skip
+        for name, group in references.groupby("defense", dropna=False):
+            ax.axhline(group[metric].mean(), ls="--", color="gray", label=f"{name}")
+        if strength(defense)[1]:
+            ax.set_xscale("log")
+        key = runs["strength_key"].iloc[0] if len(runs) else "strength"
+        ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

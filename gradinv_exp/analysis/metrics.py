@@ -1,0 +1,86 @@
+"""Reconstruction quality: per-image MSE, PSNR and SSIM (scikit-image), label accuracy.
+
+Images are ``(B, C, H, W)`` in [0, 1]; reconstructions are clamped to [0, 1] before
+scoring. With B > 1 the attack may find the images in any order, so reconstructions are
+first matched one-to-one to the truth by minimum total MSE (Hungarian assignment).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import Tensor
+
+MAX_PSNR_DB = 100.0  # reported for an exact reconstruction instead of +inf
+
+
+def _numpy(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) tensor -> (B, H, W, C) float64 array in [0, 1]."""
+    return images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().double().numpy()
+
+
+def mse(truth: Tensor, recon: Tensor) -> np.ndarray:
+    """Per-image mean squared error, shape (B,)."""
+    diff = _numpy(truth) - _numpy(recon)
+    return (diff**2).reshape(len(diff), -1).mean(axis=1)
+
+
+def psnr(truth: Tensor, recon: Tensor) -> np.ndarray:
+    """Per-image PSNR in dB on [0, 1] images, capped at ``MAX_PSNR_DB``; shape (B,)."""
+    t, r = _numpy(truth), _numpy(recon)
+    with np.errstate(divide="ignore"):
+        values = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(t, r)]
+    return np.minimum(np.array(values), MAX_PSNR_DB)
+
+
+def ssim(truth: Tensor, recon: Tensor) -> np.ndarray:
+    """Per-image SSIM (scikit-image, 7x7 window or the image side if smaller); shape (B,)."""
+    t, r = _numpy(truth), _numpy(recon)
+    win = min(7, t.shape[1], t.shape[2]) | 1  # odd, at most the image side
+    return np.array(
+        [
+            structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win)
+            for a, b in zip(t, r)
+        ]
+    )
+
+
+def match(truth: Tensor, recon: Tensor) -> np.ndarray:
+    """Permutation ``p`` minimising total MSE: recon[p[i]] is matched to truth[i]."""
+    t = _numpy(truth).reshape(len(truth), -1)
+    r = _numpy(recon).reshape(len(recon), -1)
+    cost = ((t[:, None, :] - r[None, :, :]) ** 2).mean(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    return cols[np.argsort(rows)]
+
+
+def matched(truth: Tensor, recon: Tensor) -> Tensor:
+    """``recon`` reordered so that image i is the one matched to ``truth[i]``."""
+    return recon[torch.as_tensor(match(truth, recon), device=recon.device)]
+
+
+def evaluate(
+    truth: Tensor, labels: Tensor, recon: Tensor, recon_labels: Tensor
+) -> dict[str, np.ndarray]:
+    """Per-image metrics after matching; returns arrays of shape (B,) and the matching."""
+    order = torch.as_tensor(match(truth, recon), device=recon.device)
+    recon, recon_labels = recon[order], recon_labels[order]
+    return {
+        "mse": mse(truth, recon),
+        "psnr": psnr(truth, recon),
+        "ssim": ssim(truth, recon),
+        "label_acc": (labels.cpu() == recon_labels.cpu()).double().numpy(),
+        "order": order.cpu().numpy(),
+    }
+
+
+def aggregate(name: str, values: np.ndarray) -> dict[str, float]:
+    """Mean, std, min and max over trials (std 0 for one trial), as ``name``, ``name_std`` ..."""
+    return {
+        name: float(values.mean()),
+        f"{name}_std": float(values.std()),
+        f"{name}_min": float(values.min()),
+        f"{name}_max": float(values.max()),
+    }

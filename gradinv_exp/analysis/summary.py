@@ -1,0 +1,202 @@
+"""Many run folders -> one table (+ figures): the shared code of sweep summaries and compare.
+
+A run folder is one that Hydra made for a job: it holds ``.hydra/overrides.yaml`` and,
+once the run finished, ``metrics.json``. Each becomes one row: the run's overrides (one
+column per key), its ``defense`` and ``strength`` (its registered strength field), its
+``status`` and every scalar metric, and its flat config (``defense.ratio``, ...). A job
+that never wrote metrics.json is a row with status ``missing``, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from gradinv_exp.analysis import figures
+from gradinv_exp.defenses import strength
+from gradinv_exp.runs import artifacts
+from gradinv_exp.runs.resume import RunError, read_metrics
+
+log = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "mse", "label_acc")
+SKIPPED_KEYS = ("config", "per_image", "labels")  # non-scalar parts of metrics.json
+MISSING = "missing"  # a job folder without metrics.json: crashed or killed before the end
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run folders at or below ``paths`` (a folder holding ``.hydra/`` or ``metrics.json``)."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        marks = [*path.rglob(".hydra/overrides.yaml"), *path.rglob("metrics.json")]
+        for mark in sorted(marks):
+            found[(mark.parent.parent if mark.parent.name == ".hydra" else mark.parent)] = None
+    return list(found)
+
+
+def read_overrides(run_dir: Path) -> dict[str, str]:
+    """``.hydra/overrides.yaml`` as ``{key: value}`` ({} when the folder has none)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
+    parsed = OverridesParser.create().parse_overrides(list(OmegaConf.load(path)))
+    return {o.get_key_element().lstrip("+~"): o.get_value_element_as_str() for o in parsed}
+
+
+def run_config(run_dir: Path, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's settings, flat: from metrics.json, else from Hydra's ``.hydra/config.yaml``."""
+    if metrics and "config" in metrics:
+        return dict(metrics["config"])
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    return pd.json_normalize(OmegaConf.to_container(OmegaConf.load(path))).to_dict("records")[0]
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """One table row for ``run_dir`` (RunError if its files cannot be read)."""
+    try:
+        overrides = read_overrides(run_dir)
+        metrics = read_metrics(run_dir)
+        cfg = run_config(run_dir, metrics)
+    except RunError:
+        raise
+    except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
+        raise RunError(f"{run_dir}: {type(err).__name__}: {err}") from None
+    defense = cfg.get("defense.name")
+    key = strength(defense)[0] if defense else None
+    scalars = {k: v for k, v in (metrics or {}).items() if k not in SKIPPED_KEYS}
+    return {
+        "run": str(run_dir),
+        **overrides,
+        "defense": defense,
+        "strength_key": key,
+        "strength": cfg.get(f"defense.{key}") if key else np.nan,
+        "status": MISSING,
+        **scalars,
+        **{f"config.{k}": v for k, v in cfg.items()},
+    }
+
+
+def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
+    """All runs at or below ``paths`` as one DataFrame, plus one line per unreadable folder.
+
+    Rows are sorted by defense (``none`` first), strength and folder; ``override_keys``
+    in ``frame.attrs`` lists the override columns.
+    """
+    rows, problems, keys = [], [], {}
+    for run_dir in find_runs(paths):
+        try:
+            rows.append(load_run(run_dir))
+            keys |= dict.fromkeys(read_overrides(run_dir))
+        except RunError as err:
+            problems.append(f"skipped {err}")
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["strength"] = pd.to_numeric(frame["strength"], errors="coerce")
+        order = frame["defense"].fillna("").ne("none")
+        frame = (
+            frame.assign(_order=order)
+            .sort_values(["_order", "defense", "strength", "run"], na_position="first")
+            .drop(columns="_order")
+            .reset_index(drop=True)
+        )
+    frame.attrs["override_keys"] = list(keys)
+    return frame, problems
+
+
+def varying(frame: pd.DataFrame) -> list[str]:
+    """Override columns whose value differs between rows: what the sweep changed."""
+    keys = frame.attrs.get("override_keys", [])
+    return [k for k in keys if k in frame and frame[k].fillna("").astype(str).nunique() > 1]
+
+
+def label(row: pd.Series, keys: list[str]) -> str:
+    """A run's name in figures: defense and strength, then its other varying overrides."""
+    first = str(row.get("defense") or Path(row["run"]).name)
+    if pd.notna(row.get("strength")):
+        first += f" {row['strength_key']}={row['strength']:g}"
+    others = [
+        f"{k}={row[k]}" for k in keys if not k.startswith("defense") and isinstance(row.get(k), str)
+    ]
+    return "\n".join([first, *others])
+
+
+def short_names(runs: pd.Series) -> pd.Series:
+    """Run folders relative to the folder that holds them all ("a/3", "b/0")."""
+    base = Path(os.path.commonpath(list(runs)))
+    if all(Path(r) == base for r in runs):
+        base = base.parent
+    return runs.map(lambda r: os.path.relpath(r, base))
+
+
+def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:
+    """The columns a reader compares: what varies, defense, strength, status, metrics."""
+    frame = frame.assign(run=short_names(frame["run"].map(os.path.abspath)))
+    front = ["run", *varying(frame)]
+    if group_by:
+        front.append(group_by)
+    metrics = [metric, *(m for m in METRICS if m != metric)]
+    columns = [*front, "defense", "strength_key", "strength", "status", *metrics, "wall_s"]
+    columns = [c for c in dict.fromkeys(columns) if c in frame]
+    return frame[columns]
+
+
+def write(
+    frame: pd.DataFrame,
+    out_dir: Path,
+    *,
+    metric: str = "psnr",
+    group_by: str | None = None,
+    csv_name: str = "summary.csv",
+    markdown: bool = False,
+) -> list[Path]:
+    """CSV (every column), optional Markdown (the readable table) and both figures."""
+    written = [out_dir / csv_name]
+    artifacts.write_csv(written[0], frame)
+    if markdown:
+        text = table(frame, metric, group_by).to_markdown(index=False, floatfmt=".4g") + "\n"
+        written.append(out_dir / "summary.md")
+        artifacts.write_text(written[-1], text)
+    labels = [label(row, varying(frame)) for _, row in frame.iterrows()]
+    written.append(out_dir / "comparison.png")
+    artifacts.save_figure(written[-1], figures.comparison(frame, labels))
+    written.append(out_dir / "curves.png")
+    artifacts.save_figure(written[-1], figures.curves(frame, metric, group_by))
+    return written
+
+
+def failures(frame: pd.DataFrame, problems: list[str]) -> list[str]:
+    """One line per job that did not finish, in job order: ``job <folder>: <error>`` for a
+    failed run, a note for a folder without metrics.json (crashed or killed), and the
+    ``problems`` of ``collect`` (unreadable folders)."""
+    unfinished = frame[frame["status"].isin(("failed", MISSING))] if len(frame) else frame
+    notes = {}
+    for _, row in unfinished.iterrows():
+        error = row.get("error")
+        if not isinstance(error, str):
+            error = "no error recorded" if row["status"] == "failed" else "no metrics.json"
+        notes[Path(row["run"]).name] = error
+    jobs = sorted(notes, key=lambda name: (len(name), name))  # "2" before "10"
+    return [f"job {name}: {notes[name]}" for name in jobs] + list(problems)
+
+
+def summarise_sweep(sweep_dir: Path, frame: pd.DataFrame, problems: list[str]) -> None:
+    """Write summary.csv, comparison.png and curves.png of ``collect([sweep_dir])`` into the
+    finished sweep's folder."""
+    for line in problems:
+        log.warning(line)
+    if frame.empty:
+        log.warning("no runs found in %s: no summary written", sweep_dir)
+        return
+    write(frame, sweep_dir)
+    counts = frame["status"].value_counts().to_dict()
+    log.info("sweep summary: %d jobs %s -> %s/summary.csv", len(frame), counts, sweep_dir)

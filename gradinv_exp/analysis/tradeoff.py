@@ -1,0 +1,57 @@
+"""Privacy against utility: attack quality and test accuracy of the same defense settings.
+
+The attack side is a compare table (one row per run, ``defense`` + ``strength``); the
+utility side is ``utility.csv`` from ``python -m gradinv_exp.utility`` (one row per
+defense, its settings as metrics.json's flat ``defense.*`` keys). A defense setting is
+its name plus the value of its strength field (its registered strength); runs of the same
+setting (seeds, images) are averaged.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from gradinv_exp.defenses import strength
+
+
+def setting(name: str, strength: float | None) -> str:
+    """``prune(0.2)``, ``none``: the key both sides are joined on and the plot's label."""
+    if strength is None or pd.isna(strength):
+        return str(name)
+    return f"{name}({float(strength):g})"
+
+
+def join(runs: pd.DataFrame, utility: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per defense setting found on both sides: ``metric`` (mean over its runs,
+    and the number of runs) beside the utility run's test ``accuracy``."""
+    attack = runs.assign(setting=[setting(d, s) for d, s in zip(runs["defense"], runs["strength"])])
+    attack = attack.groupby("setting")[metric].agg(["mean", "count"]).reset_index()
+    attack.columns = ["setting", metric, "runs"]
+    keys = [strength(name)[0] for name in utility["defense.name"]]
+    names = utility["defense.name"]
+    values = [
+        row.get(f"defense.{k}") if k else None for (_, row), k in zip(utility.iterrows(), keys)
+    ]
+    extra = [c for c in ("epsilon",) if c in utility]
+    acc = utility.assign(setting=[setting(n, v) for n, v in zip(names, values)])
+    return attack.merge(acc[["setting", "accuracy", *extra]], on="setting")
+
+
+def figure(joined: pd.DataFrame, metric: str) -> Figure:
+    """Attack ``metric`` (x) against test accuracy (y), one labelled point per setting:
+    a good defense sits top-left for PSNR/SSIM (low leakage, high accuracy)."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    ax.scatter(joined[metric], joined["accuracy"])
+    for _, row in joined.iterrows():
+        text = row["setting"]
+        if pd.notna(row.get("epsilon")):
+            text += f", eps {row['epsilon']:.3g}"
+        ax.annotate(text, (row[metric], row["accuracy"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.set(xlabel=f"attack {metric}", ylabel="test accuracy (utility)",
+           title="privacy vs utility per defense")  # fmt: skip
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

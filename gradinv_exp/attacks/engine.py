@@ -1,0 +1,300 @@
+"""The one optimisation attack: recover images (and labels) from what a client shared.
+
+DLG, iDLG and Inverting Gradients are presets of this engine (``conf/attack/*.yaml``),
+in the way breaching keeps attack variants as configs over one reconstructor. A preset
+chooses an objective (``objectives.OBJECTIVES``), priors with weights
+(``objectives.PRIORS``), a label mode (``labels.LABELS``), the optimiser (the
+``optimizer`` group), and the step rules ``signed`` (step on the sign of the image
+gradient), ``boxed`` (clamp images to [0, 1] after each step), ``lr_decay`` (lr x0.1 at
+3/8, 5/8, 7/8 of the iterations) and ``restarts``.
+
+State has a leading problem axis N = restarts x trials, restart-major (row ``r * T + t``
+is restart r of trial t): all problems run in lockstep as one batched computation
+(``client.simulate`` gives every problem its own simulated gradient; the optimiser keeps
+per-row state), so snapshots line up and N problems cost far less than N runs. Per trial
+the restart with the lowest objective is reported, in the snapshots (at that moment) and
+in the result (at the end). Progress goes to
+``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
+dummy, before any update) and every ``snapshot_every`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from omegaconf import MISSING
+
+from gradinv_exp.attacks.labels import LABELS, Evidence
+from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
+from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
+from gradinv_exp.client import simulate
+from gradinv_exp.options import one_of, require
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from gradinv_exp.attacks.optimizers import Optimizer
+
+OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
+
+
+@dataclass
+class AttackConfig:
+    """One attack: a preset in ``conf/attack/`` sets these; every field can be overridden."""
+
+    name: str = MISSING  # the preset's name, for tables
+    objective: str = "l2"  # gradient matching: a name in objectives.OBJECTIVES
+    priors: dict[str, float] = field(default_factory=dict)  # prior name -> weight
+    labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
+    restarts: int = 1  # independent starts per trial; the lowest final objective wins
+    signed: bool = False  # step on the sign of the image gradient (first-order optimisers)
+    boxed: bool = False  # clamp the dummy to [0, 1] after every step
+    lr_decay: bool = False  # lr x0.1 at 3/8, 5/8, 7/8 of iterations (first-order optimisers)
+    iterations: int = 300  # outer optimiser steps
+    snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
+
+    def __post_init__(self) -> None:
+        one_of("attack.objective", self.objective, OBJECTIVES.names())
+        for prior, weight in self.priors.items():
+            one_of("attack.priors", prior, PRIORS.names())
+            require(
+                math.isfinite(weight) and weight >= 0,
+                f"attack.priors.{prior}",
+                weight,
+                "must be a finite weight >= 0",
+            )
+        one_of("attack.labels", self.labels, LABELS.names())
+        require(self.restarts >= 1, "attack.restarts", self.restarts, "must be >= 1")
+        require(self.iterations >= 1, "attack.iterations", self.iterations, "must be >= 1")
+        require(
+            self.snapshot_every >= 1, "attack.snapshot_every", self.snapshot_every, "must be >= 1"
+        )
+
+
+def check_optimizer(attack: AttackConfig, optimizer: OptimizerConfig) -> None:
+    """``signed`` and ``lr_decay`` need a first-order optimiser (a gradient step with a
+    learning rate); L-BFGS builds its own steps from curvature."""
+    if OPTIMIZERS[optimizer.name].first_order:
+        return
+    rules = [f"attack.{k}=true" for k in ("signed", "lr_decay") if getattr(attack, k)]
+    firsts = "|".join(o.name for o in OPTIMIZERS if o.first_order)
+    require(
+        not rules,
+        "optimizer",
+        optimizer.name,
+        f"attack={attack.name} sets {' and '.join(rules)}, which needs optimizer={firsts}",
+    )
+
+
+@dataclass
+class AttackResult:
+    """Outcome of T attacks on T shared gradients."""
+
+    images: Tensor  # (T, B, C, H, W): per trial, the last reconstruction with a finite loss
+    labels: Tensor  # (T, B) recovered labels
+    grad_loss: Tensor  # (T,) objective at ``images``
+    steps: Tensor  # (T,) optimiser steps taken
+    diverged: Tensor  # (T,) bool: the loss became NaN/inf and the trial stopped there
+    restart: Tensor  # (T,) index of the winning restart
+
+
+@dataclass
+class Problem:
+    """N attacks as one computation: row n of ``variables`` holds problem n's unknowns,
+    its dummy images ``(B, C, H, W)`` flattened, then its label logits when they are
+    optimised (``labels`` then holds None; else the fixed label distributions).
+
+    Each step: ``opt`` steps all rows; ``signed`` replaces the images' gradient by its sign
+    first; afterwards ``boxed`` clamps the images to [0, 1] and ``schedule`` advances.
+    """
+
+    variables: Tensor  # (N, D) leaf
+    shape: tuple[int, ...]  # (N, B, C, H, W)
+    num_classes: int
+    labels: Tensor | None  # (N, B, num_classes) fixed label distributions, None = optimised
+    loss: Callable[[Tensor], Tensor]  # variables -> (N,) objectives, differentiable
+    opt: Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+    boxed: bool = False
+    signed: bool = False
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape[1:])
+
+    def images(self) -> Tensor:
+        return self.variables[:, : self.size].view(self.shape)
+
+    def label_logits(self) -> Tensor:
+        return self.variables[:, self.size :].view(*self.shape[:2], self.num_classes)
+
+    def recovered(self) -> Tensor:
+        """Recovered labels ``(N, B)``."""
+        return (self.label_logits() if self.labels is None else self.labels).argmax(-1)
+
+    def closure(self) -> Tensor:
+        v = self.variables
+        losses = self.loss(v)
+        v.grad = torch.autograd.grad(losses.sum(), v)[0]
+        if self.signed:
+            v.grad[:, : self.size].sign_()
+        return losses.detach()
+
+    def after_step(self) -> None:
+        if self.boxed:
+            with torch.no_grad():
+                self.images().clamp_(0, 1)
+        if self.schedule is not None:
+            self.schedule.step()
+
+
+def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Inverting Gradients' schedule: lr x0.1 at 3/8, 5/8 and 7/8 of ``iterations``."""
+    milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+
+
+def attack(
+    model: nn.Module,
+    shared: Sequence[Tensor],
+    *,
+    shape: tuple[int, ...],
+    num_classes: int,
+    cfg: AttackConfig,
+    optimizer: OptimizerConfig,
+    generator: torch.Generator,
+    on_snapshot: OnSnapshot,
+    known_labels: Tensor | None = None,
+) -> AttackResult:
+    """Attack the T shared gradients ``shared`` (one ``(T, *param.shape)`` tensor per
+    parameter of ``model``) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
+
+    Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
+    (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
+    """
+    device = shared[0].device
+    trials, restarts = shape[0], cfg.restarts
+    x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
+    mode = LABELS[cfg.labels]
+    evidence = Evidence(model, shared, shape[1], num_classes, known_labels, generator)
+    y0 = mode.start(evidence, restarts).to(device)
+    problem = build_problem(model, shared, x0, y0, cfg, optimizer, optimised=mode.optimised)
+    result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot))
+    return select(result, best_restart(result.grad_loss, restarts))
+
+
+def build_problem(
+    model: nn.Module,
+    shared: Sequence[Tensor],
+    x0: Tensor,
+    y0: Tensor,
+    cfg: AttackConfig,
+    optimizer: OptimizerConfig,
+    *,
+    optimised: bool,
+) -> Problem:
+    """One batched ``Problem`` for the rows of ``x0`` ``(N, B, C, H, W)``; row n attacks
+    ``shared[n % T]``. ``y0`` ``(N, B, num_classes)``: label logits when ``optimised``, else
+    fixed label distributions."""
+    shape = tuple(x0.shape)
+    goal = [g.repeat(len(x0) // len(g), *[1] * (g.dim() - 1)) for g in shared]
+    parts = [x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)]
+    variables = torch.cat(parts, 1).clone().requires_grad_(True)
+    objective = OBJECTIVES[cfg.objective].fn
+    priors = [(PRIORS[name].fn, w) for name, w in cfg.priors.items() if w]
+    size = math.prod(shape[1:])
+
+    def loss(v: Tensor) -> Tensor:
+        x = v[:, :size].view(shape)
+        labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
+        total = torch.func.vmap(objective)(simulate(model, x, labels), goal)
+        for prior, weight in priors:
+            total = total + weight * torch.func.vmap(prior)(x)
+        return total
+
+    opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)
+    schedule = step_decay(opt, cfg.iterations) if cfg.lr_decay else None  # type: ignore[arg-type]
+    fixed = None if optimised else y0
+    return Problem(
+        variables, shape, y0.shape[-1], fixed, loss, opt, schedule, cfg.boxed, cfg.signed
+    )
+
+
+def best_restart(losses: Tensor, restarts: int) -> Tensor:
+    """Per trial, the restart ``(T,)`` with the lowest loss; ``losses`` is ``(R*T,)``."""
+    return torch.nan_to_num(losses.view(restarts, -1), nan=math.inf).argmin(0)
+
+
+def pick(values: Tensor, restart: Tensor) -> Tensor:
+    """Rows ``(T, ...)`` of ``values`` ``(R*T, ...)`` at the given restart per trial."""
+    stacked = values.view(len(values) // len(restart), len(restart), *values.shape[1:])
+    return stacked[restart.to(values.device), torch.arange(len(restart), device=values.device)]
+
+
+def best_of_restarts(restarts: int, on_snapshot: OnSnapshot) -> OnSnapshot:
+    """Wrap ``on_snapshot`` so that it sees, per trial, only the currently best restart."""
+
+    def report(step: int, losses: Tensor, images: Tensor) -> None:
+        best = best_restart(losses, restarts)
+        on_snapshot(step, pick(losses, best), pick(images, best))
+
+    return report
+
+
+def select(result: AttackResult, restart: Tensor) -> AttackResult:
+    """The ``(T, ...)`` result of the chosen restart per trial from an ``(R*T, ...)`` one."""
+    return AttackResult(
+        images=pick(result.images, restart),
+        labels=pick(result.labels, restart),
+        grad_loss=pick(result.grad_loss, restart),
+        steps=pick(result.steps, restart),
+        diverged=pick(result.diverged, restart),
+        restart=restart,
+    )
+
+
+def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> AttackResult:
+    """The outer loop: lockstep steps, snapshots, divergence.
+
+    A NaN/inf loss stops that problem (status diverged) and keeps its last images whose
+    loss was finite; the others go on. The result has one row per problem (``restart``
+    is all zeros: restarts are chosen by ``select``).
+    """
+    v = problem.variables
+
+    def losses() -> Tensor:
+        with torch.no_grad():
+            return problem.loss(v).detach()
+
+    def snapshot(step: int) -> None:
+        on_snapshot(step, losses().cpu(), problem.images().detach())
+
+    snapshot(0)
+    good = v.detach().clone()
+    steps = torch.zeros(len(v), dtype=torch.long)
+    diverged = torch.zeros(len(v), dtype=torch.bool, device=v.device)
+    for step in range(1, cfg.iterations + 1):
+        first = problem.opt.step(problem.closure)
+        problem.after_step()
+        with torch.no_grad():
+            diverged |= ~torch.isfinite(first) | ~torch.isfinite(v).all(1)
+            v.copy_(torch.where(diverged[:, None], good, v))  # back to the last finite point
+            good = v.detach().clone()
+        steps[~diverged.cpu()] = step
+        if bool(diverged.all()):
+            snapshot(int(steps.max()))
+            break
+        if step % cfg.snapshot_every == 0 or step == cfg.iterations:
+            snapshot(step)
+    return AttackResult(
+        images=problem.images().detach().clone(),
+        labels=problem.recovered().detach(),
+        grad_loss=losses().cpu(),
+        steps=steps,
+        diverged=diverged.cpu(),
+        restart=torch.zeros(len(v), dtype=torch.long),
+    )

@@ -1,0 +1,156 @@
+"""Defenses that compress the gradient, as communication-efficient federated learning
+does: sparsification (``prune``, ``topk``) and coarser values (``quantize``, ``sign``).
+They look at the gradient alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from gradinv_exp.defenses.registry import DefenseConfig, defense
+from gradinv_exp.options import one_of, require
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from gradinv_exp.client import Client
+
+
+@dataclass
+class PruneConfig(DefenseConfig):
+    name: str = "prune"
+    ratio: float = 0.2  # fraction of entries (smallest |g|) set to zero
+    scope: str = "layer"  # layer: quantile per tensor; global: over all tensors
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.ratio < 1.0, "defense.ratio", self.ratio, "must be in [0, 1)")
+        one_of("defense.scope", self.scope, ("layer", "global"))
+
+
+@defense(PruneConfig, strength="ratio")
+def prune(
+    grads: Sequence[Tensor],
+    cfg: PruneConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> list[Tensor]:
+    """Zero entries with |g| below the ``ratio``-quantile of |g|; keep signs and values.
+
+    ``scope=layer`` takes the quantile per tensor, ``global`` over all entries together.
+    Ties at the threshold are kept, so at most ``ratio`` of the entries become zero.
+    """
+    if cfg.ratio == 0:
+        return [g.clone() for g in grads]
+    if cfg.scope == "global":
+        threshold = _threshold(torch.cat([g.abs().flatten() for g in grads]), cfg.ratio)
+        return [torch.where(g.abs() < threshold, torch.zeros_like(g), g) for g in grads]
+    return [
+        torch.where(g.abs() < _threshold(g.abs().flatten(), cfg.ratio), torch.zeros_like(g), g)
+        for g in grads
+    ]
+
+
+def _threshold(values: Tensor, ratio: float) -> Tensor:
+    """The (k+1)-th smallest of ``values``, k = floor(ratio * n): exactly k entries lie
+    strictly below it when values are distinct (``ratio`` < 1, so k < n)."""
+    k = int(ratio * values.numel())
+    return values.kthvalue(k + 1).values
+
+
+@dataclass
+class TopkConfig(DefenseConfig):
+    name: str = "topk"
+    keep: float = 0.1  # fraction of entries (largest |g|) kept; the rest become zero
+    scope: str = "layer"  # layer: per tensor; global: over all tensors
+
+    def __post_init__(self) -> None:
+        require(0 < self.keep <= 1, "defense.keep", self.keep, "must be in (0, 1]")
+        one_of("defense.scope", self.scope, ("layer", "global"))
+
+
+@defense(TopkConfig, strength="keep", log_scale=True)
+def topk(
+    grads: Sequence[Tensor],
+    cfg: TopkConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> list[Tensor]:
+    """Keep the ceil(keep * n) entries with the largest |g| (per tensor, or over all
+    tensors with ``scope=global``), zero the rest; kept values and signs unchanged."""
+    if cfg.scope == "global":
+        flat = torch.cat([g.flatten() for g in grads])
+        kept = _top_mask(flat, cfg.keep).split([g.numel() for g in grads])
+        return [torch.where(m.reshape(g.shape), g, 0) for g, m in zip(grads, kept)]
+    return [torch.where(_top_mask(g.flatten(), cfg.keep).reshape(g.shape), g, 0) for g in grads]
+
+
+def _top_mask(values: Tensor, keep: float) -> Tensor:
+    """Boolean mask of the ceil(keep * n) largest |values|: exactly that many, so among
+    entries tied at the threshold an unspecified subset is kept."""
+    mask = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    mask[values.abs().topk(math.ceil(keep * values.numel())).indices] = True
+    return mask
+
+
+@dataclass
+class QuantizeConfig(DefenseConfig):
+    name: str = "quantize"
+    bits: int = 4  # 2**bits uniform levels on [-max|g|, max|g|] per tensor
+    stochastic: bool = False  # unbiased stochastic rounding instead of round-to-nearest
+
+    def __post_init__(self) -> None:
+        require(1 <= self.bits <= 24, "defense.bits", self.bits, "must be an integer in [1, 24]")
+
+
+@defense(QuantizeConfig, strength="bits")
+def quantize(
+    grads: Sequence[Tensor],
+    cfg: QuantizeConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> list[Tensor]:
+    """Per tensor: 2**bits uniform levels on [-s, s], s = max|g|; round to nearest.
+
+    ``stochastic`` rounds up with probability equal to the remainder (unbiased,
+    DoReFa-style). A tensor of zeros stays zero.
+    """
+    steps = 2**cfg.bits - 1
+    out = []
+    for g in grads:
+        scale = g.abs().max()
+        if scale == 0:
+            out.append(torch.zeros_like(g))
+            continue
+        pos = (g + scale) / (2 * scale) * steps  # in [0, steps]
+        if cfg.stochastic:
+            low = pos.floor()
+            up = torch.rand(g.shape, generator=generator, device=g.device) < (pos - low)
+            pos = low + up
+        else:
+            pos = pos.round()
+        out.append(pos / steps * (2 * scale) - scale)
+    return out
+
+
+@dataclass
+class SignConfig(DefenseConfig):
+    name: str = "sign"
+
+
+@defense(SignConfig)
+def sign(
+    grads: Sequence[Tensor],
+    cfg: SignConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> list[Tensor]:
+    """signSGD with scale: sign(g) * mean|g| per tensor (magnitudes lost, norm kept in L1)."""
+    return [torch.sign(g) * g.abs().mean() for g in grads]

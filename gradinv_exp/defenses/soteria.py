@@ -1,0 +1,96 @@
+"""Soteria (Sun et al., CVPR 2021): perturb the representation layer's gradient.
+
+The representation r (B, F) is the input of the model's last fully-connected layer; its
+weight gradient is (K, F), column j being sum_b delta_b * r_bj. Features whose r depends
+least on the input relative to their size, i.e. with the smallest
+    score_j = sum_b ||d r_bj / d x_b|| / |r_bj|,
+are the ones an attacker can invert most easily from that column, so Soteria zeroes the
+columns of the ``percentile`` % of features with the smallest score. Every other tensor
+is shared unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from gradinv_exp.defenses.registry import DefenseConfig, defense
+from gradinv_exp.options import require
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from gradinv_exp.client import Client
+
+
+@dataclass
+class SoteriaConfig(DefenseConfig):
+    name: str = "soteria"
+    percentile: float = 40.0  # % of representation features whose FC gradient column is zeroed
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.percentile <= 100,
+            "defense.percentile",
+            self.percentile,
+            "must be in [0, 100]",
+        )
+
+
+def representation_layer(model: nn.Module) -> tuple[nn.Linear, int]:
+    """The model's last ``nn.Linear`` and the index of its weight in ``model.parameters()``."""
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    index = next(i for i, p in enumerate(model.parameters()) if p is linear.weight)
+    return linear, index
+
+
+def feature_scores(client: Client) -> Tensor:
+    """``score_j`` (F,) for every representation feature (see the module docstring).
+
+    One batched backward pass (``is_grads_batched``) gives all F Jacobian rows
+    d r_bj / d x_b at once; examples are independent, so summing over b is exact.
+    """
+    linear, _ = representation_layer(client.model)
+    captured: list[Tensor] = []
+    hook = linear.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    x = client.images.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        try:
+            client.model(x)
+        finally:
+            hook.remove()
+        r = captured[0]  # (B, F)
+        features = r.shape[1]
+        onehots = torch.eye(features, dtype=r.dtype, device=r.device)[:, None, :].expand(
+            features, *r.shape
+        )  # (F, B, F)
+        (jac,) = torch.autograd.grad(r, x, grad_outputs=onehots, is_grads_batched=True)
+    norms = jac.flatten(2).norm(dim=2).T  # (B, F): ||d r_bj / d x_b||
+    r = r.detach().abs()
+    ratio = torch.where(r > 0, norms / r.clamp_min(1e-30), torch.zeros_like(r))
+    return ratio.sum(0)
+
+
+@defense(SoteriaConfig, strength="percentile")
+def soteria(
+    grads: Sequence[Tensor],
+    cfg: SoteriaConfig,
+    *,
+    generator: torch.Generator,
+    client: Client | None = None,
+) -> list[Tensor]:
+    """Zero the FC weight-gradient columns of the floor(percentile/100 * F) features with
+    the smallest score; needs the ``client`` (model and images) to score the features."""
+    if client is None:
+        raise ValueError("soteria needs the client's model and images (pass client=...)")
+    _, index = representation_layer(client.model)
+    scores = feature_scores(client)
+    count = int(cfg.percentile / 100 * len(scores))
+    keep = torch.ones_like(scores)
+    keep[scores.argsort()[:count]] = 0
+    out = [g.clone() for g in grads]
+    out[index] = out[index] * keep.to(out[index].dtype)
+    return out

@@ -1,0 +1,307 @@
+"""One experiment, top to bottom, as named steps:
+
+    data -> model -> client gradient -> defense -> attack -> score -> files
+
+This is the edge where the Hydra config becomes typed values (``to_config``); below it,
+functions take tensors and numbers. Every random draw comes from the run's seed, one
+independent stream per purpose (``generator``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchvision.transforms import Normalize
+
+from gradinv_exp import attacks, client, data, defenses, models
+from gradinv_exp.analysis import figures, metrics
+from gradinv_exp.config import Config, UtilityConfig, flat
+from gradinv_exp.options import one_of
+from gradinv_exp.runs import artifacts, faults
+
+log = logging.getLogger(__name__)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Typed, range-checked config (raises ConfigError with a one-line message)."""
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, Config)
+    return typed
+
+
+def check(cfg: Config) -> None:
+    """The checks that need torch or the disk, run by preflight for every job before the
+    first starts: the device, the folder data set, the model against the data's shapes
+    (one forward pass), the checkpoint against the model."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
+    data.check(cfg.dataset, cfg.attacked)
+    ds = cfg.dataset
+    models.check_fits(
+        cfg.model.name, ds.channels, ds.num_classes, ds.image_size, cfg.model.activation
+    )
+    if cfg.model.checkpoint is not None:
+        build_model(cfg)  # loads the checkpoint: a wrong file fails here, before any job
+
+
+def generator(seed: int, purpose: str) -> torch.Generator:
+    """An independent, reproducible random stream per purpose ("model", "attack", ...).
+
+    Separate streams keep e.g. the dummy initialisation identical across defenses, so a
+    sweep compares defenses on the same attack start.
+    """
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --- the steps ------------------------------------------------------------------------
+
+
+def load_data(cfg: Config) -> tuple[Tensor, Tensor, str]:
+    """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name."""
+    ds = cfg.dataset
+    flat_images, flat_labels, source = data.load(ds, cfg.attacked)
+    images = flat_images.reshape(cfg.trials, ds.batch_size, *flat_images.shape[1:])
+    return images, flat_labels.reshape(cfg.trials, ds.batch_size), source
+
+
+def build_model(cfg: Config | UtilityConfig) -> nn.Module:
+    """The model under attack (seeded init, then ``model.checkpoint``'s weights if set),
+    with the dataset's normalisation (if any) in front."""
+    ds = cfg.dataset
+    net = models.build(
+        cfg.model.name,
+        channels=ds.channels,
+        num_classes=ds.num_classes,
+        image_size=ds.image_size,
+        activation=cfg.model.activation,
+        init=cfg.model.init,
+        init_range=cfg.model.init_range,
+        generator=generator(cfg.seed, "model"),
+    )
+    if cfg.model.checkpoint is not None:
+        models.load_checkpoint(net, cfg.model.checkpoint)
+    if ds.mean is not None and ds.std is not None:
+        net = nn.Sequential(Normalize(ds.mean, ds.std), net)
+    return net
+
+
+def pretrain(cfg: Config, net: nn.Module, device: torch.device) -> None:
+    """``model.pretrain_steps`` of SGD on the images right after the attacked ones."""
+    ds = cfg.dataset
+    x, y = data.load_after(ds, cfg.attacked, cfg.model.pretrain_images)
+    onehot = nn.functional.one_hot(y, ds.num_classes).float().to(device)
+    models.pretrain(
+        net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr
+    )
+
+
+def share(
+    cfg: Config, net: nn.Module, images: Tensor, labels: Tensor
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Each trial's client gradient and what the defense shares of it: two lists with one
+    ``(T, *param.shape)`` tensor per parameter (true, shared)."""
+    device = next(net.parameters()).device
+    onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float().to(device)
+    noise = generator(cfg.seed, "defense")
+    true, shared = [], []
+    for t in range(cfg.trials):
+        who = client.Client(net, images[t].to(device), onehot[t])
+        g = client.gradient(who)
+        true.append(g)
+        shared.append(defenses.apply(g, cfg.defense, generator=noise, client=who))
+    return [torch.stack(p) for p in zip(*true)], [torch.stack(p) for p in zip(*shared)]
+
+
+def score(truth: Tensor, labels: Tensor, result: attacks.AttackResult) -> dict[str, np.ndarray]:
+    """Per-trial metrics: each ``(T, B)`` array holds per-image values after matching."""
+    per_trial = [
+        metrics.evaluate(truth[t], labels[t], result.images[t].cpu(), result.labels[t].cpu())
+        for t in range(len(truth))
+    ]
+    return {key: np.stack([p[key] for p in per_trial]) for key in per_trial[0]}
+
+
+# --- one run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What a run has computed so far: enough to save it if the run is stopped midway."""
+
+    images: Tensor | None = None  # (T, B, C, H, W) the attacked images
+    labels: Tensor | None = None  # (T, B)
+    facts: dict[str, Any] = field(default_factory=dict)  # data_source, defense cost ...
+    snapshots: list[tuple[int, Tensor]] = field(default_factory=list)  # (step, (T,B,C,H,W))
+    rows: list[dict[str, float]] = field(default_factory=list)  # history.csv rows
+    losses: Tensor | None = None  # (T,) objective at the last snapshot
+    start: float = field(default_factory=time.perf_counter)
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Run the experiment ``cfg``, write its files into ``run_dir``, return metrics.json.
+
+    Stopped by a signal (``faults.Interrupted``): writes every artifact of the steps so far
+    with ``status: interrupted``, then re-raises. Any other exception: writes metrics.json
+    with ``status: failed`` and the error, then re-raises.
+    """
+    progress = Progress()
+    try:
+        return attack_run(cfg, run_dir, progress)
+    except faults.Interrupted as stop:
+        log.warning("%s: saving the results of the steps so far", stop)
+        save_interrupted(cfg, run_dir, progress, stop)
+        raise
+    except Exception as err:
+        faults.record_failure(run_dir, err, flat(cfg))
+        raise
+
+
+def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]:
+    """The experiment itself; fills ``progress`` as it goes."""
+    torch.set_num_threads(cfg.threads)
+    device = device_of(cfg.device)
+    images, labels, source = load_data(cfg)
+    progress.images, progress.labels = images, labels
+    progress.facts["data_source"] = source
+    log.info(
+        "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
+        "attack %s/%s | device %s",
+        source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
+        cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
+    )  # fmt: skip
+    net = build_model(cfg).to(device)
+    if cfg.model.pretrain_steps > 0:
+        pretrain(cfg, net, device)
+    true, shared = share(cfg, net, images, labels)
+    progress.facts |= defenses.cost(true, shared)
+    progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
+
+    def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
+        recon = recon.detach().cpu().clone()
+        pairs = [(images[t], metrics.matched(images[t], recon[t])) for t in range(len(recon))]
+        row = {
+            "step": step,
+            "grad_loss": float(grad_loss.mean()),
+            "mse": float(np.mean([metrics.mse(*p) for p in pairs])),
+            "psnr": float(np.mean([metrics.psnr(*p) for p in pairs])),
+        }
+        progress.snapshots.append((step, recon))
+        progress.rows.append(row)
+        progress.losses = grad_loss.detach().cpu().clone()
+        log.info(
+            "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
+            step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
+        )  # fmt: skip
+
+    progress.start = time.perf_counter()
+    result = attacks.attack(
+        net,
+        shared,
+        shape=tuple(images.shape),
+        num_classes=cfg.dataset.num_classes,
+        cfg=cfg.attack,
+        optimizer=cfg.optimizer,
+        generator=generator(cfg.seed, "attack"),
+        on_snapshot=on_snapshot,
+        known_labels=labels.to(device),
+    )
+    status = "diverged" if result.diverged.any() else "ok"
+    return finish(cfg, run_dir, progress, result, status)
+
+
+def finish(
+    cfg: Config, run_dir: Path, progress: Progress, result: attacks.AttackResult, status: str
+) -> dict[str, Any]:
+    """Score ``result`` against the truth, write every file, return metrics.json."""
+    assert progress.images is not None and progress.labels is not None
+    images, labels = progress.images, progress.labels
+    wall = time.perf_counter() - progress.start
+    scores = score(images, labels, result)
+    if (result.labels < 0).all():  # the attack did not report labels (interrupted)
+        scores["label_acc"] = np.full(scores["label_acc"].shape, np.nan)
+    summary: dict[str, Any] = {
+        "status": status,
+        "data_source": progress.facts["data_source"],
+        "trials": cfg.trials,
+        "trials_diverged": int(result.diverged.sum()),
+    }
+    for name in ("mse", "psnr", "ssim", "label_acc"):
+        summary |= metrics.aggregate(name, scores[name].mean(axis=1))
+    summary |= metrics.aggregate("grad_loss", result.grad_loss.numpy())
+    summary |= {"steps": int(result.steps.max()), "wall_s": wall}
+    summary |= {k: v for k, v in progress.facts.items() if k not in summary}
+    summary["per_image"] = {k: v.tolist() for k, v in scores.items()}
+    summary["labels"] = labels.tolist()
+    summary["recovered_labels"] = result.labels.tolist()  # in the attack's order
+    summary["config"] = flat(cfg)
+    log.info(
+        "done: status %s  psnr %.2f dB  ssim %.3f  label_acc %.2f  %.1f s",
+        summary["status"], summary["psnr"], summary["ssim"], summary["label_acc"], wall,
+    )  # fmt: skip
+    ordered = torch.stack([result.images[t].cpu()[scores["order"][t]] for t in range(cfg.trials)])
+    write(run_dir, summary, pd.DataFrame(progress.rows), progress.snapshots, images, ordered)
+    return summary
+
+
+def write(
+    run_dir: Path,
+    summary: dict[str, Any],
+    history: pd.DataFrame,
+    snapshots: list[tuple[int, Tensor]],
+    truth: Tensor,
+    recon: Tensor,
+) -> None:
+    """All files of a run; metrics.json last, so its presence means the run is complete.
+
+    ``truth`` and ``recon`` are ``(T, B, C, H, W)``, ``recon`` already matched to truth.
+    """
+    title = f"{summary['status']}  PSNR {summary['psnr']:.2f} dB  SSIM {summary['ssim']:.3f}"
+    artifacts.write_csv(run_dir / "history.csv", history)
+    artifacts.save_figure(run_dir / "progress.png", figures.progress(snapshots))
+    artifacts.save_figure(
+        run_dir / "reconstruction.png", figures.reconstruction(truth, recon, title)
+    )
+    artifacts.save_figure(run_dir / "loss.png", figures.loss(history))
+    artifacts.write_images(run_dir / "images.npz", truth, recon.clamp(0, 1))
+    artifacts.write_json(run_dir / "metrics.json", summary)
+
+
+def save_interrupted(
+    cfg: Config, run_dir: Path, progress: Progress, stop: faults.Interrupted
+) -> dict[str, Any]:
+    """Write the run as far as it got, ``status: interrupted``: scored on the last snapshot
+    when the attack had reported one (labels are not reported, so label_acc is NaN), else
+    metrics.json alone with the config, the signal and ``steps: 0``."""
+    progress.facts["signal"] = stop.signal_name
+    if not progress.snapshots or progress.losses is None:
+        record = {"status": "interrupted", "steps": 0, **progress.facts, "config": flat(cfg)}
+        artifacts.write_json(run_dir / "metrics.json", record)
+        return record
+    step, last = progress.snapshots[-1]
+    trials = last.shape[0]
+    partial = attacks.AttackResult(
+        images=last,
+        labels=torch.full(last.shape[:2], -1, dtype=torch.long),  # not reported: unknown
+        grad_loss=progress.losses,
+        steps=torch.full((trials,), step, dtype=torch.long),
+        diverged=torch.zeros(trials, dtype=torch.bool),
+        restart=torch.zeros(trials, dtype=torch.long),
+    )
+    return finish(cfg, run_dir, progress, partial, "interrupted")

@@ -1,0 +1,1 @@
+"""Run folders: their files, faults and interrupts, resume, and the checks before any job."""

@@ -1,0 +1,146 @@
+"""Check every job of a command line before Hydra runs any of them.
+
+Hydra reports composition errors as several lines of text and only when the job that
+holds them starts; here each job's config (the command's sweeps times an experiment
+preset's ``hydra.sweeper.params``) is composed and converted up front, and the first
+problem becomes a one-line ``ConfigError``. ``plan`` does what needs no torch (option
+names, types, ranges, rules across groups, the output folders); ``check_jobs`` then runs
+the per-job checks that need torch or the disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gradinv_exp.config import CONF_DIR, Config
+from gradinv_exp.options import ConfigError
+from gradinv_exp.runs import resume
+
+GROUPS = ("defense", "model", "dataset", "optimizer", "attack", "experiment")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command line will run: one job (``multirun`` false) or a sweep.
+
+    ``folder`` is the run folder or the sweep folder, resolved (``${now:...}`` filled in);
+    ``jobs`` holds each job's overrides, ``configs`` each job's checked config.
+    """
+
+    multirun: bool
+    folder: Path
+    jobs: list[list[str]]
+    configs: list[Config]
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group: the YAML files in ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def hydra_message(err: BaseException) -> str:
+    """First line of an exception and of its causes, joined: Hydra's messages are long."""
+    parts: list[str] = []
+    current: BaseException | None = err
+    while current is not None:
+        text = str(current).strip()
+        parts.append(text.splitlines()[0] if text else type(current).__name__)
+        current = current.__cause__
+    return ": ".join(dict.fromkeys(parts))
+
+
+def values(override: Override) -> list[str]:
+    """The values an override takes in a sweep (one value when it is not a sweep)."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()] if not override.is_delete() else []
+
+
+def check_groups(overrides: list[Override]) -> None:
+    """Unknown option of a config group -> one line listing the valid ones."""
+    for o in overrides:
+        group = o.key_or_group
+        if group not in GROUPS or o.package is not None:
+            continue
+        for value in values(o):
+            if value not in options(group):
+                raise ConfigError(
+                    f"{o.get_key_element()}={value} is not an option of '{group}': choose one "
+                    f"of {', '.join(options(group))}"
+                )
+
+
+def jobs(overrides: list[Override], preset_sweeps: dict[str, str]) -> Iterator[list[str]]:
+    """Each job's override list, as Hydra's basic sweeper would form it."""
+    axes: dict[str, list[str]] = {}
+    for key, value in preset_sweeps.items():
+        parsed = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+        axes[parsed.get_key_element()] = [f"{parsed.get_key_element()}={v}" for v in values(parsed)]
+    fixed = []
+    for o in overrides:
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = [f"{o.get_key_element()}={v}" for v in values(o)]
+        else:
+            fixed.append(o.input_line)
+    for combo in itertools.product(*axes.values()):
+        yield fixed + list(combo)
+
+
+def to_config(job: list[str]) -> Config:
+    """The typed, range-checked config of one job (ConfigError on the first problem)."""
+    typed = OmegaConf.to_object(compose("config", overrides=job))
+    assert isinstance(typed, Config)
+    return typed
+
+
+def plan(argv: list[str]) -> Plan | None:
+    """Compose and check every job of this command line; None when Hydra only prints
+    (``--help``, ``--cfg`` ...). Raises ConfigError for the first bad job."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except HydraException as err:
+        raise ConfigError(hydra_message(err)) from None
+    check_groups(overrides)
+    plain = [o.input_line for o in overrides if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            first = compose("config", overrides=plain, return_hydra_config=True)
+            params = first.hydra.sweeper.get("params")
+            preset = OmegaConf.to_container(params) if params else {}
+            multirun = args.multirun or str(first.hydra.mode) == "RunMode.MULTIRUN"
+            if not multirun and (preset or len(plain) < len(overrides)):
+                raise ConfigError("this command sweeps over values: add -m (--multirun)")
+            every = list(jobs(overrides, preset)) if multirun else [plain]
+            configs = [to_config(job) for job in every]
+            # Resume: never let Hydra overwrite a finished run made with other overrides.
+            resume.check_targets(first.hydra, every, multirun)
+            folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(hydra_message(err)) from None
+    return Plan(multirun, folder, every, configs)
+
+
+def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:
+    """Run ``check`` (the checks that need torch or the disk) on every job's config; jobs
+    with equal configs are checked once."""
+    seen: set[str] = set()
+    for cfg in plan.configs:
+        if repr(cfg) not in seen:
+            check(cfg)
+            seen.add(repr(cfg))

@@ -1,0 +1,73 @@
+"""Metrics: known values, one-to-one matching that ignores the attack's order, and trials
+aggregated into statistics."""
+
+import numpy as np
+import pytest
+import torch
+
+from gradinv_exp import experiment
+from gradinv_exp.analysis import metrics
+from gradinv_exp.attacks import AttackResult
+
+
+def images(seed: int, n: int = 3) -> torch.Tensor:
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_psnr_and_mse_known_values():
+    truth = torch.zeros(1, 3, 8, 8)
+    recon = torch.full((1, 3, 8, 8), 0.1)
+    assert metrics.mse(truth, recon)[0] == pytest.approx(0.01)
+    assert metrics.psnr(truth, recon)[0] == pytest.approx(20.0)
+    assert metrics.psnr(truth, truth)[0] == metrics.MAX_PSNR_DB  # exact: capped, not inf
+
+
+def test_ssim_is_one_for_identical_and_low_for_noise():
+    x = images(0)
+    assert metrics.ssim(x, x) == pytest.approx(np.ones(3))
+    assert (metrics.ssim(x, images(1)) < 0.2).all()
+
+
+def test_reconstructions_are_clamped_to_the_valid_range():
+    x = images(0, 1)
+    assert metrics.mse(x, x + 10)[0] == pytest.approx(((1 - x) ** 2).mean().item(), rel=1e-6)
+
+
+def test_match_recovers_a_known_permutation():
+    truth = images(2, 4)
+    perm = torch.tensor([2, 0, 3, 1])
+    recon = truth[perm] + 0.01 * torch.randn(
+        4, 3, 16, 16, generator=torch.Generator().manual_seed(0)
+    )
+    order = metrics.match(truth, recon)
+    assert torch.equal(recon[order], recon[torch.argsort(perm)])
+    assert torch.allclose(metrics.matched(truth, recon), truth, atol=0.05)
+
+
+def test_evaluate_scores_swapped_batch_as_if_in_order():
+    truth = images(3, 2)
+    labels = torch.tensor([5, 7])
+    scores = metrics.evaluate(truth, labels, truth.flip(0), labels.flip(0))
+    assert scores["order"].tolist() == [1, 0]
+    assert scores["psnr"].tolist() == [metrics.MAX_PSNR_DB] * 2
+    assert scores["label_acc"].tolist() == [1.0, 1.0]
+
+
+def test_trials_aggregate_per_trial_means_into_mean_std_min_max():
+    truth = torch.rand(3, 2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = [0.0, 0.05, 0.1]
+    recon = torch.stack([truth[t] + n for t, n in enumerate(noise)]).flip(1)  # swapped
+    result = AttackResult(
+        images=recon, labels=torch.tensor([[1, 0], [1, 0], [0, 0]]),
+        grad_loss=torch.zeros(3), steps=torch.ones(3), diverged=torch.zeros(3, dtype=bool),
+        restart=torch.zeros(3, dtype=torch.long),
+    )  # fmt: skip
+    scores = experiment.score(truth, torch.tensor([[0, 1]] * 3), result)
+    assert scores["order"].tolist() == [[1, 0]] * 3  # matched despite the swap
+    assert scores["label_acc"].tolist() == [[1, 1], [1, 1], [1, 0]]
+    per_trial = scores["psnr"].mean(axis=1)
+    stats = metrics.aggregate("psnr", per_trial)
+    assert stats["psnr"] == pytest.approx(per_trial.mean())
+    assert stats["psnr_std"] == pytest.approx(np.std(per_trial)) and stats["psnr_std"] > 0
+    assert stats["psnr_max"] == metrics.MAX_PSNR_DB and stats["psnr_min"] == per_trial[2]
+    assert metrics.aggregate("label_acc", scores["label_acc"].mean(axis=1))["label_acc"] == 5 / 6

@@ -1,0 +1,129 @@
+"""Run folders -> one table and figures (summary.collect/write), the sweep summary the
+command line writes when a sweep ends, and the compare command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import REPO
+
+from gradinv_exp import compare
+from gradinv_exp.__main__ import summarise
+from gradinv_exp.analysis import summary
+
+
+def fake_run(path, overrides, metrics=None, cfg=None, image_seed=0):
+    """A job folder as Hydra + experiment.write leave it (metrics None: the job died early)."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg or {}))
+    if metrics is not None:
+        (path / "metrics.json").write_text(json.dumps(metrics))
+        rng = np.random.default_rng(image_seed)
+        truth = np.random.default_rng(0).random((1, 1, 3, 8, 8), dtype=np.float32)
+        np.savez(path / "images.npz", truth=truth, recon=rng.random(truth.shape, dtype=np.float32))
+
+
+def ok(psnr, defense, **strength):
+    flat = {"defense.name": defense, **{f"defense.{k}": v for k, v in strength.items()}}
+    scores = {"psnr": psnr, "ssim": psnr / 100, "mse": 1 / psnr, "label_acc": 1.0}
+    return {"status": "ok", **scores, "per_image": {"psnr": [[psnr]]}, "config": flat | {"seed": 0}}
+
+
+@pytest.fixture
+def sweeps(tmp_path):
+    """Two sweeps from different 'days': ok, failed, died-early and corrupt jobs."""
+    a, b = tmp_path / "2026-01-01" / "a", tmp_path / "2026-02-02" / "b"
+    fake_run(a / "0", ["defense=none"], ok(30.0, "none"))
+    fake_run(a / "1", ["defense=prune", "defense.ratio=0.2"], ok(20.0, "prune", ratio=0.2), 1)
+    failed = {"status": "failed", "error": "RuntimeError: boom", "config": {"defense.name": "prune",
+              "defense.ratio": 0.5}}  # fmt: skip
+    fake_run(a / "2", ["defense=prune", "defense.ratio=0.5"], failed)
+    fake_run(a / "3", ["defense=noise"], None, {"defense": {"name": "noise", "sigma": 0.01}})
+    fake_run(b / "0", ["defense=noise", "defense.sigma=1e-3"], ok(25.0, "noise", sigma=1e-3), 2)
+    fake_run(b / "1", ["defense=noise", "defense.sigma=1e-2"], ok(22.0, "noise", sigma=1e-2), 3)
+    (b / "1" / "metrics.json").write_text('{"status": "ok", "psnr": 2')  # half-written file
+    return a, b
+
+
+def test_collect_keeps_failed_and_missing_jobs_and_reports_unreadable(sweeps):
+    frame, problems = summary.collect(sweeps)
+    assert frame["defense"].tolist() == ["none", "noise", "noise", "prune", "prune"]
+    assert frame["status"].tolist() == ["ok", "ok", "missing", "ok", "failed"]
+    assert frame["strength"].tolist()[1:] == [1e-3, 1e-2, 0.2, 0.5]  # missing: from config.yaml
+    assert frame.loc[4, "error"] == "RuntimeError: boom"
+    assert len(problems) == 1 and "b/1/metrics.json" in problems[0]
+    assert summary.varying(frame) == ["defense", "defense.ratio", "defense.sigma"]
+
+
+def test_summary_and_figures_written_for_a_sweep(sweeps):
+    a, _ = sweeps
+    frame, problems = summary.collect([a])
+    summary.summarise_sweep(a, frame, problems)
+    rows = (a / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and len(frame) == 4
+    assert {"failed", "missing"} <= set(frame["status"])
+    for name in ("comparison.png", "curves.png"):
+        assert (a / name).stat().st_size > 1000
+
+
+def test_failures_name_every_unfinished_job_in_job_order(sweeps):
+    a, b = sweeps
+    assert summary.failures(*summary.collect([a])) == [
+        "job 2: RuntimeError: boom",
+        "job 3: no metrics.json",
+    ]
+    unreadable = summary.failures(*summary.collect([b]))
+    assert len(unreadable) == 1 and "b/1/metrics.json" in unreadable[0]
+
+
+def test_end_of_sweep_writes_the_summary_and_returns_the_failures(sweeps):
+    """What the command line does when a sweep ends, whichever launcher ran the jobs
+    (it exits 1 with the first line when there is any)."""
+    a, b = sweeps
+    assert summarise(a) == (["job 2: RuntimeError: boom", "job 3: no metrics.json"], None)
+    assert len(pd.read_csv(a / "summary.csv")) == 4
+    assert (a / "comparison.png").exists() and (a / "curves.png").exists()
+    unreadable, unwritten = summarise(b)
+    assert len(unreadable) == 1 and "b/1/metrics.json" in unreadable[0] and unwritten is None
+    assert (b / "summary.csv").exists()
+
+
+def test_a_summary_that_cannot_be_written_still_counts_the_failed_jobs(sweeps, monkeypatch):
+    a, _ = sweeps
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(summary, "summarise_sweep", full_disk)
+    failures, unwritten = summarise(a)
+    assert failures == ["job 2: RuntimeError: boom", "job 3: no metrics.json"]
+    assert "No space left on device" in unwritten
+
+
+def test_compare_prints_one_table_and_writes_files(sweeps, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main([*map(str, sweeps), "--out", str(out), "--metric", "ssim"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:2] == ["run", "defense"] and "ssim" in lines[0]
+    assert len([line for line in lines[1:] if line.strip().startswith("2026-")]) == 5
+    assert "skipped" in captured.err and captured.err.count("\n") == 1
+    for name in ("compare.csv", "summary.md", "comparison.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "summary.md").read_text().startswith("| run")
+    assert compare.main([str(sweeps[0]), "--group-by", "seed"]) == 0
+    assert compare.main([str(sweeps[0]), "--group-by", "no.such.key"]) == 2
+
+
+def test_compare_script_wrapper(sweeps):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare_outputs.py"), str(sweeps[0])],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("prune") == 2 and "failed" in proc.stdout

@@ -1,0 +1,144 @@
+"""Faults during a run: real signals, a failing sweep job, crashes recorded as failed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from helpers import FAST, REPO, typed_config
+
+from gradinv_exp import attacks, experiment
+from gradinv_exp.runs import faults
+
+RUN_FILES = ("history.csv", "progress.png", "reconstruction.png", "loss.png", "metrics.json")
+
+
+def start(args: list[str], cwd) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradinv_exp", *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 120) -> list[str]:
+    """Read the run's log until it reports ``step`` (the attack is then running)."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "the run ended before reaching the step: " + proc.stderr.read()
+        lines.append(line)
+        if f"step {step:4d}/" in line:
+            return lines
+    raise AssertionError("no progress within the timeout")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_real_signal_mid_attack_saves_everything_as_interrupted(tmp_path, sig, code):
+    out = tmp_path / "run"
+    args = ["dataset=photos", "attack.iterations=100000", "attack.snapshot_every=2"]
+    proc = start([*args, f"hydra.run.dir={out}"], tmp_path)
+    try:
+        wait_for_step(proc, 2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1].startswith(f"gradinv-exp: interrupted by {sig.name}")
+    for name in RUN_FILES:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["signal"] == sig.name
+    history = pd.read_csv(out / "history.csv")
+    assert history["step"].iloc[0] == 0 and metrics["steps"] == history["step"].iloc[-1] >= 2
+    assert metrics["steps"] < 100000
+    assert metrics["psnr"] > 0 and metrics["label_acc"] is None  # labels were not reported
+    assert not list(out.glob(".*.tmp"))  # no half-written file left behind
+
+
+# The joblib launcher runs the jobs in worker processes: the command line learns of the
+# failure from the job folders only (``__main__.summarise`` when the sweep ends), and must
+# still exit 1 with the same line.
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_sweep_with_a_failing_job_finishes_the_others(run_cli, tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", *FAST, "dataset=photos,cifar10,photos", "seed=1", "dataset.download=false",
+        "dataset.offline_fallback=false", f"dataset.root={tmp_path / 'nowhere'}",
+        f"hydra.sweep.dir={sweep}", *launcher,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    status = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(3)]
+    assert [s["status"] for s in status] == ["ok", "failed", "ok"]
+    assert status[1]["error"].startswith("ConfigError: dataset cifar10 is not available")
+    assert status[1]["config"]["dataset.name"] == "cifar10"
+    assert "\n" not in status[1]["error"]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("gradinv-exp: error: 1 job(s) failed, the others finished; job 1:")
+    summary = pd.read_csv(sweep / "summary.csv")  # the sweep summary lists every job
+    assert summary["status"].tolist() == ["ok", "failed", "ok"]
+    assert summary["error"].iloc[1].startswith("ConfigError: dataset cifar10")
+    assert (sweep / "comparison.png").exists()
+
+
+def test_sweep_where_every_job_fails_exits_1_with_a_summary(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", *FAST, "dataset=cifar10", "dataset.download=false", "dataset.offline_fallback=false",
+        f"dataset.root={tmp_path / 'nowhere'}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("gradinv-exp: error: 1 job(s) failed, the others finished; job 0:")
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["failed"]
+    assert (sweep / "curves.png").exists()
+
+
+def test_single_run_crash_is_recorded_as_failed(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory\nwhile allocating")
+
+    monkeypatch.setattr(attacks, "attack", broken)
+    cfg = typed_config(*FAST)
+    with pytest.raises(RuntimeError):
+        experiment.run(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"] == "RuntimeError: CUDA out of memory while allocating"
+    assert metrics["config"]["attack.iterations"] == 6
+
+
+def test_interrupt_before_any_snapshot_still_writes_metrics(tmp_path, monkeypatch):
+    def stopped(*args, **kwargs):
+        raise faults.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(attacks, "attack", stopped)
+    with pytest.raises(faults.Interrupted) as info:
+        experiment.run(typed_config(*FAST), tmp_path)
+    assert info.value.exit_code == 143
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["steps"] == 0
+    assert metrics["data_source"] == "photos" and "defense_cosine" in metrics
+
+
+def test_interruptible_turns_a_signal_into_interrupted_once():
+    with pytest.raises(faults.Interrupted) as info, faults.interruptible():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises before this ends
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # a second signal while saving is ignored
+    assert info.value.exit_code == 130 and info.value.signal_name == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_error_line_is_type_and_message_on_one_line():
+    assert faults.error_line(ValueError("a\n  b")) == "ValueError: a b"
+    assert faults.error_line(KeyError()) == "KeyError"

@@ -1,0 +1,165 @@
+"""Every job of a command line is checked before any runs: each bad command line in
+scripts/bad_overrides.txt, bad defense settings and bad combinations stop with one line.
+
+Most are checked in-process, exactly as the command line does before Hydra starts
+(``preflight.plan``, then ``experiment.check`` per job: fast); a few through the real
+command line for the exit code and the single stderr line (each costs a Python start).
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO, preflight_check
+
+from gradinv_exp import config, models
+from gradinv_exp.options import ConfigError
+from gradinv_exp.runs import preflight
+
+LINES = [
+    line
+    for line in (REPO / "scripts" / "bad_overrides.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    """A folder with grey.pt: a 1-channel LeNet's state dict (for 3-channel data: mismatch)."""
+    grey = models.build(
+        "lenet", channels=1, num_classes=100, image_size=32, activation="sigmoid",
+        init_range=0.5, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    torch.save(grey.state_dict(), tmp_path / "grey.pt")
+    return tmp_path
+
+
+def culprit(line: str) -> str:
+    """The key the message must name: the last override's key (a sweep: the -m hint; a
+    new entry of a mapping, ``+attack.priors.NAME=...``: the mapping and the entry)."""
+    key, value = line.split()[-1].split("=", 1)
+    if "," in value and not value.startswith("[") and "-m" not in line:
+        return "add -m (--multirun)"
+    if key.startswith("+"):
+        mapping, _, entry = key[1:].rpartition(".")
+        return f"{mapping}={entry!r}"
+    return key if key in preflight.GROUPS or "." in key or key == "trials" else ""
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_bad_line_is_one_config_error(line, scratch):
+    with pytest.raises(ConfigError) as info:
+        preflight_check(line.replace("{tmp}", str(scratch)).split())
+    message = str(info.value)
+    assert "\n" not in message and message
+    assert culprit(line) in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("dataset=photos model.checkpoint={tmp}/grey.pt",
+         "has shape (12, 1, 5, 5) but the model needs (12, 3, 5, 5)"),
+    ],
+)  # fmt: skip
+def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected):
+    never = scratch / "never"
+    args = line.replace("{tmp}", str(scratch)).split()
+    proc = run_cli(*args, f"hydra.run.dir={never}", f"hydra.sweep.dir={never}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradinv-exp: error: ") and expected in lines[0]
+    assert not never.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["defense=bogus"], "defense=bogus is not an option of 'defense': choose one of chain"),
+        (["defense=noise", "defense.sigma=-1"], "defense.sigma=-1.0 is not allowed: must be >= 0"),
+        (["defense=prune", "defense.ratio=1.5"], "defense.ratio=1.5 is not allowed: must be in"),
+        (["defense=quantize", "defense.bits=0"], "defense.bits=0 is not allowed"),
+        (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
+        (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),
+        (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, lenet"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_fast_with_one_line(run_cli, tmp_path, args, expected):
+    proc = run_cli(
+        *args, f"hydra.run.dir={tmp_path / 'never'}", f"hydra.sweep.dir={tmp_path / 'never'}"
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("gradinv-exp: error: ") and expected in lines[0]
+    assert not (tmp_path / "never").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["attack=ig", "optimizer=lbfgs"],
+         "optimizer='lbfgs' is not allowed: attack=ig sets attack.signed=true and "
+         "attack.lr_decay=true, which needs optimizer=adam"),
+        (["attack=ig", "attack.labels=oracle"], "attack.labels='oracle' is not allowed"),
+        (["dataset=folder", "dataset.root=/no/such/dir"], "dataset.root='/no/such/dir'"),
+        (["model=resnet18", "model.init=zeros"], "model.init='zeros' is not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_combinations_fail_in_preflight_with_one_line(args, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+        preflight_check(args)  # exactly the command line's checks before any job
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["defense=chain", "defense.steps=[{name: topk, keep: 0}]"],
+         "defense.steps[0]: defense.keep=0.0 is not allowed"),
+        (["defense=chain", "defense.steps=[{name: prune}, {name: dp}]", "dataset.batch_size=2"],
+         "must be the chain's first step"),
+        (["defense=dp", "defense.noise_multiplier=-1"], "defense.noise_multiplier=-1.0 is not"),
+        (["defense=soteria", "defense.percentile=101"], "defense.percentile=101.0 is not"),
+        (["-m", "defense=topk", "defense.keep=0.1,1.5"], "defense.keep=1.5 is not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_defense_settings_fail_in_preflight(args, expected):
+    with pytest.raises(ConfigError) as err:
+        preflight_check(args)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_plan_names_every_job_and_the_folder_before_any_runs(tmp_path):
+    config.register()
+    plan = preflight.plan(["-m", "defense=none,prune", "seed=3", f"hydra.sweep.dir={tmp_path}"])
+    assert plan is not None and plan.multirun and plan.folder == tmp_path
+    sweep_dir = f"hydra.sweep.dir={tmp_path}"
+    assert plan.jobs == [
+        ["seed=3", sweep_dir, "defense=none"],
+        ["seed=3", sweep_dir, "defense=prune"],
+    ]
+    assert [c.defense.name for c in plan.configs] == ["none", "prune"]
+    assert all(c.seed == 3 for c in plan.configs)
+    single = preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'one'}"])
+    assert single is not None and not single.multirun and single.folder == tmp_path / "one"
+    assert preflight.plan(["--help"]) is None  # Hydra only prints
+
+
+def test_check_jobs_checks_each_distinct_config_once(tmp_path):
+    config.register()
+    plan = preflight.plan(["-m", "defense=none,none,prune", f"hydra.sweep.dir={tmp_path}"])
+    seen = []
+    preflight.check_jobs(plan, lambda cfg: seen.append(cfg.defense.name))
+    assert seen == ["none", "prune"]
+
+
+def test_hydra_message_joins_the_first_line_of_each_cause():
+    try:
+        try:
+            raise RuntimeError("inner\nmore")
+        except RuntimeError as inner:
+            raise ValueError("outer\ndetail") from inner
+    except ValueError as err:
+        assert preflight.hydra_message(err) == "outer: inner"

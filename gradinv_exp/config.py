@@ -4,7 +4,8 @@
 Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...]``) and
 sets only the values that are facts of that option (a data set's size and classes). A
 group whose options need their own fields keeps each schema beside the option's code
-(``defenses/``, ``attacks/optimizers.py``); the rest share one schema defined here. Hydra
+(``defenses/``, ``attacks/optimizers.py``, ``client.py``); the rest share one schema
+defined here. Hydra
 type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
 ``Config``, the rules that span groups, so a bad value fails in ``OmegaConf.to_object``
 with one line, before any work starts.
@@ -25,6 +26,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig, OptimizerConfig, check_optimizer
+from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
@@ -144,6 +146,50 @@ def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
     )
 
 
+# --- metrics -------------------------------------------------------------------------
+
+# Per-image metrics a success criterion may use: True where higher is better.
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "lpips": False}
+
+
+@dataclass
+class MetricsConfig:
+    """How reconstructions are scored beyond MSE/PSNR/SSIM: LPIPS, and what counts as a
+    reconstructed image for ``success_rate``.
+
+    The default criterion, PSNR >= 20 dB, is an RMS error of at most 0.1 on [0, 1]
+    images: the image is recognisable. Attacks on these models are bimodal (failed starts
+    sit at 4-10 dB, successful ones at 25-50 dB), so the rate barely moves between 15 and
+    25 dB.
+    """
+
+    lpips: str = "auto"  # auto: when AlexNet's weights are available; required; off
+    success_metric: str = "psnr"
+    success_threshold: float = 20.0
+
+    def __post_init__(self) -> None:
+        one_of("metrics.lpips", self.lpips, ("auto", "required", "off"))
+        one_of("metrics.success_metric", self.success_metric, tuple(HIGHER_IS_BETTER))
+        require(
+            math.isfinite(self.success_threshold),
+            "metrics.success_threshold",
+            self.success_threshold,
+            "must be a finite number",
+        )
+        require(
+            self.success_metric != "lpips" or self.lpips != "off",
+            "metrics.success_metric",
+            self.success_metric,
+            "needs LPIPS, which metrics.lpips=off turns off",
+        )
+
+    @property
+    def criterion(self) -> str:
+        """The success criterion as text, e.g. ``psnr >= 20``."""
+        sign = ">=" if HIGHER_IS_BETTER[self.success_metric] else "<="
+        return f"{self.success_metric} {sign} {self.success_threshold:g}"
+
+
 # --- the run -------------------------------------------------------------------------
 
 
@@ -154,12 +200,17 @@ class Config:
     defense: DefenseConfig = MISSING
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    client: ClientConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     attack: AttackConfig = MISSING
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
-    trials: int = 1  # independent attacks on consecutive images; metrics give mean/std/min/max
+    trials: int = 1  # independent attacks in one batched run; metrics give mean, CI, ...
+    # what differs between trials: images (consecutive batches, one model), models (the
+    # same images, trial t attacks the model of seed + t), both
+    trials_vary: str = "images"
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tags: dict[str, Any] = field(default_factory=dict)  # free-form labels copied to metrics
 
     def __post_init__(self) -> None:
@@ -167,10 +218,19 @@ class Config:
         require(0 <= self.seed < 2**63, "seed", self.seed, "must be an integer in [0, 2**63)")
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
+        one_of("trials_vary", self.trials_vary, ("images", "models", "both"))
         # rules that span groups
+        require(
+            self.model.checkpoint is None or not self.models_vary,
+            "trials_vary",
+            self.trials_vary,
+            "gives every trial its own model init, but model.checkpoint replaces it "
+            "(every trial would attack the same weights): use trials_vary=images",
+        )
         check_optimizer(self.attack, self.optimizer)
         check_range(self.dataset, self.attacked)
         check_order(self.defense, self.dataset.batch_size)
+        check_batch(self.client, self.dataset.batch_size)
         size = self.dataset.size
         require(
             self.model.pretrain_steps == 0 or size is None
@@ -182,9 +242,16 @@ class Config:
         )  # fmt: skip
 
     @property
+    def models_vary(self) -> bool:
+        """Every trial attacks its own model (seed + t)."""
+        return self.trials_vary in ("models", "both")
+
+    @property
     def attacked(self) -> int:
-        """Images under attack: trials x dataset.batch_size."""
-        return self.trials * self.dataset.batch_size
+        """Distinct images under attack: trials x dataset.batch_size, or one batch when
+        only the models vary."""
+        images_vary = self.trials_vary in ("images", "both")
+        return (self.trials if images_vary else 1) * self.dataset.batch_size
 
 
 def _default_compared() -> list[Any]:
@@ -265,3 +332,5 @@ def register() -> None:
         cs.store(group="schema/defense", name=entry.name, node=entry.schema)
     for entry in OPTIMIZERS:
         cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)
+    for entry in CLIENTS:
+        cs.store(group="schema/client", name=entry.name, node=entry.schema)

@@ -270,18 +270,18 @@ def _default_compared() -> list[Any]:
 @dataclass
 class UtilityConfig:
     """The utility experiment (``python -m gradinv_exp.utility``): federated training of
-    ``model`` on ``dataset`` once per defense in ``defenses``, the defense applied to every
-    gradient a client shares. Clients use ``dataset.batch_size`` examples per local step."""
+    ``model`` on ``dataset`` once per defense in ``defenses``, the defense applied to what
+    every client shares. Clients hold ``dataset.batch_size`` images per round."""
 
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    client: ClientConfig = MISSING  # what clients share each round, as in the attack
     # maps like a chain's steps; soteria is left out by default: its exact Jacobian
     # (F backward passes per shared gradient) makes each step ~200x slower
     defenses: list[Any] = field(default_factory=_default_compared)
     rounds: int = 50  # federated rounds (server averages the clients' updates once each)
     clients: int = 4  # the training split is dealt to them in turn (IID shards)
-    local_steps: int = 1  # local SGD steps per round; 1 = FedSGD, the attack's setting
-    lr: float = 0.05  # local SGD learning rate
+    lr: float = 0.05  # FedSGD: the server's step on the mean shared gradient
     test_fraction: float = 0.25  # held out (seeded permutation) for test accuracy
     samples: int = 0  # images used from dataset.index on (0 = all; cap large data sets)
     seed: int = 0
@@ -292,7 +292,8 @@ class UtilityConfig:
         self.defenses = [defense_from(d, f"defenses[{i}]") for i, d in enumerate(self.defenses)]
         for defense in self.defenses:
             check_order(defense, self.dataset.batch_size)
-        for key in ("rounds", "clients", "local_steps", "threads"):
+        check_batch(self.client, self.dataset.batch_size)
+        for key in ("rounds", "clients", "threads"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
         require(self.samples >= 0, "samples", self.samples, "must be >= 0 (0 = all)")

@@ -1,5 +1,6 @@
 """The utility experiment: federated training per defense, on a tiny budget."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import torch
 from helpers import REPO, compose_config
 
 from gradinv_exp import config, data, utility
+from gradinv_exp.client import soft_cross_entropy
 
 TINY = ["rounds=3", "clients=2", "dataset.batch_size=4", "samples=40", "test_fraction=0.5"]
 
@@ -58,3 +60,35 @@ def test_command_prints_accuracy_per_defense_and_writes_the_table(tmp_path):
     assert table.loc[3, "defense.keep"] == 0.05  # the same flat keys as metrics.json's config
     assert (tmp_path / "utility.png").stat().st_size > 0
     assert "accuracy" in proc.stdout and "soteria(percentile=40.0)" in proc.stdout
+
+
+@pytest.mark.parametrize("client", ["fedsgd", "fedavg"])
+def test_one_round_is_the_mean_of_what_the_clients_share(client, monkeypatch):
+    """Against a hand computation: each client draws its batch from its shard, shares a
+    gradient (FedSGD: the server steps by -lr x the mean) or the update of real local SGD
+    (FedAvg: the server adds the mean); both clients start from the same global weights."""
+    extra = ["client.local_steps=2", "client.local_lr=0.2"] if client == "fedavg" else []
+    cfg = typed("rounds=1", f"client={client}", *extra, "defenses=[{name: none}]")
+    images, labels, _ = data.load(cfg.dataset, 40)
+    onehot = torch.nn.functional.one_hot(labels, 2).float()
+    start = utility.build_model(cfg)
+    _, shards = utility.split(40, cfg)
+    batches = utility.generator(cfg.seed, "utility-batches")
+    moves = []
+    for shard in shards:
+        pick = shard[torch.randperm(len(shard), generator=batches)][: cfg.dataset.batch_size]
+        local = copy.deepcopy(start)
+        steps, lr = (2, 0.2) if client == "fedavg" else (1, cfg.lr)
+        opt = torch.optim.SGD(local.parameters(), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            soft_cross_entropy(local(images[pick]), onehot[pick]).backward()
+            opt.step()
+        moves.append([b - a for a, b in zip(start.parameters(), local.parameters())])
+    expected = [a + (m1 + m2) / 2 for a, m1, m2 in zip(start.parameters(), *moves)]
+    trained = {}
+    monkeypatch.setattr(utility, "accuracy", lambda m, *_: trained.setdefault("m", m) and 0.5)
+    utility.train(cfg, cfg.defenses[0], images, labels)
+    for got, want in zip(trained["m"].parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert any(not torch.allclose(m1, m2) for m1, m2 in zip(*moves))  # clients differ

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -303,11 +302,22 @@ class UtilityConfig:
 
 
 def flat(cfg: Any) -> dict[str, Any]:
-    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables."""
+    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables.
+    Nested maps become dotted keys (an empty map none); lists stay values."""
     container = OmegaConf.to_container(
         cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     )
-    return pd.json_normalize(container).to_dict("records")[0]
+
+    def walk(prefix: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {
+                k: v
+                for key, item in value.items()
+                for k, v in walk(f"{prefix}{key}.", item).items()
+            }
+        return {prefix[:-1]: value}
+
+    return walk("", container)
 
 
 def pick(index: Any, *values: Any) -> Any:

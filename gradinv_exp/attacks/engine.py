@@ -25,19 +25,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
 

@@ -29,7 +29,17 @@ from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups' YAML files
+
+def conf_dir() -> Path:
+    """The config groups' YAML files: ``gradinv_exp/conf`` in an installed wheel (the
+    build maps the repo's top-level ``conf/`` there, see pyproject.toml), else the source
+    checkout's top-level ``conf/`` (editable installs, PYTHONPATH)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 # --- model ---------------------------------------------------------------------------
 

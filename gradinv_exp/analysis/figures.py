@@ -20,8 +20,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from gradinv_exp.defenses import strength
-
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -150,7 +148,7 @@ def curves(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = Non
             )  # fmt: skip
         for name, group in references.groupby("defense", dropna=False):
             ax.axhline(group[metric].mean(), ls="--", color="gray", label=f"{name}")
-        if strength(defense)[1]:
+        if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
         ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)

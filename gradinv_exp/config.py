@@ -54,7 +54,9 @@ class ModelConfig:
     """
 
     name: str = MISSING
-    activation: str = "sigmoid"
+    # model=custom: your builder, module:function; model=torchvision: an architecture's name
+    target: Optional[str] = None
+    activation: Optional[str] = "sigmoid"  # replaces a built-in's; null: the model's own
     init: str = "uniform"  # uniform: U(-init_range, init_range); default: the layers' own
     init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
     checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
@@ -63,7 +65,8 @@ class ModelConfig:
     pretrain_images: int = 8  # the images right after the attacked ones (wrapping around)
 
     def __post_init__(self) -> None:
-        one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
+        if self.activation is not None:  # which options need null: models.construct
+            one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
         one_of("model.init", self.init, ("uniform", "default"))
         positive("model.init_range", self.init_range)
         require(

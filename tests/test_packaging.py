@@ -31,4 +31,3 @@ def test_wheel_holds_every_module_and_config_file(tmp_path):
     assert modules - shipped == set()
     assert configs - shipped == set()
     assert "gradinv_exp/conf/config.yaml" in shipped
-

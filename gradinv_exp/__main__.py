@@ -12,13 +12,14 @@ diverged), 1 a run failed (in a sweep: after all jobs ran), 2 bad configuration,
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradinv_exp import config, experiment
 from gradinv_exp.analysis import summary
@@ -89,8 +90,26 @@ def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
     return failures, None
 
 
+def groups_help() -> str:
+    """The ``--help`` page's list of every group's options (``${gradinv_groups:}`` in
+    conf/hydra/help/gradinv.yaml), as Hydra finds them with this command's overrides (the
+    user's ``hydra.searchpath`` included); the current choice is marked."""
+    hydra_cfg = HydraConfig.get()
+    overrides = [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
+    lines = []
+    for group in (*preflight.GROUPS, "hydra/launcher"):
+        chosen = hydra_cfg.runtime.choices.get(group)
+        names = [f"{n} (now)" if n == chosen else n for n in preflight.options(group, overrides)]
+        key = f"+{group}" if group == "experiment" else group
+        lines += textwrap.wrap(
+            ", ".join(names), width=92, initial_indent=f"{key:<16}", subsequent_indent=" " * 16
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     config.register()
+    OmegaConf.register_new_resolver("gradinv_groups", groups_help, replace=True)
     argv = sys.argv[1:]
     try:
         with faults.interruptible():

@@ -72,11 +72,6 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
     sys.exit(code)
 
 
-def quoted(value: str) -> str:
-    """``value`` as a quoted Hydra override value (any character allowed)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
     """Write the sweep's summary.csv and figures. Returns one line per job that did not
     finish, and why the summary could not be written (None when it was): the jobs are
@@ -124,7 +119,7 @@ def main() -> None:
                 and plan.multirun
                 and not any(a.startswith("hydra.sweep.dir=") for a in argv)
             ):
-                sys.argv.append(f"hydra.sweep.dir={quoted(str(plan.folder))}")
+                sys.argv.append(f"hydra.sweep.dir={preflight.quoted(str(plan.folder))}")
             hydra_main()
     except faults.Interrupted as stop:
         print(

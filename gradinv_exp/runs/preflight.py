@@ -107,11 +107,24 @@ def jobs(overrides: list[Override], preset_sweeps: dict[str, str]) -> Iterator[l
         yield fixed + list(combo)
 
 
+def quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value (any character allowed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def to_config(job: list[str]) -> Config:
     """The typed, range-checked config of one job (ConfigError on the first problem)."""
     typed = OmegaConf.to_object(compose("config", overrides=job))
     assert isinstance(typed, Config)
     return typed
+
+
+def parse(lines: list[str]) -> list[Override]:
+    """The override lines, parsed (a one-line ConfigError for bad syntax)."""
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except HydraException as err:
+        raise ConfigError(hydra_message(err)) from None
 
 
 def plan(argv: list[str]) -> Plan | None:
@@ -120,10 +133,7 @@ def plan(argv: list[str]) -> Plan | None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return None
-    try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except HydraException as err:
-        raise ConfigError(hydra_message(err)) from None
+    overrides = parse(args.overrides)
     plain = [o.input_line for o in overrides if not o.is_sweep_override()]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

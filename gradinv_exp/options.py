@@ -162,9 +162,10 @@ def resolve(key: str, target: str) -> Callable[..., Any]:
     try:
         found: Any = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or any error the module raises at import
+        # one line for the user; the cause keeps the traceback (logs, notebooks)
         text = " ".join(str(err).split())
         why = f"cannot import {module_name} ({type(err).__name__}: {text})"
-        raise not_allowed(key, target, why) from None
+        raise not_allowed(key, target, why) from err
     for part in attr.split("."):
         if not hasattr(found, part):
             raise not_allowed(key, target, f"{module_name} has no attribute {attr!r}")

@@ -74,6 +74,6 @@ def attackable(cfg: Config, net: nn.Module, images: Tensor, onehot: Tensor) -> N
     except Exception as err:
         text = " ".join(str(err).split())
         why = f"the attack cannot differentiate its gradient ({type(err).__name__}: {text})"
-        raise not_allowed(key, target, why) from None
+        raise not_allowed(key, target, why) from err
     if not bool(torch.isfinite(slope).all()):
         raise not_allowed(key, target, "the attack's derivative through it is not finite")

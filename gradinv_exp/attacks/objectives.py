@@ -151,4 +151,4 @@ def _probe(
         raise
     except Exception as err:  # anything the user's code raises on the probe, e.g. under vmap
         text = " ".join(str(err).split())
-        raise not_allowed(key, name, f"on a probe it raised {type(err).__name__}: {text}") from None
+        raise not_allowed(key, name, f"on a probe it raised {type(err).__name__}: {text}") from err

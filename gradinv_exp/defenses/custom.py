@@ -120,7 +120,7 @@ def custom(
         raise
     except Exception as err:
         text = " ".join(str(err).split())
-        raise not_allowed(KEY, cfg.target, f"it raised {type(err).__name__}: {text}") from None
+        raise not_allowed(KEY, cfg.target, f"it raised {type(err).__name__}: {text}") from err
     return checked(cfg.target, grads, out)
 
 

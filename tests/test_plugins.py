@@ -68,7 +68,7 @@ def test_user_presets_on_the_search_path_plan_the_example_sweep(example):
     names = {(c.defense.name, getattr(c.defense, "target", None)) for c in plan.configs}
     assert names == {("prune", None), ("noise", None), ("custom", "my_defenses:soft_prune")}
     levels = [c.defense.params["p"] for c in plan.configs if c.defense.name == "custom"]
-    assert levels == [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9]
+    assert levels == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
     assert {c.model.target for c in plan.configs} == {"my_models:tiny_cnn"}
     with pytest.raises(ConfigError, match="choose one of .*soft_prune"):
         preflight_check([SEARCHPATH, "defense=soft_prun"])  # the user's presets are options

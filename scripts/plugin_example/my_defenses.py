@@ -1,10 +1,10 @@
 """A defense of your own, outside gradinv_exp: soft pruning.
 
-Soft pruning, as evaluated by Balunovic et al. ("Bayesian Framework for Gradient
-Leakage", ICLR 2022): a random Bernoulli mask drops each gradient entry with
-probability ``p`` and Laplace noise of scale ``scale`` is added to every entry. Unlike
-magnitude pruning (the built-in ``prune``) the dropped entries are random, so the
-attacker cannot tell a dropped entry from a small one.
+Soft pruning, as cited from Balunovic et al. ("Bayesian Framework for Gradient Leakage",
+ICLR 2022): a random Bernoulli mask drops each gradient entry with probability ``p`` and
+Laplace noise of scale ``scale`` is added to every entry. Written from that description,
+not checked against the paper's code. Unlike magnitude pruning (the built-in ``prune``)
+the dropped entries are random, and the noise hides which entries were dropped.
 
 Used as ``defense=custom defense.target=my_defenses:soft_prune +defense.params.p=0.5
 defense.strength=p`` (or the preset ``defense=soft_prune`` in conf/defense/).
@@ -21,7 +21,7 @@ def soft_prune(
     generator: torch.Generator,
     client: object,
     p: float = 0.5,
-    scale: float = 1e-3,
+    scale: float = 1e-4,
 ) -> list[torch.Tensor]:
     """``g * m + Laplace(0, scale)`` per tensor, ``m ~ Bernoulli(1 - p)`` per entry.
 

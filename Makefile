@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format check-wheel bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ run: install
 
 test: install
 	$(PY) -m pytest -n 2  # two workers: one per core, each test process on one torch thread
+
+# Build the wheel, install it into a fresh virtual environment (reusing .venv's torch) and run it
+# from a temporary folder outside the repo, the plugin example included (.ci/run runs this).
+check-wheel: install
+	PYTHON=$(PY) scripts/check_wheel.sh
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

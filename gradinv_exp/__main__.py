@@ -16,13 +16,14 @@ every job's config passed the checks that need no tensor.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradinv_exp import config
 from gradinv_exp.options import ConfigError
@@ -76,11 +77,6 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
     sys.exit(code)
 
 
-def quoted(value: str) -> str:
-    """``value`` as a quoted Hydra override value (any character allowed)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
     """Write the sweep's summary.csv and figures. Returns one line per job that did not
     finish, and why the summary could not be written (None when it was): the jobs are
@@ -96,8 +92,26 @@ def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
     return failures, None
 
 
+def groups_help() -> str:
+    """The ``--help`` page's list of every group's options (``${gradinv_groups:}`` in
+    conf/hydra/help/gradinv.yaml), as Hydra finds them with this command's overrides (the
+    user's ``hydra.searchpath`` included); the current choice is marked."""
+    hydra_cfg = HydraConfig.get()
+    overrides = [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
+    lines = []
+    for group in (*preflight.GROUPS, "hydra/launcher"):
+        chosen = hydra_cfg.runtime.choices.get(group)
+        names = [f"{n} (now)" if n == chosen else n for n in preflight.options(group, overrides)]
+        key = f"+{group}" if group == "experiment" else group
+        lines += textwrap.wrap(
+            ", ".join(names), width=92, initial_indent=f"{key:<16}", subsequent_indent=" " * 16
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     config.register()
+    OmegaConf.register_new_resolver("gradinv_groups", groups_help, replace=True)
     argv = sys.argv[1:]
     try:
         with faults.interruptible():
@@ -114,7 +128,7 @@ def main() -> None:
                 and plan.multirun
                 and not any(a.startswith("hydra.sweep.dir=") for a in argv)
             ):
-                sys.argv.append(f"hydra.sweep.dir={quoted(str(plan.folder))}")
+                sys.argv.append(f"hydra.sweep.dir={preflight.quoted(str(plan.folder))}")
             hydra_main()
     except faults.Interrupted as stop:
         print(

@@ -30,7 +30,17 @@ from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups' YAML files
+
+def conf_dir() -> Path:
+    """The config groups' YAML files: ``gradinv_exp/conf`` in an installed wheel (the
+    build maps the repo's top-level ``conf/`` there, see pyproject.toml), else the source
+    checkout's top-level ``conf/`` (editable installs, PYTHONPATH)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 # --- model ---------------------------------------------------------------------------
 
@@ -45,7 +55,9 @@ class ModelConfig:
     """
 
     name: str = MISSING
-    activation: str = "sigmoid"
+    # model=custom: your builder, module:function; model=torchvision: an architecture's name
+    target: Optional[str] = None
+    activation: Optional[str] = "sigmoid"  # replaces a built-in's; null: the model's own
     init: str = "uniform"  # uniform: U(-init_range, init_range); default: the layers' own
     init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
     checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
@@ -54,7 +66,8 @@ class ModelConfig:
     pretrain_images: int = 8  # the images right after the attacked ones (wrapping around)
 
     def __post_init__(self) -> None:
-        one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
+        if self.activation is not None:  # which options need null: models.construct
+            one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
         one_of("model.init", self.init, ("uniform", "default"))
         positive("model.init_range", self.init_range)
         require(

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
-from gradinv_exp import attacks, client, data, defenses, models
+from gradinv_exp import attacks, client, data, defenses, models, plugins
 from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
@@ -45,14 +45,16 @@ def to_config(cfg: DictConfig) -> Config:
 def check(cfg: Config) -> None:
     """The checks that need torch or the disk, run by preflight for every job before the
     first starts: the device, the folder data set, the model against the data's shapes
-    (one forward pass), the checkpoint against the model."""
+    (one forward pass), the checkpoint against the model, the user's own code on a probe
+    (``plugins``)."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         one_of("device", cfg.device, ("auto", "cpu"))  # no GPU here: name what is allowed
     data.check(cfg.dataset, cfg.attacked)
     ds = cfg.dataset
     models.check_fits(
-        cfg.model.name, ds.channels, ds.num_classes, ds.image_size, cfg.model.activation
-    )
+        cfg.model.name, ds.channels, ds.num_classes, ds.image_size, cfg.model.activation,
+        cfg.model.target,
+    )  # fmt: skip
     if cfg.model.checkpoint is not None:
         build_model(cfg)  # loads the checkpoint: a wrong file fails here, before any job
     if cfg.metrics.lpips == "required":
@@ -64,6 +66,8 @@ def check(cfg: Config) -> None:
             f"(dataset.image_size={cfg.dataset.image_size})",
         )
         require(perceptual.load()[0] is not None, "metrics.lpips", "required", perceptual.load()[1])
+    if plugins.used(cfg):
+        plugins.check(cfg, build_model(cfg))
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -114,6 +118,7 @@ def build_model(cfg: Config | UtilityConfig, seed: int | None = None) -> nn.Modu
         init=cfg.model.init,
         init_range=cfg.model.init_range,
         generator=generator(cfg.seed if seed is None else seed, "model"),
+        target=cfg.model.target,
     )
     if cfg.model.checkpoint is not None:
         models.load_checkpoint(net, cfg.model.checkpoint)

@@ -1,9 +1,16 @@
 """The ``model`` group: the models under attack, built with a seeded initialisation,
 their trained weights (``model.checkpoint``) and pretraining (``model.pretrain_steps``).
 
-Every builder takes ``(channels, num_classes, image_size, activation)`` and returns an
-``nn.Module`` mapping images ``(B, C, H, W)`` to logits ``(B, num_classes)``; every model
-ends in an ``nn.Linear`` layer (label recovery reads its gradient).
+Every built-in builder takes ``(channels, num_classes, image_size, activation)`` and
+returns an ``nn.Module`` mapping images ``(B, C, H, W)`` to logits ``(B, num_classes)``;
+every model ends in an ``nn.Linear`` layer (label recovery reads its gradient).
+
+Two options build what ``model.target`` names and keep that model's own activations
+(``model.activation: null``): ``custom``, the user's builder ``module:function`` called
+as ``fn(channels, num_classes, image_size)``, and ``torchvision``, a classification
+architecture of ``torchvision.models`` by name (``resnet50``), its first convolution
+fitted to the data's channels. Trained weights come from ``model.checkpoint`` for them
+too.
 """
 
 from __future__ import annotations
@@ -19,20 +26,34 @@ import torchvision
 from torch import Tensor, nn
 
 from gradinv_exp.client import soft_cross_entropy
-from gradinv_exp.options import ConfigError, Registry
+from gradinv_exp.options import (
+    ConfigError,
+    Registry,
+    check_signature,
+    not_allowed,
+    one_of,
+    require,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
+# (channels, num_classes, image_size, activation) -> model: a built-in's builder
 Builder = Callable[[int, int, int, str], nn.Module]
+# (channels, num_classes, image_size) -> model with its own activations: custom, torchvision
+Shaped = Callable[[int, int, int], nn.Module]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One option of the ``model`` group: its builder. Its defaults (activation, init)
-    are fields of its YAML, ``conf/model/<name>.yaml``."""
+    """One option of the ``model`` group. A built-in has ``build``; an option that builds
+    what ``model.target`` names has ``load(target)``, which returns a builder of that
+    model with its own activations. Defaults (activation, init) are fields of its YAML,
+    ``conf/model/<name>.yaml``."""
 
     name: str
-    build: Builder
+    build: Builder | None = None
+    load: Callable[[str], Shaped] | None = None
 
 
 MODELS: Registry[Architecture] = Registry("model")
@@ -134,6 +155,88 @@ def resnet18(channels: int, num_classes: int, image_size: int, activation: str) 
     return net
 
 
+def user_model(target: str) -> Shaped:
+    """``model=custom``: the user's builder ``target`` (``module:function``), called as
+    ``fn(channels, num_classes, image_size)``; it must return an ``nn.Module``."""
+    fn = resolve("model.target", target)
+    check_signature("model.target", target, fn, "fn(channels, num_classes, image_size)", 3, 10, 32)
+
+    def build(channels: int, num_classes: int, image_size: int) -> nn.Module:
+        net = fn(channels, num_classes, image_size)
+        if not isinstance(net, nn.Module):
+            why = f"it must return an nn.Module, returned {type(net).__name__}"
+            raise not_allowed("model.target", target, why)
+        return net
+
+    return build
+
+
+def torchvision_model(arch: str) -> Shaped:
+    """``model=torchvision``: classification architecture ``arch`` of torchvision (random
+    weights, ``num_classes`` outputs), its first convolution fitted to ``channels``."""
+    one_of("model.target", arch, torchvision.models.list_models(module=torchvision.models))
+
+    def build(channels: int, num_classes: int, image_size: int) -> nn.Module:
+        net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return net if channels == 3 else with_input_channels(net, channels)
+
+    return build
+
+
+def with_input_channels(net: nn.Module, channels: int) -> nn.Module:
+    """``net`` with its first 3-channel convolution replaced by one taking ``channels``."""
+    for parent in net.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                conv = nn.Conv2d(
+                    channels,
+                    child.out_channels,
+                    kernel_size=child.kernel_size,
+                    stride=child.stride,
+                    padding=child.padding,
+                    dilation=child.dilation,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                    padding_mode=child.padding_mode,
+                )
+                setattr(parent, name, conv)
+                return net
+    return net
+
+
+MODELS.add(Architecture("custom", load=user_model))
+MODELS.add(Architecture("torchvision", load=torchvision_model))
+
+
+def construct(
+    name: str,
+    channels: int,
+    num_classes: int,
+    image_size: int,
+    activation: str | None,
+    target: str | None = None,
+) -> nn.Module:
+    """Model ``name`` as its builder makes it (before the seeded init). A ConfigError when
+    ``target`` or ``activation`` do not fit the option: a built-in takes no target and
+    one of ``ACTIVATIONS``; custom and torchvision need a target and keep their own
+    activations (``null``)."""
+    entry = MODELS[name]
+    targeted = ", ".join(e.name for e in MODELS if e.load is not None)
+    if entry.build is not None:
+        require(target is None, "model.target", target, f"only model={targeted} take one")
+        one_of("model.activation", str(activation), list(ACTIVATIONS))
+        return entry.build(channels, num_classes, image_size, str(activation))
+    assert entry.load is not None
+    require(target is not None, "model.target", target, f"model={name} needs one")
+    require(
+        activation is None,
+        "model.activation",
+        activation,
+        f"must be null: model={name} keeps its own activations",
+    )
+    return entry.load(str(target))(channels, num_classes, image_size)
+
+
 def init_uniform(net: nn.Module, bound: float, generator: torch.Generator) -> None:
     """Every weight and bias ~ U(-bound, bound), drawn from ``generator`` (DLG's init)."""
     with torch.no_grad():
@@ -147,22 +250,24 @@ def build(
     channels: int,
     num_classes: int,
     image_size: int,
-    activation: str,
+    activation: str | None,
     init: str = "uniform",
     init_range: float = 0.5,
     generator: torch.Generator,
+    target: str | None = None,
 ) -> nn.Module:
-    """Build model ``name`` on the CPU in eval mode, seeded (move it afterwards).
+    """Build model ``name`` (``target``: see ``construct``) on the CPU in eval mode, seeded
+    (move it afterwards).
 
-    ``init="default"`` keeps the builder's own init (PyTorch's / torchvision's), drawn
-    from torch's global RNG seeded with ``generator.initial_seed()`` inside ``fork_rng``
-    (the caller's RNG state is untouched); ``"uniform"`` then overwrites every weight and
-    bias with U(-init_range, init_range) from ``generator`` (DLG's init). Eval mode only
-    matters for batch norm (see ``resnet18``).
+    ``init="default"`` keeps the builder's own init (PyTorch's / torchvision's / the
+    user's), drawn from torch's global RNG seeded with ``generator.initial_seed()``
+    inside ``fork_rng`` (the caller's RNG state is untouched); ``"uniform"`` then
+    overwrites every weight and bias with U(-init_range, init_range) from ``generator``
+    (DLG's init). Eval mode matters for batch norm (see ``resnet18``) and dropout.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(generator.initial_seed())
-        net = MODELS[name].build(channels, num_classes, image_size, activation)
+        net = construct(name, channels, num_classes, image_size, activation, target)
     if init == "uniform":
         init_uniform(net, init_range, generator)
     return net.eval()
@@ -170,22 +275,35 @@ def build(
 
 @functools.lru_cache(maxsize=64)
 def check_fits(
-    name: str, channels: int, num_classes: int, image_size: int, activation: str
+    name: str,
+    channels: int,
+    num_classes: int,
+    image_size: int,
+    activation: str | None,
+    target: str | None = None,
 ) -> None:
-    """ConfigError unless model ``name`` maps a ``(1, channels, image_size, image_size)``
-    image to ``(1, num_classes)`` logits: one forward pass of an unseeded model (cached,
-    so a sweep pays it once per combination), run before any job starts."""
+    """ConfigError unless model ``name`` (``target``) maps a ``(1, channels, image_size,
+    image_size)`` probe image to finite ``(1, num_classes)`` logits: one forward pass of
+    an unseeded model (cached, so a sweep pays it once per combination), run before any
+    job starts."""
+    key, value = ("model.name", name) if target is None else ("model.target", target)
     try:
-        net = MODELS[name].build(channels, num_classes, image_size, activation).eval()
+        net = construct(name, channels, num_classes, image_size, activation, target).eval()
+        probe = torch.rand((1, channels, image_size, image_size), generator=torch.Generator())
         with torch.no_grad():
-            shape = tuple(net(torch.zeros(1, channels, image_size, image_size)).shape)
+            logits = net(probe)
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         problem = None if shape == (1, num_classes) else f"it gives logits of shape {shape}"
+        if problem is None and not bool(torch.isfinite(logits).all()):
+            problem = "its logits on a probe image are not finite"
+    except ConfigError:
+        raise
     except Exception as err:  # e.g. a feature map shrunk to nothing by the model's strides
         text = str(err).strip()
         problem = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
     if problem is not None:
         raise ConfigError(
-            f"model.name={name!r} is not allowed with dataset channels={channels}, "
+            f"{key}={value!r} is not allowed with dataset channels={channels}, "
             f"image_size={image_size}, num_classes={num_classes}: {problem}"
         )
 

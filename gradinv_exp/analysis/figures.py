@@ -20,8 +20,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from gradinv_exp.defenses import strength
-
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -134,7 +132,9 @@ def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = No
     all trials of its runs (``summary.pool``).
     """
     if points.empty or metric not in points:  # every run failed: empty panels, not an error
-        points = pd.DataFrame(columns=["defense", "strength", "strength_key", metric])
+        points = pd.DataFrame(
+            columns=["defense", "strength", "strength_key", "strength_log", metric]
+        )
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     points = points.assign(**{c: points.get(c, np.nan) for c in (low, high)})
     done = points[points[metric].notna()]
@@ -159,7 +159,7 @@ def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = No
             ax.axhline(ref[metric], ls="--", color="gray", label=f"{ref['defense']}")
             if pd.notna(ref[low]):
                 ax.axhspan(ref[low], ref[high], color="gray", alpha=0.1, linewidth=0)
-        if strength(defense)[1]:
+        if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
         ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)

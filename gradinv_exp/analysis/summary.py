@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from gradinv_exp.analysis import figures, uncertainty
 from gradinv_exp.config import HIGHER_IS_BETTER
-from gradinv_exp.defenses import strength
+from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.resume import RunError, read_metrics
 
@@ -73,15 +73,15 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise
     except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
         raise RunError(f"{run_dir}: {type(err).__name__}: {err}") from None
-    defense = cfg.get("defense.name")
-    key = strength(defense)[0] if defense else None
+    where = axis(cfg)
     scalars = {k: v for k, v in (metrics or {}).items() if k not in SKIPPED_KEYS}
     return {
         "run": str(run_dir),
         **overrides,
-        "defense": defense,
-        "strength_key": key,
-        "strength": cfg.get(f"defense.{key}") if key else np.nan,
+        "defense": where.defense,
+        "strength_key": where.key,
+        "strength": where.value if where.key else np.nan,
+        "strength_log": where.log_scale,
         "status": MISSING,
         **scalars,
         **{f"config.{k}": v for k, v in cfg.items()},

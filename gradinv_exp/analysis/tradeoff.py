@@ -3,7 +3,7 @@
 The attack side is a compare table (one row per run, ``defense`` + ``strength``); the
 utility side is ``utility.csv`` from ``python -m gradinv_exp.utility`` (one row per
 defense, its settings as metrics.json's flat ``defense.*`` keys). A defense setting is
-its name plus the value of its strength field (its registered strength); runs of the same
+its name plus the value of its strength field (``defenses.axis``); runs of the same
 setting (seeds, images) are averaged.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from gradinv_exp.defenses import strength
+from gradinv_exp.defenses import axis
 
 
 def setting(name: str, strength: float | None) -> str:
@@ -28,13 +28,9 @@ def join(runs: pd.DataFrame, utility: pd.DataFrame, metric: str) -> pd.DataFrame
     attack = runs.assign(setting=[setting(d, s) for d, s in zip(runs["defense"], runs["strength"])])
     attack = attack.groupby("setting")[metric].agg(["mean", "count"]).reset_index()
     attack.columns = ["setting", metric, "runs"]
-    keys = [strength(name)[0] for name in utility["defense.name"]]
-    names = utility["defense.name"]
-    values = [
-        row.get(f"defense.{k}") if k else None for (_, row), k in zip(utility.iterrows(), keys)
-    ]
+    places = [axis(row.dropna().to_dict()) for _, row in utility.iterrows()]
     extra = [c for c in ("epsilon",) if c in utility]
-    acc = utility.assign(setting=[setting(n, v) for n, v in zip(names, values)])
+    acc = utility.assign(setting=[setting(a.defense, a.value) for a in places])
     return attack.merge(acc[["setting", "accuracy", *extra]], on="setting")
 
 

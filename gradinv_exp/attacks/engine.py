@@ -53,8 +53,8 @@ class AttackConfig:
     """One attack: a preset in ``conf/attack/`` sets these; every field can be overridden."""
 
     name: str = MISSING  # the preset's name, for tables
-    objective: str = "l2"  # gradient matching: a name in objectives.OBJECTIVES
-    priors: dict[str, float] = field(default_factory=dict)  # prior name -> weight
+    objective: str = "l2"  # a name in objectives.OBJECTIVES, or module:function (yours)
+    priors: dict[str, float] = field(default_factory=dict)  # prior (or module.function) -> weight
     labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
     restarts: int = 1  # independent starts per trial; the lowest final objective wins
     signed: bool = False  # step on the sign of the image gradient (first-order optimisers)
@@ -64,9 +64,9 @@ class AttackConfig:
     snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
 
     def __post_init__(self) -> None:
-        one_of("attack.objective", self.objective, OBJECTIVES.names())
+        OBJECTIVES.check_name("attack.objective", self.objective)  # or module:function
         for prior, weight in self.priors.items():
-            one_of("attack.priors", prior, PRIORS.names())
+            PRIORS.check_name("attack.priors", prior)
             require(
                 math.isfinite(weight) and weight >= 0,
                 f"attack.priors.{prior}",

@@ -6,16 +6,28 @@ An objective compares the dummy's simulated share ``grads`` with the real one ``
 and returns a scalar penalty. The engine vmaps both over its problem axis, so they are
 written for one problem. ``attack.objective`` names one objective, ``attack.priors``
 maps prior names to weights.
+
+The user's own objective or prior is named like a registered one, as ``module:function``
+(``attack.objective=my_objectives:weighted_l2``; a prior's key cannot hold a colon on
+Hydra's command line, so there it is ``module.function``:
+``'attack.priors={my_priors.smooth: 0.1}'``). It is the same kind of function; preflight
+imports it, checks its signature and probes it as the engine calls it (``check``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradinv_exp import lazy
-from gradinv_exp.options import Registry
+from gradinv_exp.options import (
+    ConfigError,
+    Registry,
+    check_signature,
+    is_target,
+    not_allowed,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +51,8 @@ class Prior:
     fn: PriorFn
 
 
-OBJECTIVES: Registry[Objective] = Registry("attack.objective")
-PRIORS: Registry[Prior] = Registry("attack.priors")
+OBJECTIVES: Registry[Objective] = Registry("attack.objective", plugin=Objective)
+PRIORS: Registry[Prior] = Registry("attack.priors", plugin=Prior)
 
 
 def objective(name: str) -> Callable[[ObjectiveFn], ObjectiveFn]:
@@ -96,3 +108,49 @@ def total_variation(images: Tensor) -> Tensor:
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
     return dx + dy
+
+
+# --- preflight for the user's own objective and priors -------------------------------
+
+
+def check(objective: str, priors: Iterable[str], grads: Sequence[Tensor], images: Tensor) -> None:
+    """Probe the user's objective and priors (registered ones are tested, not probed) as
+    the engine calls them: vmapped over a problem axis of 2, each must give one finite
+    number per problem with a gradient back to its input. ``grads`` is a probe client's
+    gradient (one tensor per parameter), ``images`` its batch ``(B, C, H, W)``.
+
+    Raises a one-line ConfigError naming the key, the function and the problem.
+    """
+    if is_target(objective):
+        key, fn = "attack.objective", OBJECTIVES[objective].fn
+        check_signature(key, objective, fn, "fn(grads, target)", list(grads), list(grads))
+        dummy = [torch.stack([g, 0.5 * g]).requires_grad_(True) for g in grads]
+        _probe(key, objective, fn, (dummy, [torch.stack([g, g]) for g in grads]), dummy)
+    for name in priors:
+        if is_target(name):
+            key, fn = "attack.priors", PRIORS[name].fn
+            check_signature(key, name, fn, "fn(images)", images)
+            dummy_images = torch.stack([images, 1 - images]).requires_grad_(True)
+            _probe(key, name, fn, (dummy_images,), [dummy_images])
+
+
+def _probe(
+    key: str, name: str, fn: Callable[..., Tensor], args: tuple, wrt: Sequence[Tensor]
+) -> None:
+    """``vmap(fn)(*args)`` must be a finite ``(2,)`` tensor, differentiable in ``wrt``."""
+    try:
+        out = torch.func.vmap(fn)(*args)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        if shape != (2,):
+            what = f"shape {shape[1:]}" if shape else type(out).__name__
+            raise not_allowed(key, name, f"it must return a scalar tensor, returned {what}")
+        if not bool(torch.isfinite(out).all()):
+            raise not_allowed(key, name, f"it returned {out.tolist()} on a probe (not finite)")
+        if not out.requires_grad:
+            raise not_allowed(key, name, "its result has no gradient (detached?)")
+        torch.autograd.grad(out.sum(), list(wrt), allow_unused=True)
+    except ConfigError:
+        raise
+    except Exception as err:  # anything the user's code raises on the probe, e.g. under vmap
+        text = " ".join(str(err).split())
+        raise not_allowed(key, name, f"on a probe it raised {type(err).__name__}: {text}") from err

@@ -4,34 +4,41 @@ Importing this package registers every built-in defense. Each option's schema si
 beside its function; ``conf/defense/<name>.yaml`` selects the schema and names the code.
 """
 
-from gradinv_exp.defenses import chain, compression, noise, privacy, soteria
+from gradinv_exp.defenses import chain, compression, custom, noise, privacy, soteria
 from gradinv_exp.defenses.registry import (
     DEFENSES,
+    Axis,
     Defense,
     DefenseConfig,
     apply,
+    axis,
+    check,
     check_order,
     cost,
     defense,
+    has_checks,
     report,
     steps,
-    strength,
 )
 
 __all__ = [
     "DEFENSES",
+    "Axis",
     "Defense",
     "DefenseConfig",
     "apply",
+    "axis",
     "chain",
+    "check",
     "check_order",
     "compression",
     "cost",
+    "custom",
     "defense",
+    "has_checks",
     "noise",
     "privacy",
     "report",
     "soteria",
     "steps",
-    "strength",
 ]

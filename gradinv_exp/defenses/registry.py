@@ -10,12 +10,14 @@ input (the seed's in-place defenses stacked across its loop).
 
 An option is registered with ``@defense(Schema, strength=..., ...)`` beside its function;
 the schema's ``name`` default is the option's name (``conf/defense/<name>.yaml``). Every
-fact a table or check needs about a defense is a field of its ``Defense`` entry.
+fact a table or check needs about a defense is a field of its ``Defense`` entry. The
+user's own defense is the ``custom`` option (``custom.py``), which reads these facts
+from its config instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +54,10 @@ class Defense:
     runs on that axis. ``per_example``: with a batch of B > 1 it recomputes the client's
     per-example gradients (so it must come first in a chain). ``report``: what
     metrics.json records about all steps of this defense in a run, beyond its cost (DP's
-    epsilon), from their configs alone.
+    epsilon), from their configs alone. ``axis``: where a run of it sits in tables, from
+    the run's flat config, when that depends on the config (``custom``); else ``name``,
+    ``strength`` and ``log_scale`` say it. ``check``: the preflight checks that need
+    torch, given a probe client (``custom``: the user's function on its gradient).
     """
 
     name: str
@@ -62,6 +67,20 @@ class Defense:
     log_scale: bool = False
     per_example: bool = False
     report: Callable[[Sequence[Any]], dict[str, Any]] | None = None
+    axis: Callable[[Mapping[str, Any]], Axis] | None = None
+    check: Callable[[Any, Client], None] | None = None
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Where a run sits in tables and figures: ``defense`` (its name there), ``key`` (the
+    field that sets its strength; None: it has none), that field's ``value``, and whether
+    strengths are compared on a log scale."""
+
+    defense: str | None
+    key: str | None = None
+    value: Any = None
+    log_scale: bool = False
 
 
 DEFENSES: Registry[Defense] = Registry("defense")
@@ -74,6 +93,8 @@ def defense(
     log_scale: bool = False,
     per_example: bool = False,
     report: Callable[[Sequence[Any]], dict[str, Any]] | None = None,
+    axis: Callable[[Mapping[str, Any]], Axis] | None = None,
+    check: Callable[[Any, Client], None] | None = None,
 ) -> Callable[[DefenseFn], DefenseFn]:
     """Register the decorated function as the defense ``schema`` configures."""
     if strength is not None and strength not in {f.name for f in fields(schema)}:
@@ -81,7 +102,8 @@ def defense(
 
     def register(fn: DefenseFn) -> DefenseFn:
         name = option_name(schema)
-        DEFENSES.add(Defense(name, fn, schema, strength, log_scale, per_example, report))
+        entry = Defense(name, fn, schema, strength, log_scale, per_example, report, axis, check)
+        DEFENSES.add(entry)
         return fn
 
     return register
@@ -165,10 +187,28 @@ def cost(true: Sequence[Tensor], shared: Sequence[Tensor]) -> dict[str, float]:
     }
 
 
-def strength(name: str) -> tuple[str | None, bool]:
-    """``(field, log_scale)`` of defense ``name``'s strength; ``(None, False)`` when it has
-    none or is unknown here (runs of a defense this checkout does not have)."""
+def axis(config: Mapping[str, Any]) -> Axis:
+    """Where a run sits in tables and figures, from its flat config (metrics.json's
+    ``config``, a utility.csv row: keys ``defense.name``, ``defense.<field>`` ...). A
+    defense this checkout does not have keeps its name and gets no strength."""
+    name = config.get("defense.name")
     if name not in DEFENSES:
-        return None, False
+        return Axis(name)
     entry = DEFENSES[name]
-    return entry.strength, entry.log_scale
+    if entry.axis is not None:
+        return entry.axis(config)
+    key = entry.strength
+    return Axis(name, key, config.get(f"defense.{key}") if key else None, entry.log_scale)
+
+
+def check(cfg: DefenseConfig, probe: Client) -> None:
+    """Preflight: each step's own checks that need torch (the user's code), on ``probe``."""
+    for step in steps(cfg):
+        own = DEFENSES[step.name].check
+        if own is not None:
+            own(step, probe)
+
+
+def has_checks(cfg: DefenseConfig) -> bool:
+    """Whether a step of ``cfg`` has checks that need a probe client."""
+    return any(DEFENSES[s.name].check is not None for s in steps(cfg))

@@ -11,12 +11,13 @@ the per-job checks that need torch or the disk.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
@@ -44,9 +45,16 @@ class Plan:
     configs: list[Config]
 
 
-def options(group: str) -> list[str]:
-    """The options of a config group: the YAML files in ``conf/<group>/``."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def options(group: str, overrides: Sequence[str] = ()) -> list[str]:
+    """The options of a config group: the YAML files in ``conf/<group>/`` and in the same
+    folder of every config folder on ``hydra.searchpath`` (the user's presets; set in
+    ``overrides``), as Hydra will find them."""
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return options(group, overrides)
+    loader = hydra.config_loader()
+    return sorted(loader.get_group_options(group, config_name="config", overrides=list(overrides)))
 
 
 def hydra_message(err: BaseException) -> str:
@@ -69,15 +77,17 @@ def values(override: Override) -> list[str]:
 
 def check_groups(overrides: list[Override]) -> None:
     """Unknown option of a config group -> one line listing the valid ones."""
+    plain = [o.input_line for o in overrides if not o.is_sweep_override()]  # hydra.searchpath
     for o in overrides:
         group = o.key_or_group
         if group not in GROUPS or o.package is not None:
             continue
+        known = options(group, plain)
         for value in values(o):
-            if value not in options(group):
+            if value not in known:
                 raise ConfigError(
                     f"{o.get_key_element()}={value} is not an option of '{group}': choose one "
-                    f"of {', '.join(options(group))}"
+                    f"of {', '.join(known)}"
                 )
 
 
@@ -97,11 +107,24 @@ def jobs(overrides: list[Override], preset_sweeps: dict[str, str]) -> Iterator[l
         yield fixed + list(combo)
 
 
+def quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value (any character allowed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def to_config(job: list[str]) -> Config:
     """The typed, range-checked config of one job (ConfigError on the first problem)."""
     typed = OmegaConf.to_object(compose("config", overrides=job))
     assert isinstance(typed, Config)
     return typed
+
+
+def parse(lines: list[str]) -> list[Override]:
+    """The override lines, parsed (a one-line ConfigError for bad syntax)."""
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except HydraException as err:
+        raise ConfigError(hydra_message(err)) from None
 
 
 def plan(argv: list[str]) -> Plan | None:
@@ -110,14 +133,11 @@ def plan(argv: list[str]) -> Plan | None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return None
-    try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except HydraException as err:
-        raise ConfigError(hydra_message(err)) from None
-    check_groups(overrides)
+    overrides = parse(args.overrides)
     plain = [o.input_line for o in overrides if not o.is_sweep_override()]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            check_groups(overrides)
             first = compose("config", overrides=plain, return_hydra_config=True)
             params = first.hydra.sweeper.get("params")
             preset = OmegaConf.to_container(params) if params else {}

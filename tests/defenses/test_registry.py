@@ -43,11 +43,13 @@ def test_a_defense_is_registered_once():
 
 
 def test_every_defense_names_a_real_strength_field():
-    for name, schema in {e.name: e.schema for e in DEFENSES}.items():
-        key = defenses.strength(name)[0]
-        assert key is None or key in {f.name for f in dataclasses.fields(schema)}, name
-    assert defenses.strength("prune")[0] == "ratio" and defenses.strength("noise")[1]
-    assert defenses.strength("unknown")[0] is None
+    for entry in DEFENSES:
+        key = defenses.axis({"defense.name": entry.name}).key
+        assert key is None or key in {f.name for f in dataclasses.fields(entry.schema)}, key
+    prune = defenses.axis({"defense.name": "prune", "defense.ratio": 0.3})
+    assert prune == defenses.Axis("prune", "ratio", 0.3, log_scale=False)
+    assert defenses.axis({"defense.name": "noise"}).log_scale
+    assert defenses.axis({"defense.name": "unknown"}) == defenses.Axis("unknown")
 
 
 @pytest.mark.parametrize(

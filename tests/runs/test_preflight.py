@@ -85,7 +85,7 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
         (["defense=quantize", "defense.bits=0"], "defense.bits=0 is not allowed"),
         (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
         (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),
-        (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, lenet"),
+        (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, custom"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_fast_with_one_line(run_cli, tmp_path, args, expected):

@@ -101,7 +101,7 @@ def test_preset_jobs_have_the_documented_strengths(preset, expected):
     assert str(first.hydra.mode) == "RunMode.MULTIRUN"  # sweeps without -m
     params = OmegaConf.to_container(first.hydra.sweeper.params)
     found = [typed_config(*job).defense for job in preflight.jobs(command, params)]
-    keys = [defenses.strength(d.name)[0] for d in found]
+    keys = [defenses.DEFENSES[d.name].strength for d in found]
     assert [(d.name, getattr(d, k) if k else None) for d, k in zip(found, keys)] == expected
 
 

@@ -55,7 +55,55 @@ def split(count: int, cfg: UtilityConfig) -> tuple[Tensor, list[Tensor]]:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """Fraction of ``images`` (N, C, H, W) whose highest logit is their label (N,)."""
     return float((model(images).argmax(-1) == labels).double().mean())
+
+
+def federated_round(
+    model: nn.Module,
+    shards: list[Tensor],
+    images: Tensor,
+    onehot: Tensor,
+    cfg: UtilityConfig,
+    defense: DefenseConfig,
+    *,
+    batches: torch.Generator,
+    noise: torch.Generator,
+) -> list[dict[str, float]]:
+    """One round of federated averaging, in place on ``model``'s weights.
+
+    Every client (one index tensor per client in ``shards`` into ``images`` (N, C, H, W)
+    and ``onehot`` (N, num_classes)) starts from the global weights and takes
+    ``cfg.local_steps`` SGD steps, each on the *defended* gradient of ``dataset.batch_size``
+    of its examples (drawn from ``batches``); the new global weights are the old ones plus
+    the mean of the clients' weight changes. Returns the defense's cost of every gradient
+    a client shared.
+    """
+    params = list(model.parameters())
+    start = [p.detach().clone() for p in params]
+    updates = [torch.zeros_like(p) for p in params]
+    costs = []
+    for shard in shards:
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        for _ in range(cfg.local_steps):
+            pick = shard[torch.randperm(len(shard), generator=batches)]
+            pick = pick[: cfg.dataset.batch_size]
+            client = Client(model, images[pick], onehot[pick])
+            g = gradient(client)
+            shared = defenses.apply(g, defense, generator=noise, client=client)
+            costs.append(defenses.cost(g, shared))
+            with torch.no_grad():
+                for p, d in zip(params, shared):
+                    p.sub_(cfg.lr * d)
+        with torch.no_grad():
+            for u, p, s in zip(updates, params, start):
+                u.add_((p - s) / len(shards))
+    with torch.no_grad():
+        for p, s, u in zip(params, start, updates):
+            p.copy_(s + u)
+    return costs
 
 
 def train(
@@ -71,32 +119,12 @@ def train(
     onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float()
     batches = generator(cfg.seed, "utility-batches")
     noise = generator(cfg.seed, "defense")
-    params = list(model.parameters())
     costs: list[dict[str, float]] = []
     per_round = []
     for _ in range(cfg.rounds):
-        start = [p.detach().clone() for p in params]
-        updates = [torch.zeros_like(p) for p in params]
-        for shard in shards:
-            with torch.no_grad():
-                for p, s in zip(params, start):
-                    p.copy_(s)
-            for _ in range(cfg.local_steps):
-                pick = shard[torch.randperm(len(shard), generator=batches)]
-                pick = pick[: cfg.dataset.batch_size]
-                client = Client(model, images[pick], onehot[pick])
-                g = gradient(client)
-                shared = defenses.apply(g, defense, generator=noise, client=client)
-                costs.append(defenses.cost(g, shared))
-                with torch.no_grad():
-                    for p, d in zip(params, shared):
-                        p.sub_(cfg.lr * d)
-            with torch.no_grad():
-                for u, p, s in zip(updates, params, start):
-                    u.add_((p - s) / len(shards))
-        with torch.no_grad():
-            for p, s, u in zip(params, start, updates):
-                p.copy_(s + u)
+        costs += federated_round(
+            model, shards, images, onehot, cfg, defense, batches=batches, noise=noise
+        )
         per_round.append(accuracy(model, images[test], labels[test]))
     mean_cost = pd.DataFrame(costs).mean().to_dict()
     return {"accuracy": per_round[-1], "per_round": per_round, **mean_cost}

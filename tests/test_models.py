@@ -119,6 +119,21 @@ def test_checkpoint_weights_replace_the_seeded_init(tmp_path):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_dataset_normalisation_sits_in_front_of_the_model():
+    """A known input gives a known output: with dataset.mean/std the model sees
+    (x - mean) / std, so the mean image itself gives the bare model's output at 0."""
+    mean, std = [0.5, 0.4, 0.3], [0.25, 0.5, 0.2]
+    normalised = experiment.build_model(config(f"dataset.mean={mean}", f"dataset.std={std}"))
+    bare = experiment.build_model(config())  # the same seed: the same weights
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(normalised(x), bare((x - m) / s), atol=1e-5)
+        assert not torch.allclose(normalised(x), bare(x), atol=1e-2)
+        at_mean = normalised(m.expand(1, 3, 32, 32))
+        assert torch.allclose(at_mean, bare(torch.zeros(1, 3, 32, 32)), atol=1e-5)
+
+
 class Payload:
     """Any class: a pickle holding it is not a plain state dict."""
 

@@ -72,6 +72,24 @@ def test_a_round_averages_the_clients_defended_updates_from_the_global_weights()
     assert len(costs) == 4 and all(c["defense_changed"] > 0 for c in costs)
 
 
+def test_training_scores_every_round_on_the_held_out_images():
+    """train = ``rounds`` federated rounds from the seeded model, each followed by the
+    accuracy on the test split (never on a client's training shard)."""
+    cfg = typed("rounds=2")
+    images, labels, _ = data.load(cfg.dataset, 40)
+    result = utility.train(cfg, cfg.defenses[0], images, labels)
+    model = build_model(cfg)
+    test, shards = utility.split(40, cfg)
+    onehot = nn.functional.one_hot(labels, 2).float()
+    batches, noise = generator(0, "utility-batches"), generator(0, "defense")
+    for r in range(2):
+        utility.federated_round(
+            model, shards, images, onehot, cfg, cfg.defenses[0], batches=batches, noise=noise
+        )
+        assert result["per_round"][r] == utility.accuracy(model, images[test], labels[test])
+    assert len(result["per_round"]) == 2 and result["accuracy"] == result["per_round"][-1]
+
+
 def test_accuracy_is_the_fraction_of_correct_top_logits():
     model = nn.Sequential(nn.Flatten(), nn.Identity())  # logits = the two pixels
     images = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]).reshape(3, 1, 1, 2)

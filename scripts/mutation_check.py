@@ -112,8 +112,11 @@ PLANTS = [
     Plant("resume-interrupted-is-finished", "resume", "gradinv_exp/runs/resume.py",
           'FINISHED = ("ok", "diverged")', 'FINISHED = ("ok", "diverged", "interrupted")',
           ("tests/runs/test_resume.py",)),
-    Plant("resume-single-run-unchecked", "resume", "gradinv_exp/runs/resume.py",
-          "check_folder(Path(hydra_cfg.run.dir), next(iter(jobs)))", "pass",
+    Plant("resume-single-run-unchecked", "resume", "gradinv_exp/runs/preflight.py",
+          "resume.check_folder(folder, plain)", "pass",
+          ("tests/runs/test_resume.py",)),
+    Plant("resume-custom-subdir-unchecked", "resume", "gradinv_exp/runs/preflight.py",
+          "return sweep_dir / str(cfg.hydra.sweep.subdir)", "return sweep_dir / str(num)",
           ("tests/runs/test_resume.py",)),
     # --- summary ---
     Plant("summary-failures-skip-missing", "summary", "gradinv_exp/analysis/summary.py",

@@ -154,3 +154,17 @@ def test_a_sweep_job_folder_with_another_finished_run_is_refused(tmp_path):
     finished_run(tmp_path / "sweep" / "1", ["defense=prune"])
     with pytest.raises(ConfigError, match=f"{tmp_path / 'sweep' / '1'} holds a finished run"):
         preflight.plan(["-m", "defense=none,noise", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+
+
+def test_a_custom_job_folder_with_another_finished_run_is_refused(tmp_path):
+    """Each job's folder is its ``hydra.sweep.subdir`` resolved with the job's config."""
+    config.register()
+    sweep = tmp_path / "sweep"
+    finished_run(sweep / "prune", ["defense=prune", "seed=0"])
+    args = ["-m", "defense=none,prune", f"hydra.sweep.dir={sweep}"]
+    named = [*args, "hydra.sweep.subdir=${defense.name}"]
+    assert preflight.plan([*named, "seed=0"]) is not None  # the same run: resumed
+    with pytest.raises(ConfigError, match=f"{sweep / 'prune'} holds a finished run"):
+        preflight.plan([*named, "seed=1"])
+    # a folder Hydra alone can name (its own resolver) is not checked, and not an error
+    assert preflight.plan([*args, "hydra.sweep.subdir=${hydra:job.num}", "seed=1"]) is not None

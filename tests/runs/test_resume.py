@@ -40,6 +40,69 @@ def snapshot(run_dir):
     }
 
 
+def test_only_ok_and_diverged_runs_count_as_finished(tmp_path):
+    statuses = ("ok", "diverged", "failed", "interrupted")
+    for status in statuses:
+        (tmp_path / status).mkdir()
+        (tmp_path / status / "metrics.json").write_text(json.dumps({"status": status}))
+    found = [s for s in statuses if resume.finished(tmp_path / s)]
+    assert found == ["ok", "diverged"]
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "metrics.json").write_text('{"status": "o')
+    assert resume.finished(tmp_path / "half") is None and resume.finished(tmp_path) is None
+
+
+def finished_run(run_dir, overrides, status="ok"):
+    """A folder as a finished run leaves it: Hydra's overrides.yaml and metrics.json."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / "metrics.json").write_text(json.dumps({"status": status}))
+
+
+@pytest.mark.parametrize("status", ["ok", "diverged"])
+def test_a_finished_single_run_with_other_overrides_is_refused_before_it_runs(tmp_path, status):
+    config.register()
+    finished_run(tmp_path / "run", ["defense=prune"], status)
+    same = preflight.plan(["defense=prune", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert same is not None and not same.multirun  # the same run: allowed (it is skipped)
+    with pytest.raises(ConfigError, match="holds a finished run of \\[defense=prune\\]"):
+        preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_an_unfinished_run_may_be_replaced_by_another(tmp_path, status):
+    config.register()
+    finished_run(tmp_path / "run", ["defense=prune"], status)
+    assert preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'run'}"]) is not None
+    finished_run(tmp_path / "sweep" / "1", ["defense=prune"], status)
+    sweep = ["-m", "defense=none,noise", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert preflight.plan(sweep) is not None
+
+
+def test_a_sweep_job_folder_with_another_finished_run_is_refused(tmp_path):
+    config.register()
+    finished_run(tmp_path / "sweep" / "1", ["defense=prune"])
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'sweep' / '1'} holds a finished run"):
+        preflight.plan(["-m", "defense=none,noise", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+
+
+def test_a_custom_job_folder_with_another_finished_run_is_refused(tmp_path):
+    """Each job's folder is its ``hydra.sweep.subdir`` resolved with the job's config."""
+    config.register()
+    sweep = tmp_path / "sweep"
+    finished_run(sweep / "prune", ["defense=prune", "seed=0"])
+    args = ["-m", "defense=none,prune", f"hydra.sweep.dir={sweep}"]
+    named = [*args, "hydra.sweep.subdir=${defense.name}"]
+    assert preflight.plan([*named, "seed=0"]) is not None  # the same run: resumed
+    with pytest.raises(ConfigError, match=f"{sweep / 'prune'} holds a finished run"):
+        preflight.plan([*named, "seed=1"])
+    # a folder Hydra alone can name (its own resolver) is not checked, and not an error
+    assert preflight.plan([*args, "hydra.sweep.subdir=${hydra:job.num}", "seed=1"]) is not None
+
+
+# --- through the command line (each costs seconds of imports) ---
+
+
 def test_sweep_rerun_skips_ok_and_diverged_and_reruns_missing_and_failed(seed_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(seed_sweep, sweep)
@@ -108,63 +171,3 @@ def test_single_run_reruns_an_interrupted_run_and_skips_a_finished_one(seed_swee
     assert second.returncode == 0, second.stderr
     assert "already finished (status diverged)" in second.stdout
     assert snapshot(out) == kept
-
-
-def test_only_ok_and_diverged_runs_count_as_finished(tmp_path):
-    statuses = ("ok", "diverged", "failed", "interrupted")
-    for status in statuses:
-        (tmp_path / status).mkdir()
-        (tmp_path / status / "metrics.json").write_text(json.dumps({"status": status}))
-    found = [s for s in statuses if resume.finished(tmp_path / s)]
-    assert found == ["ok", "diverged"]
-    (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "metrics.json").write_text('{"status": "o')
-    assert resume.finished(tmp_path / "half") is None and resume.finished(tmp_path) is None
-
-
-def finished_run(run_dir, overrides, status="ok"):
-    """A folder as a finished run leaves it: Hydra's overrides.yaml and metrics.json."""
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (run_dir / "metrics.json").write_text(json.dumps({"status": status}))
-
-
-@pytest.mark.parametrize("status", ["ok", "diverged"])
-def test_a_finished_single_run_with_other_overrides_is_refused_before_it_runs(tmp_path, status):
-    config.register()
-    finished_run(tmp_path / "run", ["defense=prune"], status)
-    same = preflight.plan(["defense=prune", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert same is not None and not same.multirun  # the same run: allowed (it is skipped)
-    with pytest.raises(ConfigError, match="holds a finished run of \\[defense=prune\\]"):
-        preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'run'}"])
-
-
-@pytest.mark.parametrize("status", ["failed", "interrupted"])
-def test_an_unfinished_run_may_be_replaced_by_another(tmp_path, status):
-    config.register()
-    finished_run(tmp_path / "run", ["defense=prune"], status)
-    assert preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'run'}"]) is not None
-    finished_run(tmp_path / "sweep" / "1", ["defense=prune"], status)
-    sweep = ["-m", "defense=none,noise", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    assert preflight.plan(sweep) is not None
-
-
-def test_a_sweep_job_folder_with_another_finished_run_is_refused(tmp_path):
-    config.register()
-    finished_run(tmp_path / "sweep" / "1", ["defense=prune"])
-    with pytest.raises(ConfigError, match=f"{tmp_path / 'sweep' / '1'} holds a finished run"):
-        preflight.plan(["-m", "defense=none,noise", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-
-
-def test_a_custom_job_folder_with_another_finished_run_is_refused(tmp_path):
-    """Each job's folder is its ``hydra.sweep.subdir`` resolved with the job's config."""
-    config.register()
-    sweep = tmp_path / "sweep"
-    finished_run(sweep / "prune", ["defense=prune", "seed=0"])
-    args = ["-m", "defense=none,prune", f"hydra.sweep.dir={sweep}"]
-    named = [*args, "hydra.sweep.subdir=${defense.name}"]
-    assert preflight.plan([*named, "seed=0"]) is not None  # the same run: resumed
-    with pytest.raises(ConfigError, match=f"{sweep / 'prune'} holds a finished run"):
-        preflight.plan([*named, "seed=1"])
-    # a folder Hydra alone can name (its own resolver) is not checked, and not an error
-    assert preflight.plan([*args, "hydra.sweep.subdir=${hydra:job.num}", "seed=1"]) is not None

@@ -7,6 +7,10 @@ last job returns this process writes the sweep's summary and counts the jobs tha
 not finish, whichever launcher ran them. Exit codes: 0 every run finished (ok or
 diverged), 1 a run failed (in a sweep: after all jobs ran), 2 bad configuration,
 130/143 stopped by SIGINT/SIGTERM.
+
+A bad command line answers before torch loads: the schema modules defer torch
+(``lazy.py``), and the experiment (torch, torchvision, matplotlib) is imported only once
+every job's config passed the checks that need no tensor.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradinv_exp import config, experiment
-from gradinv_exp.analysis import summary
+from gradinv_exp import config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import faults, preflight, resume
 
@@ -36,6 +39,8 @@ def hydra_main(cfg: DictConfig) -> float:
     returns NaN so Hydra goes on with the next job (Hydra would otherwise stop the sweep
     at the end of the batch).
     """
+    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
+
     config.register()  # joblib and submitit workers run jobs in fresh processes
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -80,6 +85,8 @@ def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
     """Write the sweep's summary.csv and figures. Returns one line per job that did not
     finish, and why the summary could not be written (None when it was): the jobs are
     counted first, so a full disk never hides a failed job."""
+    from gradinv_exp.analysis import summary  # pandas, matplotlib: only when a sweep ends
+
     frame, problems = summary.collect([sweep_dir])
     failures = summary.failures(frame, problems)
     try:
@@ -97,6 +104,8 @@ def main() -> None:
             try:
                 plan = preflight.plan(argv)
                 if plan is not None:
+                    from gradinv_exp import experiment  # heavy: after the fast checks
+
                     preflight.check_jobs(plan, experiment.check)
             except ConfigError as err:
                 fail(str(err))

@@ -1,20 +1,34 @@
-"""The federated client: what it shares, and the attacker's differentiable simulation of it.
+"""The ``client`` group: what a federated client shares, and the attacker's differentiable
+simulation of it.
 
-FedSGD: a client holding images ``(B, C, H, W)`` in [0, 1] with label distributions
-``(B, num_classes)`` shares the parameter gradient of its mean soft cross-entropy at the
-current weights. The attacker simulates that same computation on dummy data, for T
-independent problems at once (``simulate``), with a graph back to the dummies.
+A client holds images ``(B, C, H, W)`` in [0, 1] with label distributions
+``(B, num_classes)`` and the global weights theta_0. ``fedsgd`` shares the parameter
+gradient of its mean soft cross-entropy at theta_0; ``fedavg`` takes ``local_steps`` SGD
+steps on its own images and shares the update theta_E - theta_0. Both are one function,
+``update(loss, params, x, y, cfg)``, written functionally (``torch.func``) so that the
+same code is the client's computation on its true data and, vmapped over N problems and
+differentiable in the dummy data, the attacker's simulation (``Simulator``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
-import torch
+from omegaconf import MISSING
+
+from gradinv_exp import lazy
+from gradinv_exp.options import Registry, option_name, positive, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+
+Params = dict[str, "Tensor"]
+Loss = Callable[[Params, "Tensor", "Tensor"], "Tensor"]  # (params, x (B,...), y (B,K)) -> scalar
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -22,25 +36,175 @@ def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return torch.mean(torch.sum(-target * torch.log_softmax(logits, dim=-1), dim=-1))
 
 
+def loss_of(model: nn.Module) -> Loss:
+    """``model``'s soft cross-entropy as a function of its parameters and one batch."""
+
+    def loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
+        return soft_cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    return loss
+
+
+# --- the options ------------------------------------------------------------------------
+
+
+@dataclass
+class ClientConfig:
+    """Base of every client schema; ``name`` selects the option in ``CLIENTS``."""
+
+    name: str = MISSING
+
+
+Update = Callable[[Loss, Params, "Tensor", "Tensor", ClientConfig], Params]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One option of the ``client`` group.
+
+    ``update(loss, params, x, y, cfg)``: what one client shares for its batch ``x``
+    ``(B, C, H, W)``, ``y`` ``(B, num_classes)``, one tensor per parameter.
+    ``descent``: the share points along minus the gradient (an update after SGD steps),
+    so label recovery reads it with its sign flipped. ``per_example``: the share is the
+    mean of the examples' gradients, so a per-example defense may recompute them.
+    ``assumed(cfg)``: the protocol the attacker simulates (the client's own, unless the
+    attacker is not told its hyperparameters).
+    """
+
+    name: str
+    schema: type[ClientConfig]
+    update: Update
+    descent: bool
+    per_example: bool
+    assumed: Callable[[ClientConfig], ClientConfig]
+
+
+CLIENTS: Registry[Protocol] = Registry("client")
+
+
+def protocol(
+    schema: type[ClientConfig],
+    *,
+    descent: bool,
+    per_example: bool,
+    assumed: Callable[[ClientConfig], ClientConfig] = lambda cfg: cfg,
+) -> Callable[[Update], Update]:
+    """Register the decorated ``update`` as the client ``schema`` configures."""
+
+    def register(fn: Update) -> Update:
+        CLIENTS.add(Protocol(option_name(schema), schema, fn, descent, per_example, assumed))
+        return fn
+
+    return register
+
+
+@dataclass
+class FedSGDConfig(ClientConfig):
+    name: str = "fedsgd"
+
+
+@protocol(FedSGDConfig, descent=False, per_example=True)
+def fedsgd(loss: Loss, params: Params, x: Tensor, y: Tensor, cfg: ClientConfig) -> Params:
+    """The gradient of the mean loss over the client's batch at the global weights."""
+    return torch.func.grad(loss)(params, x, y)
+
+
+@dataclass
+class FedAvgConfig(ClientConfig):
+    name: str = "fedavg"
+    local_steps: int = 1  # E: local SGD steps before the update is shared
+    local_batch: Optional[int] = None  # images per local step, in order, cycling; null = all B
+    local_lr: float = 0.1  # local SGD learning rate
+    known_hyperparameters: bool = True  # the attacker knows E, local_batch and local_lr
+
+    def __post_init__(self) -> None:
+        require(self.local_steps >= 1, "client.local_steps", self.local_steps, "must be >= 1")
+        require(
+            self.local_batch is None or self.local_batch >= 1,
+            "client.local_batch",
+            self.local_batch,
+            "must be null (all the client's images) or >= 1",
+        )
+        positive("client.local_lr", self.local_lr)
+
+
+def _blind(cfg: ClientConfig) -> ClientConfig:
+    """What an attacker who is not told the local hyperparameters assumes: one local step
+    on all B images with the learning rate the server prescribed, i.e. the update is a
+    FedSGD gradient scaled by -local_lr."""
+    assert isinstance(cfg, FedAvgConfig)
+    if cfg.known_hyperparameters:
+        return cfg
+    return FedAvgConfig(local_steps=1, local_batch=None, local_lr=cfg.local_lr)
+
+
+@protocol(FedAvgConfig, descent=True, per_example=False, assumed=_blind)
+def fedavg(loss: Loss, params: Params, x: Tensor, y: Tensor, cfg: ClientConfig) -> Params:
+    """theta_E - theta_0 after E local SGD steps; step e uses ``local_batch`` images taken in
+    order from the B images, cycling (step e starts at image e * local_batch mod B).
+
+    Written as a plain unrolled loop of ``torch.func.grad``: differentiable in ``x`` and
+    ``y`` through every step, so the attacker's simulation is exact."""
+    assert isinstance(cfg, FedAvgConfig)
+    count = len(x)
+    size = cfg.local_batch or count
+    current = params
+    for step in range(cfg.local_steps):
+        rows = [(step * size + i) % count for i in range(size)]
+        grads = torch.func.grad(loss)(current, x[rows], y[rows])
+        current = {k: current[k] - cfg.local_lr * grads[k] for k in current}
+    return {k: current[k] - params[k] for k in params}
+
+
+def check_batch(cfg: ClientConfig, batch_size: int) -> None:
+    """A local batch cannot be larger than the client's images (``dataset.batch_size``)."""
+    if isinstance(cfg, FedAvgConfig):
+        require(
+            cfg.local_batch is None or cfg.local_batch <= batch_size,
+            "client.local_batch",
+            cfg.local_batch,
+            f"must be <= dataset.batch_size={batch_size} (the client's images)",
+        )
+
+
+# --- the client, as the defenses and the attacker see it --------------------------------
+
+
 @dataclass(frozen=True)
 class Client:
-    """The model whose gradient is shared and the batch it was computed on (defenses that
-    need more than the gradient see this: per-example clipping, Soteria)."""
+    """The model whose share is defended and the batch behind it, for defenses that need
+    more than the shared tensors (per-example clipping, Soteria).
+
+    ``per_example``: the share is the mean of the B examples' gradients, so a per-example
+    defense may recompute and clip them one by one (FedSGD); an update after local steps
+    is clipped as a whole.
+    """
 
     model: nn.Module
     images: Tensor  # (B, C, H, W) in [0, 1]
     targets: Tensor  # (B, num_classes) label distributions (one-hot for true labels)
+    per_example: bool = True
 
     @property
     def batch_size(self) -> int:
         return len(self.images)
 
 
+def share(client: Client, cfg: ClientConfig) -> list[Tensor]:
+    """What ``client`` shares under protocol ``cfg``: one tensor per parameter, in
+    ``model.parameters()`` order."""
+    params = {k: v.detach() for k, v in client.model.named_parameters()}
+    out = CLIENTS[cfg.name].update(
+        loss_of(client.model), params, client.images, client.targets, cfg
+    )
+    return [out[k].detach() for k in params]
+
+
 def gradient(client: Client) -> list[Tensor]:
-    """What a FedSGD client shares: one tensor per parameter, in ``model.parameters()``
-    order, of its mean loss over the batch."""
-    loss = soft_cross_entropy(client.model(client.images), client.targets)
-    return list(torch.autograd.grad(loss, list(client.model.parameters())))
+    """The parameter gradient of the client's mean loss over its batch at its model's
+    weights, in ``model.parameters()`` order: FedSGD's share, and one local SGD step's
+    direction in the utility experiment."""
+    return share(client, FedSGDConfig())
 
 
 def per_example_gradients(client: Client) -> list[Tensor]:
@@ -49,41 +213,65 @@ def per_example_gradients(client: Client) -> list[Tensor]:
 
     Uses torch.func (``vmap(grad)``): one vectorised pass instead of B backward passes.
     """
-    model = client.model
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    params = {k: v.detach() for k, v in client.model.named_parameters()}
+    loss = loss_of(client.model)
 
-    def loss(p: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
-        return soft_cross_entropy(torch.func.functional_call(model, p, (x[None],)), t[None])
+    def one(p: Params, x: Tensor, t: Tensor) -> Tensor:
+        return loss(p, x[None], t[None])
 
-    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
+    per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(
         params, client.images, client.targets
     )
     return [per_example[k] for k in params]
 
 
-def simulate(model: nn.Module, images: Tensor, labels: Tensor) -> list[Tensor]:
-    """Each problem's FedSGD gradient, differentiable in its data: the attacker's model of
-    the client, for N independent problems sharing the model.
+@dataclass(frozen=True)
+class Simulator:
+    """The attacker's model of the T clients it attacks: the architecture ``model``, the
+    weights (the model's own, or ``params``: one set per trial, ``(T, *param.shape)``) and
+    the protocol it assumes.
 
-    ``images`` ``(N, B, C, H, W)``, ``labels`` ``(N, B, num_classes)`` label distributions.
-    Returns one ``(N, *param.shape)`` tensor per parameter, with a graph back to ``images``
-    and ``labels`` (for the outer backward), whatever the grad mode. N > 1 runs as
-    ``vmap(grad(loss))`` over the problem axis (one batched forward/backward, differentiable
-    again); N = 1 takes the plain autograd path, where vmap adds ~30% per closure and has
-    nothing to batch (same result, see tests).
+    ``simulator(x, y)`` gives, for dummies ``x`` ``(N, B, C, H, W)`` with label
+    distributions ``y`` ``(N, B, num_classes)`` (N a multiple of T; row n is trial n % T),
+    what each would share: one ``(N, *param.shape)`` tensor per parameter, with a graph
+    back to ``x`` and ``y`` whatever the grad mode.
     """
-    if len(images) == 1:
+
+    model: nn.Module
+    protocol: ClientConfig
+    params: Params | None = None
+
+    def __call__(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        names = [k for k, _ in self.model.named_parameters()]
+        if self.params is None and self.protocol.name == "fedsgd" and len(x) == 1:
+            # one problem: plain autograd, ~30% cheaper than vmap, nothing to batch
+            with torch.enable_grad():
+                loss = soft_cross_entropy(self.model(x[0]), y[0])
+                grads = torch.autograd.grad(loss, list(self.model.parameters()), create_graph=True)
+            return [g[None] for g in grads]
+        update = CLIENTS[self.protocol.name].update
+        loss = loss_of(self.model)
+
+        def one(p: Params, xi: Tensor, yi: Tensor) -> Params:
+            return update(loss, p, xi, yi, self.protocol)
+
         with torch.enable_grad():
-            loss = soft_cross_entropy(model(images[0]), labels[0])
-            grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
-        return [g[None] for g in grads]
-    params = {name: p.detach() for name, p in model.named_parameters()}
+            if self.params is None:
+                own = {k: v.detach() for k, v in self.model.named_parameters()}
+                out = torch.func.vmap(one, in_dims=(None, 0, 0))(own, x, y)
+            else:  # problems are restart-major: (R, T) with trial t's weights for column t
+                trials = len(next(iter(self.params.values())))
+                rows = x.shape[0] // trials
+                per_trial = torch.func.vmap(one, in_dims=(0, 0, 0))
+                out = torch.func.vmap(per_trial, in_dims=(None, 0, 0))(
+                    self.params,
+                    x.view(rows, trials, *x.shape[1:]),
+                    y.view(rows, trials, *y.shape[1:]),
+                )
+                out = {k: v.flatten(0, 1) for k, v in out.items()}
+        return [out[k] for k in names]
 
-    def loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return soft_cross_entropy(torch.func.functional_call(model, p, (x,)), y)
-
-    return list(
-        torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
-            params, images, labels
-        ).values()
-    )
+    def as_gradient(self, shared: list[Tensor]) -> list[Tensor]:
+        """``shared`` with the sign of a gradient (label recovery reads signs)."""
+        descent = CLIENTS[self.protocol.name].descent
+        return [-s for s in shared] if descent else list(shared)

@@ -28,6 +28,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--group-by", help="config key, e.g. model.name or seed: one curve per value"
     )
+    parser.add_argument(
+        "--pool",
+        metavar="KEY",
+        help="pool runs that differ only in this config key (e.g. seed) into one row: "
+        "every metric's mean, 95%% interval and success rate over all their trials",
+    )
     parser.add_argument("--out", type=Path, help="write compare.csv, summary.md and figures")
     parser.add_argument(
         "--utility",
@@ -51,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     if frame.empty:
         print("compare: error: no runs found below the given folders", file=sys.stderr)
         return 1
+    if args.pool:
+        if f"config.{args.pool}" not in frame:
+            print(f"compare: error: --pool {args.pool}: no such config key", file=sys.stderr)
+            return 2
+        frame = summary.pool(frame, summary.setting_columns(frame, args.pool))
+        if frame.empty:
+            print("compare: error: no finished run to pool", file=sys.stderr)
+            return 1
     group_by = args.group_by
     if group_by and group_by not in frame:
         group_by = f"config.{group_by}" if f"config.{group_by}" in frame else None

@@ -4,7 +4,8 @@
 Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...]``) and
 sets only the values that are facts of that option (a data set's size and classes). A
 group whose options need their own fields keeps each schema beside the option's code
-(``defenses/``, ``attacks/optimizers.py``); the rest share one schema defined here. Hydra
+(``defenses/``, ``attacks/optimizers.py``, ``client.py``); the rest share one schema
+defined here. Hydra
 type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
 ``Config``, the rules that span groups, so a bad value fails in ``OmegaConf.to_object``
 with one line, before any work starts.
@@ -20,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig, OptimizerConfig, check_optimizer
+from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
@@ -144,6 +145,50 @@ def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
     )
 
 
+# --- metrics -------------------------------------------------------------------------
+
+# Per-image metrics a success criterion may use: True where higher is better.
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "lpips": False}
+
+
+@dataclass
+class MetricsConfig:
+    """How reconstructions are scored beyond MSE/PSNR/SSIM: LPIPS, and what counts as a
+    reconstructed image for ``success_rate``.
+
+    The default criterion, PSNR >= 20 dB, is an RMS error of at most 0.1 on [0, 1]
+    images: the image is recognisable. Attacks on these models are bimodal (failed starts
+    sit at 4-10 dB, successful ones at 25-50 dB), so the rate barely moves between 15 and
+    25 dB.
+    """
+
+    lpips: str = "auto"  # auto: when AlexNet's weights are available; required; off
+    success_metric: str = "psnr"
+    success_threshold: float = 20.0
+
+    def __post_init__(self) -> None:
+        one_of("metrics.lpips", self.lpips, ("auto", "required", "off"))
+        one_of("metrics.success_metric", self.success_metric, tuple(HIGHER_IS_BETTER))
+        require(
+            math.isfinite(self.success_threshold),
+            "metrics.success_threshold",
+            self.success_threshold,
+            "must be a finite number",
+        )
+        require(
+            self.success_metric != "lpips" or self.lpips != "off",
+            "metrics.success_metric",
+            self.success_metric,
+            "needs LPIPS, which metrics.lpips=off turns off",
+        )
+
+    @property
+    def criterion(self) -> str:
+        """The success criterion as text, e.g. ``psnr >= 20``."""
+        sign = ">=" if HIGHER_IS_BETTER[self.success_metric] else "<="
+        return f"{self.success_metric} {sign} {self.success_threshold:g}"
+
+
 # --- the run -------------------------------------------------------------------------
 
 
@@ -154,12 +199,17 @@ class Config:
     defense: DefenseConfig = MISSING
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    client: ClientConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     attack: AttackConfig = MISSING
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
-    trials: int = 1  # independent attacks on consecutive images; metrics give mean/std/min/max
+    trials: int = 1  # independent attacks in one batched run; metrics give mean, CI, ...
+    # what differs between trials: images (consecutive batches, one model), models (the
+    # same images, trial t attacks the model of seed + t), both
+    trials_vary: str = "images"
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tags: dict[str, Any] = field(default_factory=dict)  # free-form labels copied to metrics
 
     def __post_init__(self) -> None:
@@ -167,10 +217,19 @@ class Config:
         require(0 <= self.seed < 2**63, "seed", self.seed, "must be an integer in [0, 2**63)")
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
+        one_of("trials_vary", self.trials_vary, ("images", "models", "both"))
         # rules that span groups
+        require(
+            self.model.checkpoint is None or not self.models_vary,
+            "trials_vary",
+            self.trials_vary,
+            "gives every trial its own model init, but model.checkpoint replaces it "
+            "(every trial would attack the same weights): use trials_vary=images",
+        )
         check_optimizer(self.attack, self.optimizer)
         check_range(self.dataset, self.attacked)
         check_order(self.defense, self.dataset.batch_size)
+        check_batch(self.client, self.dataset.batch_size)
         size = self.dataset.size
         require(
             self.model.pretrain_steps == 0 or size is None
@@ -182,9 +241,16 @@ class Config:
         )  # fmt: skip
 
     @property
+    def models_vary(self) -> bool:
+        """Every trial attacks its own model (seed + t)."""
+        return self.trials_vary in ("models", "both")
+
+    @property
     def attacked(self) -> int:
-        """Images under attack: trials x dataset.batch_size."""
-        return self.trials * self.dataset.batch_size
+        """Distinct images under attack: trials x dataset.batch_size, or one batch when
+        only the models vary."""
+        images_vary = self.trials_vary in ("images", "both")
+        return (self.trials if images_vary else 1) * self.dataset.batch_size
 
 
 def _default_compared() -> list[Any]:
@@ -203,19 +269,19 @@ def _default_compared() -> list[Any]:
 @dataclass
 class UtilityConfig:
     """The utility experiment (``python -m gradinv_exp.utility``): federated training of
-    ``model`` on ``dataset`` once per defense in ``defenses``, the defense applied to every
-    gradient a client shares. Clients use ``dataset.batch_size`` examples per local step."""
+    ``model`` on ``dataset`` once per defense in ``defenses``, the defense applied to what
+    every client shares. Clients hold ``dataset.batch_size`` images per round."""
 
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    client: ClientConfig = MISSING  # what clients share each round, as in the attack
     # maps like a chain's steps; soteria is left out by default: its exact Jacobian (one
     # batched backward pass of F rows per shared gradient) made its row ~130x slower
     # than a default row (README, Utility)
     defenses: list[Any] = field(default_factory=_default_compared)
     rounds: int = 50  # federated rounds (server averages the clients' updates once each)
     clients: int = 4  # the training split is dealt to them in turn (IID shards)
-    local_steps: int = 1  # local SGD steps per round; 1 = FedSGD, the attack's setting
-    lr: float = 0.05  # local SGD learning rate
+    lr: float = 0.05  # FedSGD: the server's step on the mean shared gradient
     test_fraction: float = 0.25  # held out (seeded permutation) for test accuracy
     samples: int = 0  # images used from dataset.index on (0 = all; cap large data sets)
     seed: int = 0
@@ -226,7 +292,8 @@ class UtilityConfig:
         self.defenses = [defense_from(d, f"defenses[{i}]") for i, d in enumerate(self.defenses)]
         for defense in self.defenses:
             check_order(defense, self.dataset.batch_size)
-        for key in ("rounds", "clients", "local_steps", "threads"):
+        check_batch(self.client, self.dataset.batch_size)
+        for key in ("rounds", "clients", "threads"):
             require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
         require(self.samples >= 0, "samples", self.samples, "must be >= 0 (0 = all)")
@@ -236,11 +303,22 @@ class UtilityConfig:
 
 
 def flat(cfg: Any) -> dict[str, Any]:
-    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables."""
+    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables.
+    Nested maps become dotted keys (an empty map none); lists stay values."""
     container = OmegaConf.to_container(
         cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     )
-    return pd.json_normalize(container).to_dict("records")[0]
+
+    def walk(prefix: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {
+                k: v
+                for key, item in value.items()
+                for k, v in walk(f"{prefix}{key}.", item).items()
+            }
+        return {prefix[:-1]: value}
+
+    return walk("", container)
 
 
 def pick(index: Any, *values: Any) -> Any:
@@ -266,3 +344,5 @@ def register() -> None:
         cs.store(group="schema/defense", name=entry.name, node=entry.schema)
     for entry in OPTIMIZERS:
         cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)
+    for entry in CLIENTS:
+        cs.store(group="schema/client", name=entry.name, node=entry.schema)

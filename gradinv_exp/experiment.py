@@ -1,6 +1,6 @@
 """One experiment, top to bottom, as named steps:
 
-    data -> model -> client gradient -> defense -> attack -> score -> files
+    data -> model(s) -> client share -> defense -> attack -> score -> files
 
 This is the edge where the Hydra config becomes typed values (``to_config``); below it,
 functions take tensors and numbers. Every random draw comes from the run's seed, one
@@ -24,12 +24,14 @@ from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models
-from gradinv_exp.analysis import figures, metrics
-from gradinv_exp.config import Config, UtilityConfig, flat
-from gradinv_exp.options import one_of
+from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
+from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
+from gradinv_exp.options import one_of, require
 from gradinv_exp.runs import artifacts, faults
 
 log = logging.getLogger(__name__)
+
+METRICS = ("mse", "psnr", "ssim", "lpips", "label_acc")  # per image, then mean per trial
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -52,6 +54,15 @@ def check(cfg: Config) -> None:
     )
     if cfg.model.checkpoint is not None:
         build_model(cfg)  # loads the checkpoint: a wrong file fails here, before any job
+    if cfg.metrics.lpips == "required":
+        require(
+            cfg.dataset.image_size >= perceptual.MIN_SIZE,
+            "metrics.lpips",
+            "required",
+            f"LPIPS needs images of at least {perceptual.MIN_SIZE} px "
+            f"(dataset.image_size={cfg.dataset.image_size})",
+        )
+        require(perceptual.load()[0] is not None, "metrics.lpips", "required", perceptual.load()[1])
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -74,16 +85,24 @@ def device_of(name: str) -> torch.device:
 
 
 def load_data(cfg: Config) -> tuple[Tensor, Tensor, str]:
-    """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name."""
+    """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name.
+
+    Trials take consecutive batches from ``dataset.index`` on, or all the same batch when
+    only the models vary (``trials_vary=models``)."""
     ds = cfg.dataset
     flat_images, flat_labels, source = data.load(ds, cfg.attacked)
-    images = flat_images.reshape(cfg.trials, ds.batch_size, *flat_images.shape[1:])
-    return images, flat_labels.reshape(cfg.trials, ds.batch_size), source
+    images = flat_images.reshape(-1, ds.batch_size, *flat_images.shape[1:])
+    labels = flat_labels.reshape(-1, ds.batch_size)
+    if len(images) < cfg.trials:  # one batch, attacked through every trial's model
+        images = images.expand(cfg.trials, *images.shape[1:])
+        labels = labels.expand(cfg.trials, -1)
+    return images, labels, source
 
 
-def build_model(cfg: Config | UtilityConfig) -> nn.Module:
-    """The model under attack (seeded init, then ``model.checkpoint``'s weights if set),
-    with the dataset's normalisation (if any) in front."""
+def build_model(cfg: Config | UtilityConfig, seed: int | None = None) -> nn.Module:
+    """The model under attack (init seeded by ``seed``, default the run's, then
+    ``model.checkpoint``'s weights if set), with the dataset's normalisation (if any) in
+    front."""
     ds = cfg.dataset
     net = models.build(
         cfg.model.name,
@@ -93,7 +112,7 @@ def build_model(cfg: Config | UtilityConfig) -> nn.Module:
         activation=cfg.model.activation,
         init=cfg.model.init,
         init_range=cfg.model.init_range,
-        generator=generator(cfg.seed, "model"),
+        generator=generator(cfg.seed if seed is None else seed, "model"),
     )
     if cfg.model.checkpoint is not None:
         models.load_checkpoint(net, cfg.model.checkpoint)
@@ -112,30 +131,87 @@ def pretrain(cfg: Config, net: nn.Module, device: torch.device) -> None:
     )
 
 
+def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:
+    """The model each trial attacks, pretrained if asked: one shared by all trials, or
+    (``trials_vary=models|both``) trial t's own, the model of seed ``seed + t``."""
+    seeds = [cfg.seed + t for t in range(cfg.trials)] if cfg.models_vary else [cfg.seed]
+    nets = [build_model(cfg, seed).to(device) for seed in seeds]
+    if cfg.model.pretrain_steps > 0:
+        for net in nets:
+            pretrain(cfg, net, device)
+    return nets
+
+
 def share(
-    cfg: Config, net: nn.Module, images: Tensor, labels: Tensor
+    cfg: Config, nets: list[nn.Module], images: Tensor, labels: Tensor
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """Each trial's client gradient and what the defense shares of it: two lists with one
-    ``(T, *param.shape)`` tensor per parameter (true, shared)."""
-    device = next(net.parameters()).device
+    """What each trial's client computes and what its defense lets it share: two lists
+    with one ``(T, *param.shape)`` tensor per parameter (true, shared). Trial t's client
+    holds ``images[t]`` and the model ``nets[t]`` (or the one shared model)."""
+    device = next(nets[0].parameters()).device
     onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float().to(device)
     noise = generator(cfg.seed, "defense")
+    per_example = client.CLIENTS[cfg.client.name].per_example
     true, shared = [], []
     for t in range(cfg.trials):
-        who = client.Client(net, images[t].to(device), onehot[t])
-        g = client.gradient(who)
+        net = nets[t % len(nets)]
+        who = client.Client(net, images[t].to(device), onehot[t], per_example=per_example)
+        g = client.share(who, cfg.client)
         true.append(g)
         shared.append(defenses.apply(g, cfg.defense, generator=noise, client=who))
     return [torch.stack(p) for p in zip(*true)], [torch.stack(p) for p in zip(*shared)]
 
 
-def score(truth: Tensor, labels: Tensor, result: attacks.AttackResult) -> dict[str, np.ndarray]:
+def simulator(cfg: Config, nets: list[nn.Module]) -> client.Simulator:
+    """The attacker's model of the clients: the architecture, each trial's weights, and
+    the protocol it assumes (``client.known_hyperparameters``)."""
+    assumed = client.CLIENTS[cfg.client.name].assumed(cfg.client)
+    if len(nets) == 1:
+        return client.Simulator(nets[0], assumed)
+    names = [k for k, _ in nets[0].named_parameters()]
+    params = {
+        k: torch.stack([dict(net.named_parameters())[k].detach() for net in nets]) for k in names
+    }
+    return client.Simulator(nets[0], assumed, params)
+
+
+def lpips_network(cfg: Config) -> nn.Module | None:
+    """The LPIPS network when ``metrics.lpips`` asks for it and it can be had (one WARNING
+    when ``auto`` finds no weights; ``required`` was checked before the run)."""
+    if cfg.metrics.lpips == "off":
+        return None
+    if cfg.dataset.image_size < perceptual.MIN_SIZE:
+        log.warning("lpips: null (AlexNet needs images of at least %d px)", perceptual.MIN_SIZE)
+        return None
+    net, why = perceptual.load()
+    if net is None:
+        log.warning("lpips: null (%s)", why)
+    return net
+
+
+def score(
+    truth: Tensor, labels: Tensor, result: attacks.AttackResult, lpips: nn.Module | None
+) -> dict[str, np.ndarray]:
     """Per-trial metrics: each ``(T, B)`` array holds per-image values after matching."""
     per_trial = [
-        metrics.evaluate(truth[t], labels[t], result.images[t].cpu(), result.labels[t].cpu())
+        metrics.evaluate(truth[t], labels[t], result.images[t].cpu(), result.labels[t].cpu(), lpips)
         for t in range(len(truth))
     ]
     return {key: np.stack([p[key] for p in per_trial]) for key in per_trial[0]}
+
+
+def passed(cfg: Config, scores: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image ``(T, B)``: did the attack reconstruct it (``metrics`` success criterion)?
+    An image whose metric is missing (LPIPS without weights) did not pass."""
+    values = scores[cfg.metrics.success_metric]
+    threshold = cfg.metrics.success_threshold
+    with np.errstate(invalid="ignore"):
+        ok = (
+            values >= threshold
+            if HIGHER_IS_BETTER[cfg.metrics.success_metric]
+            else values <= threshold
+        )
+    return ok & ~np.isnan(values)
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -186,10 +262,8 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
         cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
     )  # fmt: skip
-    net = build_model(cfg).to(device)
-    if cfg.model.pretrain_steps > 0:
-        pretrain(cfg, net, device)
-    true, shared = share(cfg, net, images, labels)
+    nets = build_models(cfg, device)
+    true, shared = share(cfg, nets, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
 
@@ -212,7 +286,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
 
     progress.start = time.perf_counter()
     result = attacks.attack(
-        net,
+        simulator(cfg, nets),
         shared,
         shape=tuple(images.shape),
         num_classes=cfg.dataset.num_classes,
@@ -233,7 +307,7 @@ def finish(
     assert progress.images is not None and progress.labels is not None
     images, labels = progress.images, progress.labels
     wall = time.perf_counter() - progress.start
-    scores = score(images, labels, result)
+    scores = score(images, labels, result, lpips_network(cfg))
     if (result.labels < 0).all():  # the attack did not report labels (interrupted)
         scores["label_acc"] = np.full(scores["label_acc"].shape, np.nan)
     summary: dict[str, Any] = {
@@ -242,12 +316,21 @@ def finish(
         "trials": cfg.trials,
         "trials_diverged": int(result.diverged.sum()),
     }
-    for name in ("mse", "psnr", "ssim", "label_acc"):
-        summary |= metrics.aggregate(name, scores[name].mean(axis=1))
-    summary |= metrics.aggregate("grad_loss", result.grad_loss.numpy())
+    for name in METRICS:
+        summary |= uncertainty.summary(name, scores[name].mean(axis=1))
+    summary |= uncertainty.success(passed(cfg, scores))
+    summary["success_criterion"] = cfg.metrics.criterion
+    summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())
     summary |= {"steps": int(result.steps.max()), "wall_s": wall}
     summary |= {k: v for k, v in progress.facts.items() if k not in summary}
-    summary["per_image"] = {k: v.tolist() for k, v in scores.items()}
+    # per image: every metric that could be computed (LPIPS may have no weights)
+    summary["per_image"] = {k: v.tolist() for k, v in scores.items() if not np.isnan(v).all()}
+    summary["per_trial"] = {
+        "restart": result.restart.tolist(),  # the winning start of attack.restarts
+        "grad_loss": result.grad_loss.tolist(),
+        "steps": result.steps.tolist(),
+        "diverged": result.diverged.tolist(),
+    }
     summary["labels"] = labels.tolist()
     summary["recovered_labels"] = result.labels.tolist()  # in the attack's order
     summary["config"] = flat(cfg)

@@ -2,13 +2,12 @@
 
 ``python -m gradinv_exp.utility [overrides]`` trains ``model`` on ``dataset`` (offline by
 default: scikit-image's lfw_subset, faces vs non-faces) for ``rounds`` federated rounds,
-once per defense in ``defenses``, and reports test accuracy per round. Each round every
-client starts from the global weights, takes ``local_steps`` SGD steps on batches of its
-shard, each step on the *defended* gradient ``defenses.apply(g, defense, client=...)``,
-and the server averages the clients' weight changes (FedAvg). With ``local_steps=1`` the
-update a client shares is exactly ``-lr * g~``, the gradient the attacks in
-``python -m gradinv_exp`` invert. Every defense sees the same model init, data split and
-batch order (seeded streams), so accuracies differ only by the defense.
+once per defense in ``defenses``, and reports test accuracy per round. Clients follow the
+same ``client`` protocol as the attack (FedSGD gradients, or FedAvg updates after local
+steps), the defense distorts what each shares, and the server averages (``train``), so
+the privacy-utility table compares like with like. Every defense sees the same model
+init, data split and batch order (seeded streams), so accuracies differ only by the
+defense.
 
 Writes ``utility.csv`` (one row per defense; its config as flat ``defense.*`` keys like
 metrics.json's ``config``, final ``accuracy``, ``accuracy_round_<r>``, mean defense cost,
@@ -34,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from gradinv_exp import config, data, defenses, models
-from gradinv_exp.client import Client, gradient
+from gradinv_exp.client import CLIENTS, Client, share
 from gradinv_exp.config import UtilityConfig
 from gradinv_exp.defenses import DefenseConfig
 from gradinv_exp.experiment import build_model, generator
@@ -55,76 +54,42 @@ def split(count: int, cfg: UtilityConfig) -> tuple[Tensor, list[Tensor]]:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
-    """Fraction of ``images`` (N, C, H, W) whose highest logit is their label (N,)."""
     return float((model(images).argmax(-1) == labels).double().mean())
-
-
-def federated_round(
-    model: nn.Module,
-    shards: list[Tensor],
-    images: Tensor,
-    onehot: Tensor,
-    cfg: UtilityConfig,
-    defense: DefenseConfig,
-    *,
-    batches: torch.Generator,
-    noise: torch.Generator,
-) -> list[dict[str, float]]:
-    """One round of federated averaging, in place on ``model``'s weights.
-
-    Every client (one index tensor per client in ``shards`` into ``images`` (N, C, H, W)
-    and ``onehot`` (N, num_classes)) starts from the global weights and takes
-    ``cfg.local_steps`` SGD steps, each on the *defended* gradient of ``dataset.batch_size``
-    of its examples (drawn from ``batches``); the new global weights are the old ones plus
-    the mean of the clients' weight changes. Returns the defense's cost of every gradient
-    a client shared.
-    """
-    params = list(model.parameters())
-    start = [p.detach().clone() for p in params]
-    updates = [torch.zeros_like(p) for p in params]
-    costs = []
-    for shard in shards:
-        with torch.no_grad():
-            for p, s in zip(params, start):
-                p.copy_(s)
-        for _ in range(cfg.local_steps):
-            pick = shard[torch.randperm(len(shard), generator=batches)]
-            pick = pick[: cfg.dataset.batch_size]
-            client = Client(model, images[pick], onehot[pick])
-            g = gradient(client)
-            shared = defenses.apply(g, defense, generator=noise, client=client)
-            costs.append(defenses.cost(g, shared))
-            with torch.no_grad():
-                for p, d in zip(params, shared):
-                    p.sub_(cfg.lr * d)
-        with torch.no_grad():
-            for u, p, s in zip(updates, params, start):
-                u.add_((p - s) / len(shards))
-    with torch.no_grad():
-        for p, s, u in zip(params, start, updates):
-            p.copy_(s + u)
-    return costs
 
 
 def train(
     cfg: UtilityConfig, defense: DefenseConfig, images: Tensor, labels: Tensor
 ) -> dict[str, Any]:
-    """Federated training with ``defense`` on every shared gradient.
+    """Federated training with ``defense`` on everything a client shares.
 
-    ``images`` (N, C, H, W) in [0, 1], ``labels`` (N,). Returns test accuracy per round
-    and the defense's mean cost over all shared gradients.
+    Each round every client draws ``dataset.batch_size`` images from its shard, computes
+    what its protocol shares (``cfg.client``: the same as in the attack), the defense
+    distorts it, and the server applies the mean over clients: FedSGD moves the weights
+    by ``-lr`` x the mean shared gradient, FedAvg adds the mean shared update (its
+    clients' ``local_lr`` set the step). ``images`` (N, C, H, W) in [0, 1], ``labels``
+    (N,). Returns test accuracy per round and the defense's mean cost over all shares.
     """
     model = build_model(cfg)
     test, shards = split(len(images), cfg)
     onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float()
     batches = generator(cfg.seed, "utility-batches")
     noise = generator(cfg.seed, "defense")
+    protocol = CLIENTS[cfg.client.name]
+    step = 1.0 if protocol.descent else -cfg.lr  # an update already holds its step
     costs: list[dict[str, float]] = []
     per_round = []
     for _ in range(cfg.rounds):
-        costs += federated_round(
-            model, shards, images, onehot, cfg, defense, batches=batches, noise=noise
-        )
+        shares = []
+        for shard in shards:
+            pick = shard[torch.randperm(len(shard), generator=batches)]
+            pick = pick[: cfg.dataset.batch_size]
+            who = Client(model, images[pick], onehot[pick], per_example=protocol.per_example)
+            true = share(who, cfg.client)
+            shares.append(defenses.apply(true, defense, generator=noise, client=who))
+            costs.append(defenses.cost(true, shares[-1]))
+        with torch.no_grad():
+            for p, *each in zip(model.parameters(), *shares):
+                p.add_(step * torch.stack(each).mean(0))
         per_round.append(accuracy(model, images[test], labels[test]))
     mean_cost = pd.DataFrame(costs).mean().to_dict()
     return {"accuracy": per_round[-1], "per_round": per_round, **mean_cost}
@@ -143,7 +108,8 @@ def row(cfg: UtilityConfig, defense: DefenseConfig, result: dict[str, Any]) -> d
         "model.name": cfg.model.name,
         "dataset.name": cfg.dataset.name,
         "dataset.batch_size": cfg.dataset.batch_size,
-        **{k: getattr(cfg, k) for k in ("rounds", "clients", "local_steps", "lr", "seed")},
+        **pd.json_normalize({"client": asdict(cfg.client)}).to_dict("records")[0],
+        **{k: getattr(cfg, k) for k in ("rounds", "clients", "lr", "seed")},
     }
     return out
 
@@ -174,8 +140,8 @@ def utility(cfg: UtilityConfig, out_dir: Path) -> pd.DataFrame:
             "labelled data: use dataset=lfw (offline) or provide the data set"
         )
     log.info(
-        "utility: %d %s images, %d clients x %d local step(s) x %d rounds, batch %d",
-        len(images), source, cfg.clients, cfg.local_steps, cfg.rounds, cfg.dataset.batch_size,
+        "utility: %d %s images, %d %s clients x %d rounds, batch %d",
+        len(images), source, cfg.clients, cfg.client, cfg.rounds, cfg.dataset.batch_size,
     )  # fmt: skip
     rows = []
     for defense in cfg.defenses:

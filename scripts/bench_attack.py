@@ -87,9 +87,9 @@ def ours(model, images, true_grad, seed: int, steps: int) -> float:
         name="dlg", objective="l2", labels="joint", iterations=steps, snapshot_every=SNAPSHOT_EVERY
     )
     result = attacks.attack(
-        model, [g[None] for g in true_grad], shape=(1, *images.shape), num_classes=100,
-        cfg=dlg, optimizer=LBFGSConfig(), generator=generator(seed, "attack"),
-        on_snapshot=on_snapshot,
+        client.Simulator(model, client.FedSGDConfig()), [g[None] for g in true_grad],
+        shape=(1, *images.shape), num_classes=100, cfg=dlg, optimizer=LBFGSConfig(),
+        generator=generator(seed, "attack"), on_snapshot=on_snapshot,
     )  # fmt: skip
     return float(result.grad_loss[0])
 

@@ -80,7 +80,8 @@ def dlg(steps: int) -> AttackConfig:
 
 
 def problem(model, target, x0, y0, optimizer) -> Problem:
-    return build_problem(model, target, x0, y0, dlg(1), optimizer, optimised=True)
+    simulator = client.Simulator(model, client.FedSGDConfig())
+    return build_problem(simulator, target, x0, y0, dlg(1), optimizer, optimised=True)
 
 
 def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, AttackResult, Cost]:

@@ -95,9 +95,9 @@ PLANTS = [
           "order = torch.as_tensor(match(truth, recon), device=recon.device)",
           "order = torch.arange(len(recon), device=recon.device)",
           ("tests/analysis/test_metrics.py",)),
-    Plant("trial-std-with-ddof-1", "metrics", "gradinv_exp/analysis/metrics.py",
+    Plant("trial-std-with-ddof-1", "metrics", "gradinv_exp/analysis/uncertainty.py",
           'f"{name}_std": float(values.std())', 'f"{name}_std": float(values.std(ddof=1))',
-          ("tests/analysis/test_metrics.py",)),
+          ("tests/analysis/test_uncertainty.py", "tests/analysis/test_metrics.py")),
     # --- labels ---
     Plant("idlg-labels-optimised", "labels", "gradinv_exp/attacks/labels.py",
           'LabelMode("idlg", optimised=False', 'LabelMode("idlg", optimised=True',
@@ -129,14 +129,31 @@ PLANTS = [
           ("tests/analysis/test_summary.py",)),
     # --- utility ---
     Plant("fedavg-keeps-last-client", "utility", "gradinv_exp/utility.py",
-          "u.add_((p - s) / len(shards))", "u.copy_(p - s)", ("tests/test_utility.py",)),
+          "p.add_(step * torch.stack(each).mean(0))", "p.add_(step * each[-1])",
+          ("tests/test_utility.py",)),
     Plant("fedavg-sums-updates", "utility", "gradinv_exp/utility.py",
-          "u.add_((p - s) / len(shards))", "u.add_(p - s)", ("tests/test_utility.py",)),
-    Plant("fedavg-no-reset-to-global", "utility", "gradinv_exp/utility.py",
-          "            for p, s in zip(params, start):\n                p.copy_(s)\n",
-          "            pass\n", ("tests/test_utility.py",)),
-    Plant("fedavg-raw-gradient-step", "utility", "gradinv_exp/utility.py",
-          "for p, d in zip(params, shared):", "for p, d in zip(params, g):",
+          "p.add_(step * torch.stack(each).mean(0))", "p.add_(step * torch.stack(each).sum(0))",
+          ("tests/test_utility.py",)),
+    Plant("server-steps-after-each-client", "utility", "gradinv_exp/utility.py",
+          "        with torch.no_grad():\n"
+          "            for p, *each in zip(model.parameters(), *shares):\n"
+          "                p.add_(step * torch.stack(each).mean(0))\n",
+          "            with torch.no_grad():\n"
+          "                for p, *each in zip(model.parameters(), *shares):\n"
+          "                    p.add_(step * torch.stack(each).mean(0))\n",
+          ("tests/test_utility.py",)),
+    Plant("server-applies-true-shares", "utility", "gradinv_exp/utility.py",
+          "shares.append(defenses.apply(true, defense, generator=noise, client=who))\n"
+          "            costs.append(defenses.cost(true, shares[-1]))",
+          "shares.append(true)\n"
+          "            costs.append(defenses.cost(true, defenses.apply(true, defense, "
+          "generator=noise, client=who)))", ("tests/test_utility.py",)),
+    Plant("fedsgd-server-ascends", "utility", "gradinv_exp/utility.py",
+          "else -cfg.lr  # an update already holds its step",
+          "else cfg.lr  # an update already holds its step",
+          ("tests/test_utility.py",)),
+    Plant("fedavg-shares-new-weights", "utility", "gradinv_exp/client.py",
+          "return {k: current[k] - params[k] for k in params}", "return current",
           ("tests/test_utility.py",)),
     Plant("utility-accuracy-on-train", "utility", "gradinv_exp/utility.py",
           "accuracy(model, images[test], labels[test])",

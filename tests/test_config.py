@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from gradinv_exp import config, data, models
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
+from gradinv_exp.client import CLIENTS
 from gradinv_exp.config import Config, DatasetConfig, ModelConfig, check_range
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
@@ -45,7 +46,7 @@ def make(cls, **values):
 @pytest.mark.parametrize(
     ("group", "registry"),
     [("defense", DEFENSES), ("model", models.MODELS), ("dataset", data.DATASETS),
-     ("optimizer", OPTIMIZERS)],
+     ("optimizer", OPTIMIZERS), ("client", CLIENTS)],
 )  # fmt: skip
 def test_each_groups_yaml_files_and_registry_name_the_same_options(group, registry):
     assert preflight.options(group) == registry.names()  # conf/<group>/<name>.yaml

@@ -1,5 +1,5 @@
-"""The utility experiment: federated averaging against a hand computation, accuracy,
-federated training per defense on a tiny budget."""
+"""The utility experiment: federated rounds and the defended shares against a hand
+computation, accuracy on the test split, federated training per defense on a tiny budget."""
 
 import copy
 import os
@@ -14,7 +14,6 @@ from torch import nn
 
 from gradinv_exp import config, data, utility
 from gradinv_exp.client import soft_cross_entropy
-from gradinv_exp.experiment import build_model, generator
 
 TINY = ["rounds=3", "clients=2", "dataset.batch_size=4", "samples=40", "test_fraction=0.5"]
 
@@ -39,57 +38,50 @@ def test_training_is_seeded_and_only_the_defense_changes_the_result():
     assert noisy["defense_cosine"] < 0.1  # the defense was applied to what clients shared
 
 
-def test_a_round_averages_the_clients_defended_updates_from_the_global_weights():
-    """Two clients, two local steps each on sign-defended gradients of their whole shard:
-    each starts from the global weights w0; the new weights are w0 + the mean change."""
-    cfg = typed("defenses=[{name: sign}]", "local_steps=2", "lr=0.5", "dataset.image_size=8",
-                "dataset.batch_size=3")  # fmt: skip
-    model = build_model(cfg)
-    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    onehot = nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 1, 0]), 2).float()
-    shards = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])]
-    w0 = [p.detach().clone() for p in model.parameters()]
-
-    def change(shard: torch.Tensor) -> list[torch.Tensor]:
-        """One client by hand: two SGD steps from w0 on sign(g) * mean|g| per tensor."""
-        net = copy.deepcopy(model)
-        for _ in range(2):
-            loss = soft_cross_entropy(net(images[shard]), onehot[shard])
-            grads = torch.autograd.grad(loss, list(net.parameters()))
-            with torch.no_grad():
-                for p, g in zip(net.parameters(), grads):
-                    p -= 0.5 * torch.sign(g) * g.abs().mean()
-        return [p.detach() - w for p, w in zip(net.parameters(), w0)]
-
-    first, second = change(shards[0]), change(shards[1])
-    costs = utility.federated_round(
-        model, shards, images, onehot, cfg, cfg.defenses[0],
-        batches=generator(0, "batches"), noise=generator(0, "noise"),
-    )  # fmt: skip
-    for p, w, a, b in zip(model.parameters(), w0, first, second):
-        assert torch.allclose(p, w + (a + b) / 2, atol=1e-6)
-        assert not torch.allclose(a, b, atol=1e-4)  # the clients' changes differ
-    assert len(costs) == 4 and all(c["defense_changed"] > 0 for c in costs)
+def test_the_server_applies_the_defended_shares(monkeypatch):
+    """FedSGD with signSGD as the defense, one round by hand: each client's gradient at
+    the global weights w0 becomes sign(g) * mean|g| per tensor, and the server steps by
+    -lr x the mean of those (never of the true gradients)."""
+    cfg = typed("rounds=1", "defenses=[{name: sign}]", "lr=0.5")
+    images, labels, _ = data.load(cfg.dataset, 40)
+    onehot = nn.functional.one_hot(labels, 2).float()
+    start = utility.build_model(cfg)
+    _, shards = utility.split(40, cfg)
+    batches = utility.generator(cfg.seed, "utility-batches")
+    signed = []
+    for shard in shards:
+        pick = shard[torch.randperm(len(shard), generator=batches)][: cfg.dataset.batch_size]
+        loss = soft_cross_entropy(start(images[pick]), onehot[pick])
+        grads = torch.autograd.grad(loss, list(start.parameters()))
+        signed.append([torch.sign(g) * g.abs().mean() for g in grads])
+    expected = [w - 0.5 * (a + b) / 2 for w, a, b in zip(start.parameters(), *signed)]
+    trained = {}
+    monkeypatch.setattr(utility, "accuracy", lambda m, *_: trained.setdefault("m", m) and 0.5)
+    result = utility.train(cfg, cfg.defenses[0], images, labels)
+    for got, want in zip(trained["m"].parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert result["defense_changed"] > 0 and result["defense_cosine"] < 0.99
 
 
-def test_training_scores_every_round_on_the_held_out_images():
-    """train = ``rounds`` federated rounds from the seeded model, each followed by the
-    accuracy on the test split (never on a client's training shard)."""
+def test_every_round_is_scored_on_the_test_split(monkeypatch):
+    """Labels that tell the split apart (1 on the test images, 0 on the shards): a round
+    scored on a client's shard instead would give another accuracy."""
     cfg = typed("rounds=2")
     images, _, _ = data.load(cfg.dataset, 40)
-    test, shards = utility.split(40, cfg)
+    test, _ = utility.split(40, cfg)
     labels = torch.zeros(40, dtype=torch.long)
-    labels[test] = 1  # a model right on the test split is wrong on every training shard
+    labels[test] = 1
+    scored = []
+
+    def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        scored.append((torch.equal(x, images[test]), torch.equal(y, labels[test])))
+        return original(model, x, y)
+
+    original = utility.accuracy
+    monkeypatch.setattr(utility, "accuracy", accuracy)
     result = utility.train(cfg, cfg.defenses[0], images, labels)
-    model = build_model(cfg)
-    onehot = nn.functional.one_hot(labels, 2).float()
-    batches, noise = generator(0, "utility-batches"), generator(0, "defense")
-    for r in range(2):
-        utility.federated_round(
-            model, shards, images, onehot, cfg, cfg.defenses[0], batches=batches, noise=noise
-        )
-        assert result["per_round"][r] == utility.accuracy(model, images[test], labels[test])
-    assert len(result["per_round"]) == 2 and result["accuracy"] == result["per_round"][-1]
+    assert scored == [(True, True)] * 2 and len(result["per_round"]) == 2
+    assert result["accuracy"] == result["per_round"][-1]
 
 
 def test_accuracy_is_the_fraction_of_correct_top_logits():
@@ -127,3 +119,35 @@ def test_command_prints_accuracy_per_defense_and_writes_the_table(tmp_path):
     assert table.loc[3, "defense.keep"] == 0.05  # the same flat keys as metrics.json's config
     assert (tmp_path / "utility.png").stat().st_size > 0
     assert "accuracy" in proc.stdout and "soteria(percentile=40.0)" in proc.stdout
+
+
+@pytest.mark.parametrize("client", ["fedsgd", "fedavg"])
+def test_one_round_is_the_mean_of_what_the_clients_share(client, monkeypatch):
+    """Against a hand computation: each client draws its batch from its shard, shares a
+    gradient (FedSGD: the server steps by -lr x the mean) or the update of real local SGD
+    (FedAvg: the server adds the mean); both clients start from the same global weights."""
+    extra = ["client.local_steps=2", "client.local_lr=0.2"] if client == "fedavg" else []
+    cfg = typed("rounds=1", f"client={client}", *extra, "defenses=[{name: none}]")
+    images, labels, _ = data.load(cfg.dataset, 40)
+    onehot = torch.nn.functional.one_hot(labels, 2).float()
+    start = utility.build_model(cfg)
+    _, shards = utility.split(40, cfg)
+    batches = utility.generator(cfg.seed, "utility-batches")
+    moves = []
+    for shard in shards:
+        pick = shard[torch.randperm(len(shard), generator=batches)][: cfg.dataset.batch_size]
+        local = copy.deepcopy(start)
+        steps, lr = (2, 0.2) if client == "fedavg" else (1, cfg.lr)
+        opt = torch.optim.SGD(local.parameters(), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            soft_cross_entropy(local(images[pick]), onehot[pick]).backward()
+            opt.step()
+        moves.append([b - a for a, b in zip(start.parameters(), local.parameters())])
+    expected = [a + (m1 + m2) / 2 for a, m1, m2 in zip(start.parameters(), *moves)]
+    trained = {}
+    monkeypatch.setattr(utility, "accuracy", lambda m, *_: trained.setdefault("m", m) and 0.5)
+    utility.train(cfg, cfg.defenses[0], images, labels)
+    for got, want in zip(trained["m"].parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert any(not torch.allclose(m1, m2) for m1, m2 in zip(*moves))  # clients differ

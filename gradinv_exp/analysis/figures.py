@@ -125,36 +125,46 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figu
     return fig
 
 
-def curves(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> Figure:
+def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
-    per ``group_by`` value; runs without a strength (no defense) are a dashed reference.
+    per ``group_by`` value, the 95% interval of the mean as a band; settings without a
+    strength (no defense) are a dashed reference line with its band.
 
-    Points are the mean over runs at that strength, bars their standard deviation.
+    ``points`` has one row per (defense, strength[, group_by]) with the metric pooled over
+    all trials of its runs (``summary.pool``).
     """
-    if metric not in frame:  # every run failed: empty panels, not an error
-        frame = frame.assign(**{metric: np.nan})
-    done = frame[frame[metric].notna()]
+    if points.empty or metric not in points:  # every run failed: empty panels, not an error
+        points = pd.DataFrame(columns=["defense", "strength", "strength_key", metric])
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    points = points.assign(**{c: points.get(c, np.nan) for c in (low, high)})
+    done = points[points[metric].notna()]
     swept = done[done["strength"].notna()]
     defenses = list(dict.fromkeys(swept["defense"])) or ["(no defense with a strength)"]
     fig = Figure(figsize=(4.2 * len(defenses), 3.2))
     axes = fig.subplots(1, len(defenses), squeeze=False, sharey=True)
     references = done[done["strength"].isna()]
     for ax, defense in zip(axes[0], defenses):
-        runs = swept[swept["defense"] == defense]
+        runs = swept[swept["defense"] == defense].sort_values("strength")
         groups = runs.groupby(group_by, dropna=False) if group_by else [(defense, runs)]
         for name, group in groups:
-            stats = group.groupby("strength")[metric].agg(["mean", "std"]).reset_index()
-            ax.errorbar(
-                stats["strength"], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
-                capsize=2, label=f"{group_by}={name}" if group_by else defense,
-            )  # fmt: skip
-        for name, group in references.groupby("defense", dropna=False):
-            ax.axhline(group[metric].mean(), ls="--", color="gray", label=f"{name}")
+            line = ax.plot(
+                group["strength"], group[metric], marker="o",
+                label=f"{group_by}={name}" if group_by else defense,
+            )[0]  # fmt: skip
+            x, y = group["strength"].to_numpy(float), group[metric].to_numpy(float)
+            lo, hi = group[low].to_numpy(float), group[high].to_numpy(float)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", color=line.get_color(), capsize=2)
+        for _, ref in references.iterrows():
+            ax.axhline(ref[metric], ls="--", color="gray", label=f"{ref['defense']}")
+            if pd.notna(ref[low]):
+                ax.axhspan(ref[low], ref[high], color="gray", alpha=0.1, linewidth=0)
         if strength(defense)[1]:
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
         ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
-"""Reconstruction quality: per-image MSE, PSNR and SSIM (scikit-image), label accuracy.
+"""Reconstruction quality: per-image MSE, PSNR and SSIM (scikit-image), LPIPS
+(``perceptual.py``, when its weights are available), label accuracy.
 
 Images are ``(B, C, H, W)`` in [0, 1]; reconstructions are clamped to [0, 1] before
 scoring. With B > 1 the attack may find the images in any order, so reconstructions are
@@ -11,7 +12,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from torch import Tensor
+from torch import Tensor, nn
+
+from gradinv_exp.analysis import perceptual
 
 MAX_PSNR_DB = 100.0  # reported for an exact reconstruction instead of +inf
 
@@ -62,25 +65,22 @@ def matched(truth: Tensor, recon: Tensor) -> Tensor:
 
 
 def evaluate(
-    truth: Tensor, labels: Tensor, recon: Tensor, recon_labels: Tensor
+    truth: Tensor,
+    labels: Tensor,
+    recon: Tensor,
+    recon_labels: Tensor,
+    lpips: nn.Module | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-image metrics after matching; returns arrays of shape (B,) and the matching."""
+    """Per-image metrics after matching, each of shape (B,), and the matching ``order``.
+    ``lpips`` is NaN without an LPIPS network (see ``perceptual.load``)."""
     order = torch.as_tensor(match(truth, recon), device=recon.device)
     recon, recon_labels = recon[order], recon_labels[order]
+    nan = np.full(len(truth), np.nan)
     return {
         "mse": mse(truth, recon),
         "psnr": psnr(truth, recon),
         "ssim": ssim(truth, recon),
+        "lpips": perceptual.distance(lpips, truth, recon).double().numpy() if lpips else nan,
         "label_acc": (labels.cpu() == recon_labels.cpu()).double().numpy(),
         "order": order.cpu().numpy(),
-    }
-
-
-def aggregate(name: str, values: np.ndarray) -> dict[str, float]:
-    """Mean, std, min and max over trials (std 0 for one trial), as ``name``, ``name_std`` ..."""
-    return {
-        name: float(values.mean()),
-        f"{name}_std": float(values.std()),
-        f"{name}_min": float(values.min()),
-        f"{name}_max": float(values.max()),
     }

@@ -20,15 +20,17 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradinv_exp.analysis import figures
+from gradinv_exp.analysis import figures, uncertainty
+from gradinv_exp.config import HIGHER_IS_BETTER
 from gradinv_exp.defenses import strength
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.resume import RunError, read_metrics
 
 log = logging.getLogger(__name__)
 
-METRICS = ("psnr", "ssim", "mse", "label_acc")
-SKIPPED_KEYS = ("config", "per_image", "labels")  # non-scalar parts of metrics.json
+METRICS = ("psnr", "ssim", "mse", "lpips", "label_acc")
+# non-scalar parts of metrics.json (``pool`` reads the per-image values from the folder)
+SKIPPED_KEYS = ("config", "per_image", "per_trial", "labels", "recovered_labels")
 MISSING = "missing"  # a job folder without metrics.json: crashed or killed before the end
 
 
@@ -139,15 +141,83 @@ def short_names(runs: pd.Series) -> pd.Series:
 
 
 def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:
-    """The columns a reader compares: what varies, defense, strength, status, metrics."""
+    """The columns a reader compares: what varies, defense, strength, status, the metric
+    with its 95% interval, the success rate with its interval, the other metrics."""
     frame = frame.assign(run=short_names(frame["run"].map(os.path.abspath)))
     front = ["run", *varying(frame)]
     if group_by:
         front.append(group_by)
-    metrics = [metric, *(m for m in METRICS if m != metric)]
-    columns = [*front, "defense", "strength_key", "strength", "status", *metrics, "wall_s"]
+    interval = [f"{metric}_ci_low", f"{metric}_ci_high"]
+    rate = ["success_rate", "success_rate_ci_low", "success_rate_ci_high"]
+    others = [m for m in METRICS if m != metric]
+    columns = [*front, "defense", "strength_key", "strength", "status", "runs", "trials"]
+    columns += [metric, *interval, *rate, *others, "wall_s"]
     columns = [c for c in dict.fromkeys(columns) if c in frame]
     return frame[columns]
+
+
+def per_image(run_dir: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """A finished run's per-image values ``(T, B)`` per metric and which images count as
+    reconstructed under the run's own success criterion; None for a run without them."""
+    try:
+        metrics = read_metrics(Path(run_dir))
+    except RunError:
+        return None
+    if not metrics or "per_image" not in metrics:
+        return None
+    values = {
+        k: np.array(v, dtype=float)  # JSON null (NaN) -> nan
+        for k, v in metrics["per_image"].items()
+        if k in METRICS
+    }
+    cfg = metrics.get("config", {})
+    key = cfg.get("metrics.success_metric", "psnr")
+    threshold = cfg.get("metrics.success_threshold", 20.0)
+    chosen = values.get(key, np.full((1, 1), np.nan))
+    with np.errstate(invalid="ignore"):
+        ok = chosen >= threshold if HIGHER_IS_BETTER.get(key, True) else chosen <= threshold
+    return values, ok & ~np.isnan(chosen)
+
+
+def members(row: pd.Series) -> list[str]:
+    """The run folders behind a row: its ``pooled_runs`` (";"-joined) or its ``run``."""
+    pooled = row.get("pooled_runs")
+    return pooled.split(";") if isinstance(pooled, str) else [row["run"]]
+
+
+def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group of finished runs that agree on the ``by`` columns, with every
+    metric's mean and 95% interval and the success rate recomputed over all their trials;
+    ``runs`` and ``trials`` count them, ``pooled_runs`` lists their folders (";"-joined),
+    ``run`` is the first (its images stand for the group in figures). Rows may themselves
+    be pooled. Runs without per-image values are left out."""
+    done = frame[frame["status"].isin(("ok", "diverged"))]
+    rows = []
+    for _, group in done.groupby(by, dropna=False, sort=False):
+        folders = [f for _, row in group.iterrows() for f in members(row)]
+        loaded = [p for p in map(per_image, folders) if p is not None]
+        if not loaded:
+            continue
+        row = group.iloc[0].to_dict()
+        row |= {"runs": len(loaded), "trials": sum(len(v["psnr"]) for v, _ in loaded)}
+        row["pooled_runs"] = ";".join(folders)
+        for metric in METRICS:
+            if all(metric in values for values, _ in loaded):
+                trial_means = np.concatenate([v[metric].mean(axis=1) for v, _ in loaded])
+                row |= uncertainty.summary(metric, trial_means)
+        row |= uncertainty.success(np.concatenate([ok.ravel() for _, ok in loaded]))
+        if "diverged" in set(group["status"]):
+            row["status"] = "diverged"
+        rows.append(row)
+    pooled = pd.DataFrame(rows)
+    pooled.attrs = dict(frame.attrs)
+    return pooled
+
+
+def setting_columns(frame: pd.DataFrame, key: str) -> list[str]:
+    """The config columns that define a setting, all but ``config.<key>`` (``--pool seed``:
+    runs that differ only in the seed are one setting)."""
+    return [c for c in frame.columns if c.startswith("config.") and c != f"config.{key}"]
 
 
 def write(
@@ -170,7 +240,8 @@ def write(
     written.append(out_dir / "comparison.png")
     artifacts.save_figure(written[-1], figures.comparison(frame, labels))
     written.append(out_dir / "curves.png")
-    artifacts.save_figure(written[-1], figures.curves(frame, metric, group_by))
+    points = pool(frame, ["defense", "strength", *([group_by] if group_by else [])])
+    artifacts.save_figure(written[-1], figures.curves(points, metric, group_by))
     return written
 
 

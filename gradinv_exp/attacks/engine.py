@@ -10,8 +10,8 @@ gradient), ``boxed`` (clamp images to [0, 1] after each step), ``lr_decay`` (lr 
 
 State has a leading problem axis N = restarts x trials, restart-major (row ``r * T + t``
 is restart r of trial t): all problems run in lockstep as one batched computation
-(``client.simulate`` gives every problem its own simulated gradient; the optimiser keeps
-per-row state), so snapshots line up and N problems cost far less than N runs. Per trial
+(the ``client.Simulator`` gives every problem its own simulated share; the optimiser
+keeps per-row state), so snapshots line up and N problems cost far less than N runs. Per trial
 the restart with the lowest objective is reported, in the snapshots (at that moment) and
 in the result (at the end). Progress goes to
 ``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
@@ -25,19 +25,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
-from gradinv_exp.client import simulate
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    import torch
+    from torch import Tensor
 
     from gradinv_exp.attacks.optimizers import Optimizer
+    from gradinv_exp.client import Simulator
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
 
@@ -159,7 +162,7 @@ def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_sc
 
 
 def attack(
-    model: nn.Module,
+    simulator: Simulator,
     shared: Sequence[Tensor],
     *,
     shape: tuple[int, ...],
@@ -170,8 +173,8 @@ def attack(
     on_snapshot: OnSnapshot,
     known_labels: Tensor | None = None,
 ) -> AttackResult:
-    """Attack the T shared gradients ``shared`` (one ``(T, *param.shape)`` tensor per
-    parameter of ``model``) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
+    """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
+    the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
 
     Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
     (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
@@ -180,15 +183,16 @@ def attack(
     trials, restarts = shape[0], cfg.restarts
     x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
     mode = LABELS[cfg.labels]
-    evidence = Evidence(model, shared, shape[1], num_classes, known_labels, generator)
+    gradient = simulator.as_gradient(list(shared))
+    evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, generator)
     y0 = mode.start(evidence, restarts).to(device)
-    problem = build_problem(model, shared, x0, y0, cfg, optimizer, optimised=mode.optimised)
+    problem = build_problem(simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised)
     result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot))
     return select(result, best_restart(result.grad_loss, restarts))
 
 
 def build_problem(
-    model: nn.Module,
+    simulator: Simulator,
     shared: Sequence[Tensor],
     x0: Tensor,
     y0: Tensor,
@@ -211,7 +215,7 @@ def build_problem(
     def loss(v: Tensor) -> Tensor:
         x = v[:, :size].view(shape)
         labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
-        total = torch.func.vmap(objective)(simulate(model, x, labels), goal)
+        total = torch.func.vmap(objective)(simulator(x, labels), goal)
         for prior, weight in priors:
             total = total + weight * torch.func.vmap(prior)(x)
         return total

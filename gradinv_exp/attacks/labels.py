@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
+from gradinv_exp import lazy
 from gradinv_exp.options import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Evidence:
     """What a label mode may look at, for T trials of B images."""
 
     model: nn.Module
-    shared: Sequence[Tensor]  # the shared gradient, one (T, *param.shape) per parameter
+    gradient: Sequence[Tensor]  # the shares with a gradient's sign, (T, *param.shape) each
     batch: int  # B
     num_classes: int
     known: Tensor | None  # (T, B) true labels; only the runner's to give, for ``given``
@@ -53,13 +55,13 @@ LABELS: Registry[LabelMode] = Registry("attack.labels")
 
 
 def _joint(evidence: Evidence, restarts: int) -> Tensor:
-    trials = len(evidence.shared[0])
+    trials = len(evidence.gradient[0])
     shape = (restarts * trials, evidence.batch, evidence.num_classes)
     return torch.randn(shape, generator=evidence.generator)
 
 
 def _idlg(evidence: Evidence, restarts: int) -> Tensor:
-    weight = evidence.shared[last_linear_weight(evidence.model)]
+    weight = evidence.gradient[last_linear_weight(evidence.model)]
     labels = idlg_labels(weight, evidence.batch)
     return _onehot(labels, evidence.num_classes).repeat(restarts, 1, 1)
 

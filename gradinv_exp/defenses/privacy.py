@@ -1,9 +1,10 @@
 """Norm clipping and the Gaussian mechanism (DP), and the epsilon of one release.
 
 Both defenses bound each example's influence: its gradient (all layers as one vector) is
-scaled to L2 norm at most ``clip``. With a ``Client`` holding B > 1 examples that is done
-per example (DP-SGD style) and the clipped gradients are averaged; otherwise the given
-gradient is the one example (B = 1, or no client). ``dp`` then adds N(0, (z * clip)^2)
+scaled to L2 norm at most ``clip``. With a FedSGD ``Client`` holding B > 1 examples that
+is done per example (DP-SGD style) and the clipped gradients are averaged; otherwise the
+given tensors are the one unit (B = 1, no client, or a FedAvg update, which is clipped as
+a whole: then the guarantee is per client, not per example). ``dp`` then adds N(0, (z * clip)^2)
 to the sum of clipped gradients before averaging, so one shared gradient is one release
 of the Gaussian mechanism with sensitivity ``clip`` and noise multiplier z; its
 (epsilon, delta) guarantee comes from an Opacus accountant.
@@ -19,17 +20,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from gradinv_exp import lazy
 from gradinv_exp.client import per_example_gradients
 from gradinv_exp.defenses.registry import DefenseConfig, defense
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
+    import torch
     from opacus.accountants import IAccountant
     from torch import Tensor
 
     from gradinv_exp.client import Client
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def clipped_sum(
     grads: Sequence[Tensor], clip: float, client: Client | None
 ) -> tuple[list[Tensor], int]:
     """Sum over examples of the clipped per-example gradients, and the number of examples."""
-    if client is not None and client.batch_size > 1:
+    if client is not None and client.per_example and client.batch_size > 1:
         examples = per_example_gradients(client)
     else:
         examples = [g[None] for g in grads]

@@ -27,7 +27,7 @@ from gradinv_exp.config import CONF_DIR, Config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import resume
 
-GROUPS = ("defense", "model", "dataset", "optimizer", "attack", "experiment")
+GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "experiment")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradinv_exp import experiment
-from gradinv_exp.analysis import metrics
+from gradinv_exp.analysis import metrics, uncertainty
 from gradinv_exp.attacks import AttackResult
 
 
@@ -71,12 +71,13 @@ def test_trials_aggregate_per_trial_means_into_mean_std_min_max():
         grad_loss=torch.zeros(3), steps=torch.ones(3), diverged=torch.zeros(3, dtype=bool),
         restart=torch.zeros(3, dtype=torch.long),
     )  # fmt: skip
-    scores = experiment.score(truth, torch.tensor([[0, 1]] * 3), result)
+    scores = experiment.score(truth, torch.tensor([[0, 1]] * 3), result, None)
     assert scores["order"].tolist() == [[1, 0]] * 3  # matched despite the swap
     assert scores["label_acc"].tolist() == [[1, 1], [1, 1], [1, 0]]
     per_trial = scores["psnr"].mean(axis=1)
-    stats = metrics.aggregate("psnr", per_trial)
+    stats = uncertainty.summary("psnr", per_trial)
     assert stats["psnr"] == pytest.approx(per_trial.mean())
     assert stats["psnr_std"] == pytest.approx(np.std(per_trial)) and stats["psnr_std"] > 0
     assert stats["psnr_max"] == metrics.MAX_PSNR_DB and stats["psnr_min"] == per_trial[2]
-    assert metrics.aggregate("label_acc", scores["label_acc"].mean(axis=1))["label_acc"] == 5 / 6
+    assert uncertainty.summary("label_acc", scores["label_acc"].mean(axis=1))["label_acc"] == 5 / 6
+    assert np.isnan(scores["lpips"]).all()  # no LPIPS network given

@@ -15,10 +15,16 @@ from gradinv_exp.analysis.metrics import psnr
 from gradinv_exp.attacks import AttackConfig, AttackResult, attack, check_optimizer, engine
 from gradinv_exp.attacks.objectives import l2_distance
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
-from gradinv_exp.client import Client, gradient, simulate
+from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
 from gradinv_exp.options import ConfigError
+
+
+def sim(model) -> Simulator:
+    """The attacker's simulation of a FedSGD client of ``model``."""
+    return Simulator(model, FedSGDConfig())
+
 
 IG_STEPS, IG_PSNR_DB = 200, 25.0  # measured 29.1 dB (16x16 coffee photo, seed 0)
 
@@ -75,7 +81,7 @@ def test_dlg_recovers_a_bundled_photo_without_defense():
     model, images, labels, target = setup(index=1)
     snapshots = []
     result = attack(
-        model, target, shape=(1, *images.shape), num_classes=100,
+        sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("dlg", iterations=120, snapshot_every=40), optimizer=LBFGSConfig(),
         generator=generator(0, "attack"), on_snapshot=lambda s, loss, x: snapshots.append(s),
     )  # fmt: skip
@@ -88,7 +94,7 @@ def test_dlg_recovers_a_bundled_photo_without_defense():
 def test_diverging_attack_is_reported_not_raised():
     model, images, _, target = setup(index=0)
     result = attack(
-        model, target, shape=(1, *images.shape), num_classes=100,
+        sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("dlg", iterations=5), optimizer=AdamConfig(lr=float("inf")),
         generator=generator(0, "attack"), on_snapshot=lambda *a: None,
     )  # fmt: skip
@@ -104,7 +110,7 @@ def test_idlg_keeps_the_recovered_labels_fixed_over_a_long_run():
     onehot = torch.nn.functional.one_hot(labels, 100).float()[None]  # (1, B, K)
     seen = []
     result = attack(
-        model, target, shape=(1, *images.shape), num_classes=100,
+        sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("idlg", iterations=60, snapshot_every=10), optimizer=LBFGSConfig(max_iter=4),
         generator=generator(0, "attack"),
         on_snapshot=lambda step, loss, x: seen.append((step, loss.clone(), x.clone())),
@@ -112,7 +118,7 @@ def test_idlg_keeps_the_recovered_labels_fixed_over_a_long_run():
     assert [step for step, _, _ in seen] == list(range(0, 61, 10))
     for step, loss, x in seen:
         with torch.no_grad():
-            hand = l2_distance([g[0] for g in simulate(model, x, onehot)], [t[0] for t in target])
+            hand = l2_distance([g[0] for g in sim(model)(x, onehot)], [t[0] for t in target])
         assert float(loss[0]) == pytest.approx(float(hand), rel=1e-4), step
     assert float(seen[-1][1][0]) < 0.1 * float(seen[0][1][0])  # the images did move
     assert result.labels.tolist() == [labels.tolist()]
@@ -123,7 +129,7 @@ def test_ig_lowers_its_objective_and_reaches_a_usable_psnr():
     model, images, labels, target = setup(index=1, size=16)
     seen = []
     result = attack(
-        model, target, shape=(1, *images.shape), num_classes=100,
+        sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("ig", iterations=IG_STEPS, snapshot_every=IG_STEPS // 2),
         optimizer=AdamConfig(), generator=generator(0, "attack"),
         on_snapshot=lambda step, loss, x: seen.append((step, float(loss[0]))),
@@ -148,7 +154,7 @@ def test_ig_label_modes_and_restarts_give_one_result_per_trial(mode):
                                             for x, y in zip(images, onehot)))]  # fmt: skip
     seen = []
     result = attack(
-        net, target, shape=(2, 1, 3, 12, 12), num_classes=10,
+        sim(net), target, shape=(2, 1, 3, 12, 12), num_classes=10,
         cfg=preset("ig", iterations=2, snapshot_every=1, restarts=3, labels=mode),
         optimizer=AdamConfig(), generator=generator(0, "attack"),
         on_snapshot=lambda step, loss, x: seen.append((loss.shape, x.shape)),
@@ -245,7 +251,7 @@ def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
 def dlg_from(model, target, x0, y0, optimizer, iterations):
     """DLG from the given starts, through the engine every attack uses."""
     done = preset("dlg", iterations=iterations, snapshot_every=iterations)
-    problem = engine.build_problem(model, target, x0, y0, done, optimizer, optimised=True)
+    problem = engine.build_problem(sim(model), target, x0, y0, done, optimizer, optimised=True)
     return engine.optimise(problem, done, lambda *a: None)
 
 
@@ -254,9 +260,9 @@ def test_vmapped_gradients_equal_each_trials_own():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((TRIALS, 2, 3, 32, 32), generator=gen)
     y = torch.softmax(torch.randn((TRIALS, 2, 100), generator=gen), -1)
-    together = simulate(model, x, y)
+    together = sim(model)(x, y)
     for t in range(TRIALS):
-        alone = simulate(model, x[t : t + 1], y[t : t + 1])  # the plain T=1 path
+        alone = sim(model)(x[t : t + 1], y[t : t + 1])  # the plain T=1 path
         for a, b in zip(together, alone):
             assert torch.allclose(a[t], b[0], rtol=1e-4, atol=1e-6)
 

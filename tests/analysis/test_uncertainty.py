@@ -1,0 +1,42 @@
+"""Intervals over trials: the t interval of a mean and the Wilson interval of a success
+rate, against scipy's own implementations and the textbook cases."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gradinv_exp.analysis import uncertainty
+
+
+def test_mean_interval_is_students_t_interval():
+    values = np.array([4.1, 5.2, 30.5, 28.0, 6.3, 25.9])
+    low, high = uncertainty.mean_interval(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert (low, high) == pytest.approx(ref)
+    assert low < values.mean() < high
+    assert uncertainty.mean_interval(np.array([3.0, 3.0])) == (3.0, 3.0)  # no spread
+    assert all(math.isnan(v) for v in uncertainty.mean_interval(np.array([7.0])))
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (10, 10), (3, 10), (1, 2), (37, 100)])
+def test_rate_interval_is_wilsons(k, n):
+    ref = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert uncertainty.rate_interval(k, n) == pytest.approx((ref.low, ref.high))
+    low, high = uncertainty.rate_interval(k, n)
+    assert 0 <= low <= k / n <= high <= 1
+    assert (low == 0) == (k == 0) and (high == 1) == (k == n)  # exact ends
+
+
+def test_summary_and_success_keys_and_values():
+    out = uncertainty.summary("psnr", np.array([10.0, 20.0, 30.0]))
+    assert out["psnr"] == 20.0 and out["psnr_min"] == 10.0 and out["psnr_max"] == 30.0
+    assert out["psnr_std"] == pytest.approx(np.std([10, 20, 30]))
+    assert out["psnr_ci_low"] == pytest.approx(20 - stats.t.ppf(0.975, 2) * 10 / math.sqrt(3))
+    rate = uncertainty.success(np.array([[True, False], [True, True]]))
+    assert rate["success_rate"] == 0.75
+    ref = stats.binomtest(3, 4).proportion_ci(0.95, method="wilson")
+    assert (rate["success_rate_ci_low"], rate["success_rate_ci_high"]) == pytest.approx(
+        (ref.low, ref.high)
+    )

@@ -205,6 +205,8 @@ class Config:
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
+    compile: str = "auto"  # the attack's closure through torch.compile: auto, on, off
+    conv_backend: str = "auto"  # CPU convolutions in the attack: auto, onednn, native
     trials: int = 1  # independent attacks in one batched run; metrics give mean, CI, ...
     # what differs between trials: images (consecutive batches, one model), models (the
     # same images, trial t attacks the model of seed + t), both
@@ -218,6 +220,8 @@ class Config:
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
         one_of("trials_vary", self.trials_vary, ("images", "models", "both"))
+        one_of("compile", self.compile, ("auto", "on", "off"))
+        one_of("conv_backend", self.conv_backend, ("auto", "onednn", "native"))
         # rules that span groups
         require(
             self.model.checkpoint is None or not self.models_vary,

@@ -6,6 +6,8 @@ optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are smal
 registries it draws from.
 """
 
+from gradinv_exp.attacks.backend import Backend
+from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.engine import AttackConfig, AttackResult, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
@@ -18,7 +20,9 @@ __all__ = [
     "PRIORS",
     "AttackConfig",
     "AttackResult",
+    "Backend",
     "OptimizerConfig",
     "attack",
     "check_optimizer",
+    "choose_backend",
 ]

@@ -1,5 +1,6 @@
 """The README is true to the code: every command of its quick start runs, with a tiny
-budget, and does what the README says; its table of data-set defaults is the YAML's."""
+budget, and does what the README says; its table of data-set defaults is the YAML's; its
+table of scripts names every script and every flag."""
 
 import json
 import os
@@ -112,3 +113,18 @@ def test_the_readme_table_of_data_set_defaults_is_the_yaml_files():
         for key in ("download", "offline_fallback"):
             assert row[key] == str(getattr(ds, key)).lower(), (name, key)
         assert ds.batch_size == 1 and ds.mean is None and ds.std is None, name
+
+
+def test_the_readme_table_of_scripts_names_every_script_and_flag():
+    rows = {
+        line.split("`")[1]: line
+        for line in section("Development").splitlines()
+        if line.startswith("| `scripts/")
+    }
+    scripts = sorted(
+        f"scripts/{p.name}" for p in (REPO / "scripts").iterdir() if p.suffix in (".py", ".sh")
+    )
+    assert sorted(rows) == scripts
+    for name, row in rows.items():
+        flags = re.findall(r'add_argument\(\s*"(--[\w-]+)"', (REPO / name).read_text())
+        assert all(f"`{flag}`" in row for flag in flags), (name, flags)

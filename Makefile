@@ -22,8 +22,15 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m gradinv_exp +experiment=seed_defenses $(ARGS)
 
+# Two workers: one per core, each test process on one torch thread. ARGS are pytest's:
+# `make test ARGS=tests/test_cli.py` runs one file.
 test: install
-	$(PY) -m pytest -n 2  # two workers: one per core, each test process on one torch thread
+	$(PY) -m pytest -n 2 $(ARGS)
+
+# The README's performance figures: framework overhead, then batched trials (minutes).
+bench: install
+	$(PY) scripts/bench_attack.py
+	$(PY) scripts/bench_trials.py
 
 # Build the wheel, install it into a fresh virtual environment (reusing .venv's torch) and run it
 # from a temporary folder outside the repo, the plugin example included (.ci/run runs this).

@@ -292,8 +292,9 @@ class UtilityConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     client: ClientConfig = MISSING  # what clients share each round, as in the attack
-    # maps like a chain's steps; soteria is left out by default: its exact Jacobian
-    # (F backward passes per shared gradient) makes each step ~200x slower
+    # maps like a chain's steps; soteria is left out by default: its exact Jacobian (one
+    # batched backward pass of F rows per shared gradient) made its row ~130x slower
+    # than a default row (README, Utility)
     defenses: list[Any] = field(default_factory=_default_compared)
     rounds: int = 50  # federated rounds (server averages the clients' updates once each)
     clients: int = 4  # the training split is dealt to them in turn (IID shards)

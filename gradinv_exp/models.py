@@ -380,8 +380,8 @@ def pretrain(net: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float
     """``steps`` of full-batch SGD on images ``x`` ``(N, C, H, W)`` with label distributions
     ``onehot`` ``(N, num_classes)``, in place, on the client's soft cross-entropy: real
     clients share gradients of models trained for a while, not of a random init. Nothing
-    is sampled, so the seed alone fixes the trained model. Returns the loss before each
-    step."""
+    is sampled, so the seed alone fixes the trained model. Returns the ``steps + 1`` losses
+    before each step and after the last; the log gives the first and the last."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -390,5 +390,7 @@ def pretrain(net: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    with torch.no_grad():
+        losses.append(float(soft_cross_entropy(net(x), onehot)))
     log.info("pretrained %d steps: loss %.4f -> %.4f", steps, losses[0], losses[-1])
     return losses

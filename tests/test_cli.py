@@ -1,4 +1,6 @@
-"""End to end, one run at a time: the command line writes every file, trials aggregate,
+"""End to end, one run at a time: the command line writes every file and the files agree
+with each other (metrics.json scores the reconstruction in images.npz, history.csv's last
+row is that reconstruction, a batch is saved matched to the truth), trials aggregate,
 batches and restarts, the user's own images; the same seed gives the same result."""
 
 import json
@@ -6,10 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import FAST, typed_config
 from PIL import Image
 
 from gradinv_exp import experiment
+from gradinv_exp.analysis import figures, metrics
+from gradinv_exp.runs import artifacts
 
 RUN_FILES = ("metrics.json", "history.csv", "progress.png", "reconstruction.png", "loss.png")
 METRIC_KEYS = (
@@ -18,13 +23,43 @@ METRIC_KEYS = (
 )  # fmt: skip
 
 
+def check_files(out, truth: torch.Tensor) -> dict:
+    """The files of a finished run in ``out`` agree with each other and with ``truth``
+    (T, B, C, H, W): images.npz holds the truth and the reconstruction, matched to it,
+    that metrics.json scores image by image; history.csv's last row is that
+    reconstruction; reconstruction.png shows it. Returns metrics.json."""
+    m = json.loads((out / "metrics.json").read_text())
+    saved = np.load(out / "images.npz")
+    assert saved["truth"].shape == saved["recon"].shape == tuple(truth.shape)
+    assert np.array_equal(saved["truth"], truth.numpy())
+    recon = torch.from_numpy(saved["recon"])
+    assert recon.min() >= 0 and recon.max() <= 1
+    per_image = m["per_image"]
+    for t in range(len(truth)):  # image i of the file is the one scored against truth i
+        assert metrics.mse(truth[t], recon[t]).tolist() == pytest.approx(per_image["mse"][t])
+        assert metrics.psnr(truth[t], recon[t]).tolist() == pytest.approx(per_image["psnr"][t])
+    assert 0 <= m["mse"] <= 1 and 0 < m["psnr"] <= metrics.MAX_PSNR_DB and -1 <= m["ssim"] <= 1
+    assert m["mse"] == pytest.approx(np.mean(m["per_image"]["mse"]))
+    assert 0 <= m["label_acc"] <= 1 and m["grad_loss"] >= 0
+    last = pd.read_csv(out / "history.csv").iloc[-1]
+    assert last["step"] == m["steps"]
+    assert last["mse"] == pytest.approx(m["mse"]) and last["psnr"] == pytest.approx(m["psnr"])
+    assert last["grad_loss"] == pytest.approx(m["grad_loss"])
+    title = f"{m['status']}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}"
+    artifacts.save_figure(out / "expected.png", figures.reconstruction(truth, recon, title))
+    shown = np.asarray(Image.open(out / "reconstruction.png"))
+    assert np.array_equal(shown, np.asarray(Image.open(out / "expected.png")))
+    return m
+
+
 def test_single_run_writes_every_artifact(run_cli, tmp_path):
     out = tmp_path / "run"
     proc = run_cli(*FAST, "defense=noise", "defense.sigma=0.01", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     for name in RUN_FILES:
         assert (out / name).stat().st_size > 0, name
-    metrics = json.loads((out / "metrics.json").read_text())
+    truth, _, _ = experiment.load_data(typed_config(*FAST))
+    metrics = check_files(out, truth)
     assert set(METRIC_KEYS) <= set(metrics)
     assert metrics["status"] == "ok" and metrics["steps"] == 6
     assert metrics["config"]["defense.sigma"] == 0.01
@@ -33,6 +68,17 @@ def test_single_run_writes_every_artifact(run_cli, tmp_path):
     assert list(history.columns) == ["step", "grad_loss", "mse", "psnr"]
     assert history["step"].tolist() == [0, 3, 6]  # the initial dummy is step 0
     assert "step    6/6" in proc.stdout  # progress is logged while the attack runs
+
+
+def test_a_batch_is_scored_and_saved_matched_to_the_truth(tmp_path):
+    """B = 3 images in 2 trials: the attack finds trial 1's images in another order, and
+    every file shows and scores them matched to the truth."""
+    cfg = typed_config(*FAST, "dataset.batch_size=3", "trials=2", "dataset.image_size=16")
+    summary = experiment.run(cfg, tmp_path)
+    assert summary["per_image"]["order"][1] != [0, 1, 2]  # not the identity: a real test
+    truth, _, _ = experiment.load_data(cfg)
+    saved = check_files(tmp_path, truth)
+    assert np.array(saved["per_image"]["psnr"]).shape == (2, 3)
 
 
 def test_same_seed_same_result_and_other_seed_differs(tmp_path):
@@ -58,14 +104,13 @@ def test_idlg_over_trials_reports_label_acc_and_statistics(run_cli, tmp_path):
 
 def test_ig_on_a_batch_with_restarts_writes_every_artifact(run_cli, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli(
-        *FAST, "attack=ig", "attack.restarts=2", "dataset.batch_size=4", "dataset.image_size=16",
-        f"hydra.run.dir={out}",
-    )  # fmt: skip
+    args = [*FAST, "attack=ig", "attack.restarts=2", "dataset.batch_size=4"]
+    args.append("dataset.image_size=16")
+    proc = run_cli(*args, f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     for name in RUN_FILES:
         assert (out / name).stat().st_size > 0, name
-    m = json.loads((out / "metrics.json").read_text())
+    m = check_files(out, experiment.load_data(typed_config(*args))[0])
     assert m["config"]["optimizer.name"] == "adam" and m["steps"] == 6
     assert np.array(m["per_image"]["psnr"]).shape == (1, 4)
     assert sorted(m["per_image"]["order"][0]) == [0, 1, 2, 3]  # a one-to-one matching
@@ -82,4 +127,6 @@ def test_user_image_folder_runs(tmp_path):
     cfg = typed_config("dataset=folder", f"dataset.root={root.parent}", "attack.iterations=2")
     summary = experiment.run(cfg, tmp_path / "run")
     assert summary["data_source"] == "folder" and summary["labels"] == [[0]]
-    assert (tmp_path / "run" / "metrics.json").exists()
+    attacked = np.load(tmp_path / "run" / "images.npz")["truth"][0, 0]  # (3, 32, 32)
+    upscaled = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)) / 255
+    assert np.abs(attacked.transpose(1, 2, 0) - upscaled).mean() < 0.01  # the user's image

@@ -3,6 +3,7 @@ parameter; it must fit the data before any job; the trained-model threat: checkp
 loaded safely, pretraining before the attack."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from helpers import FAST, preflight_check, typed_config
 
 from gradinv_exp import experiment, models
 from gradinv_exp.attacks.labels import last_linear_weight
-from gradinv_exp.client import Client, gradient
+from gradinv_exp.client import Client, gradient, soft_cross_entropy
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.data import load_after
 from gradinv_exp.experiment import generator
@@ -119,6 +120,21 @@ def test_checkpoint_weights_replace_the_seeded_init(tmp_path):
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_dataset_normalisation_sits_in_front_of_the_model():
+    """A known input gives a known output: with dataset.mean/std the model sees
+    (x - mean) / std, so the mean image itself gives the bare model's output at 0."""
+    mean, std = [0.5, 0.4, 0.3], [0.25, 0.5, 0.2]
+    normalised = experiment.build_model(config(f"dataset.mean={mean}", f"dataset.std={std}"))
+    bare = experiment.build_model(config())  # the same seed: the same weights
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(normalised(x), bare((x - m) / s), atol=1e-5)
+        assert not torch.allclose(normalised(x), bare(x), atol=1e-2)
+        at_mean = normalised(m.expand(1, 3, 32, 32))
+        assert torch.allclose(at_mean, bare(torch.zeros(1, 3, 32, 32)), atol=1e-5)
+
+
 class Payload:
     """Any class: a pickle holding it is not a plain state dict."""
 
@@ -180,6 +196,20 @@ def test_pretraining_lowers_the_loss_on_images_other_than_the_attacked(tmp_path)
     onehot = torch.nn.functional.one_hot(y, 100).float()
     losses = models.pretrain(model, x, onehot, steps=30, lr=0.05)
     assert losses[-1] < losses[0] * 0.9
+
+
+def test_pretraining_logs_the_loss_before_the_first_and_after_the_last_step(caplog):
+    x, y = load_after(DatasetConfig(name="photos", index=3), attacked=1, count=4)
+    onehot = torch.nn.functional.one_hot(y, 100).float()
+    model = bare_model()
+    with torch.no_grad():
+        before = float(soft_cross_entropy(model(x), onehot))
+    with caplog.at_level(logging.INFO, logger="gradinv_exp.models"):
+        losses = models.pretrain(model, x, onehot, steps=1, lr=0.1)
+    with torch.no_grad():
+        after = float(soft_cross_entropy(model(x), onehot))
+    assert losses == [before, after] and f"{after:.4f}" != f"{before:.4f}"
+    assert f"pretrained 1 steps: loss {before:.4f} -> {after:.4f}" in caplog.text
 
 
 def test_too_many_pretraining_images_fail_in_preflight():

@@ -1,4 +1,5 @@
-"""The utility experiment: federated training per defense, on a tiny budget."""
+"""The utility experiment: federated rounds and the defended shares against a hand
+computation, accuracy on the test split, federated training per defense on a tiny budget."""
 
 import copy
 import os
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import REPO, compose_config
+from torch import nn
 
 from gradinv_exp import config, data, utility
 from gradinv_exp.client import soft_cross_entropy
@@ -36,6 +38,58 @@ def test_training_is_seeded_and_only_the_defense_changes_the_result():
     assert noisy["defense_cosine"] < 0.1  # the defense was applied to what clients shared
 
 
+def test_the_server_applies_the_defended_shares(monkeypatch):
+    """FedSGD with signSGD as the defense, one round by hand: each client's gradient at
+    the global weights w0 becomes sign(g) * mean|g| per tensor, and the server steps by
+    -lr x the mean of those (never of the true gradients)."""
+    cfg = typed("rounds=1", "defenses=[{name: sign}]", "lr=0.5")
+    images, labels, _ = data.load(cfg.dataset, 40)
+    onehot = nn.functional.one_hot(labels, 2).float()
+    start = utility.build_model(cfg)
+    _, shards = utility.split(40, cfg)
+    batches = utility.generator(cfg.seed, "utility-batches")
+    signed = []
+    for shard in shards:
+        pick = shard[torch.randperm(len(shard), generator=batches)][: cfg.dataset.batch_size]
+        loss = soft_cross_entropy(start(images[pick]), onehot[pick])
+        grads = torch.autograd.grad(loss, list(start.parameters()))
+        signed.append([torch.sign(g) * g.abs().mean() for g in grads])
+    expected = [w - 0.5 * (a + b) / 2 for w, a, b in zip(start.parameters(), *signed)]
+    trained = {}
+    monkeypatch.setattr(utility, "accuracy", lambda m, *_: trained.setdefault("m", m) and 0.5)
+    result = utility.train(cfg, cfg.defenses[0], images, labels)
+    for got, want in zip(trained["m"].parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert result["defense_changed"] > 0 and result["defense_cosine"] < 0.99
+
+
+def test_every_round_is_scored_on_the_test_split(monkeypatch):
+    """Labels that tell the split apart (1 on the test images, 0 on the shards): a round
+    scored on a client's shard instead would give another accuracy."""
+    cfg = typed("rounds=2")
+    images, _, _ = data.load(cfg.dataset, 40)
+    test, _ = utility.split(40, cfg)
+    labels = torch.zeros(40, dtype=torch.long)
+    labels[test] = 1
+    scored = []
+
+    def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        scored.append((torch.equal(x, images[test]), torch.equal(y, labels[test])))
+        return original(model, x, y)
+
+    original = utility.accuracy
+    monkeypatch.setattr(utility, "accuracy", accuracy)
+    result = utility.train(cfg, cfg.defenses[0], images, labels)
+    assert scored == [(True, True)] * 2 and len(result["per_round"]) == 2
+    assert result["accuracy"] == result["per_round"][-1]
+
+
+def test_accuracy_is_the_fraction_of_correct_top_logits():
+    model = nn.Sequential(nn.Flatten(), nn.Identity())  # logits = the two pixels
+    images = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]).reshape(3, 1, 1, 2)
+    assert utility.accuracy(model, images, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+
+
 def test_split_is_disjoint_and_covers_the_data():
     test, shards = utility.split(40, typed())
     everything = torch.cat([test, *shards]).sort().values
@@ -54,8 +108,13 @@ def test_command_prints_accuracy_per_defense_and_writes_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "utility.csv")
     assert table["defense.name"].tolist() == ["none", "dp", "soteria", "topk"]
-    assert table["accuracy"].between(0, 1).all()
-    assert [f"accuracy_round_{r}" for r in (1, 2, 3)] <= list(table.columns)
+    cfg = typed()
+    images, labels, _ = data.load(cfg.dataset, 40)  # samples=40: the first 40 images
+    alone = utility.train(cfg, cfg.defenses[0], images, labels)  # the default's first: none
+    rounds = [f"accuracy_round_{r}" for r in (1, 2, 3)]
+    assert table.loc[0, rounds].tolist() == alone["per_round"]
+    assert (table["accuracy"] == table["accuracy_round_3"]).all()
+    assert table.loc[2, "defense_changed"] > 0  # soteria changed what the clients shared
     assert table.loc[1, "epsilon"] == pytest.approx(4.39, abs=0.01)
     assert table.loc[3, "defense.keep"] == 0.05  # the same flat keys as metrics.json's config
     assert (tmp_path / "utility.png").stat().st_size > 0

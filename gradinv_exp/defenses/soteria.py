@@ -5,12 +5,16 @@ weight gradient is (K, F), column j being sum_b delta_b * r_bj. Features whose r
 least on the input relative to their size, i.e. with the smallest
     score_j = sum_b ||d r_bj / d x_b|| / |r_bj|,
 are the ones an attacker can invert most easily from that column, so Soteria zeroes the
-columns of the ``percentile`` % of features with the smallest score. Every other tensor
-is shared unchanged.
+columns of the ``percentile`` % of features with the smallest score. A feature whose
+representation is 0 for every image (a dead ReLU) carries no information: its column is
+zero already, so it is not a candidate and the percentile applies to the other features
+(counting dead features as pruned made Soteria a no-op on ReLU models, where they are
+often more than 40%). Every other tensor is shared unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,11 +53,13 @@ def representation_layer(model: nn.Module) -> tuple[nn.Linear, int]:
     return linear, index
 
 
-def feature_scores(client: Client) -> Tensor:
-    """``score_j`` (F,) for every representation feature (see the module docstring).
+def feature_scores(client: Client) -> tuple[Tensor, Tensor]:
+    """``score_j`` (F,) for every representation feature (see the module docstring), and
+    ``represented`` (F,) bool: r_bj != 0 for some image b (the candidates for pruning).
 
     One batched backward pass (``is_grads_batched``) gives all F Jacobian rows
-    d r_bj / d x_b at once; examples are independent, so summing over b is exact.
+    d r_bj / d x_b at once; examples are independent, so summing over b is exact. An image
+    whose r_bj is 0 adds nothing to score_j.
     """
     linear, _ = representation_layer(client.model)
     captured: list[Tensor] = []
@@ -73,7 +79,7 @@ def feature_scores(client: Client) -> Tensor:
     norms = jac.flatten(2).norm(dim=2).T  # (B, F): ||d r_bj / d x_b||
     r = r.detach().abs()
     ratio = torch.where(r > 0, norms / r.clamp_min(1e-30), torch.zeros_like(r))
-    return ratio.sum(0)
+    return ratio.sum(0), (r > 0).any(0)
 
 
 @defense(SoteriaConfig, strength="percentile")
@@ -84,15 +90,17 @@ def soteria(
     generator: torch.Generator,
     client: Client | None = None,
 ) -> list[Tensor]:
-    """Zero the FC weight-gradient columns of the floor(percentile/100 * F) features with
-    the smallest score; needs the ``client`` (model and images) to score the features."""
+    """Zero the FC weight-gradient columns of the floor(percentile/100 * F') features with
+    the smallest score, F' = the features with a nonzero representation; needs the
+    ``client`` (model and images) to score the features."""
     if client is None:
         raise ValueError("soteria needs the client's model and images (pass client=...)")
     _, index = representation_layer(client.model)
-    scores = feature_scores(client)
-    count = int(cfg.percentile / 100 * len(scores))
+    scores, represented = feature_scores(client)
+    candidates = torch.nonzero(represented).flatten()
+    count = math.floor(cfg.percentile * len(candidates) / 100)
     keep = torch.ones_like(scores)
-    keep[scores.argsort()[:count]] = 0
+    keep[candidates[scores[candidates].argsort()[:count]]] = 0
     out = [g.clone() for g in grads]
     out[index] = out[index] * keep.to(out[index].dtype)
     return out

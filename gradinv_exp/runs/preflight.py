@@ -21,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gradinv_exp.config import CONF_DIR, Config
@@ -127,6 +127,20 @@ def parse(lines: list[str]) -> list[Override]:
         raise ConfigError(hydra_message(err)) from None
 
 
+def job_folder(job: list[str], num: int, sweep_dir: Path) -> Path | None:
+    """The folder sweep job ``num`` (overrides ``job``) will write to: ``hydra.sweep.subdir``
+    resolved with the job's own config and number, as Hydra resolves it when the job
+    starts (``${hydra.job.num}`` by default, or e.g. ``${defense.name}``); None when it
+    cannot be resolved before then (the ``hydra:`` resolver)."""
+    cfg = compose("config", overrides=job, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+    try:
+        return sweep_dir / str(cfg.hydra.sweep.subdir)
+    except OmegaConfBaseException:
+        return None
+
+
 def plan(argv: list[str]) -> Plan | None:
     """Compose and check every job of this command line; None when Hydra only prints
     (``--help``, ``--cfg`` ...). Raises ConfigError for the first bad job."""
@@ -146,9 +160,15 @@ def plan(argv: list[str]) -> Plan | None:
                 raise ConfigError("this command sweeps over values: add -m (--multirun)")
             every = list(jobs(overrides, preset)) if multirun else [plain]
             configs = [to_config(job) for job in every]
-            # Resume: never let Hydra overwrite a finished run made with other overrides.
-            resume.check_targets(first.hydra, every, multirun)
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
+            # Resume: never let Hydra overwrite a finished run made with other overrides.
+            if not multirun:
+                resume.check_folder(folder, plain)
+            elif folder.is_dir():  # a sweep into an existing folder: resumed, or reused
+                for num, job in enumerate(every):
+                    target = job_folder(job, num, folder)
+                    if target is not None:
+                        resume.check_folder(target, job)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -2,8 +2,9 @@
 
 An interrupted overnight sweep is finished by running the same command with the same
 ``hydra.sweep.dir`` again. A finished run (metrics.json with status ok or diverged) is
-never run again and none of its files is rewritten by this package; ``check_targets``
-refuses, before anything runs, a folder whose finished run has other overrides.
+never run again and none of its files is rewritten by this package; ``check_folder``
+(called by preflight for every job's folder) refuses, before anything runs, a folder
+whose finished run has other overrides.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from gradinv_exp.options import ConfigError
 
 log = logging.getLogger(__name__)
-
-JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
-
 
 FINISHED = ("ok", "diverged")  # a run with one of these statuses is never run again
 
@@ -85,17 +83,3 @@ def check_folder(run_dir: Path, overrides: list[str]) -> None:
             f"{run_dir} holds a finished run of [{' '.join(saved)}], not of [{wanted}]: "
             "finished runs are never overwritten; choose another hydra.sweep.dir or hydra.run.dir"
         )
-
-
-def check_targets(hydra_cfg: DictConfig, jobs: Iterable[list[str]], multirun: bool) -> None:
-    """Check the folder each job will write to (job ``i`` of a sweep -> ``sweep.dir/i``)."""
-    if not multirun:
-        check_folder(Path(hydra_cfg.run.dir), next(iter(jobs)))
-        return
-    if OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir") != JOB_NUM:
-        return  # custom job folder names: cannot tell which folder a job will use
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    if not sweep_dir.is_dir():
-        return
-    for num, job in enumerate(jobs):
-        check_folder(sweep_dir / str(num), job)

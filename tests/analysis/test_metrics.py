@@ -28,6 +28,15 @@ def test_ssim_is_one_for_identical_and_low_for_noise():
     assert (metrics.ssim(x, images(1)) < 0.2).all()
 
 
+def test_ssim_of_flat_images_is_the_luminance_term_on_a_unit_range():
+    """Flat images a and b have no contrast or structure, so SSIM = (2ab + C1) / (a^2 + b^2
+    + C1) with C1 = (0.01 * data range)^2: a hand value that pins the [0, 1] data range."""
+    a, b, c1 = 0.02, 0.04, 0.01**2
+    truth, recon = torch.full((1, 3, 8, 8), a), torch.full((1, 3, 8, 8), b)
+    expected = (2 * a * b + c1) / (a**2 + b**2 + c1)
+    assert metrics.ssim(truth, recon)[0] == pytest.approx(expected, rel=1e-5)
+
+
 def test_reconstructions_are_clamped_to_the_valid_range():
     x = images(0, 1)
     assert metrics.mse(x, x + 10)[0] == pytest.approx(((1 - x) ** 2).mean().item(), rel=1e-6)

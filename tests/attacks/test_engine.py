@@ -14,6 +14,7 @@ from gradinv_exp.analysis import metrics
 from gradinv_exp.analysis.metrics import psnr
 from gradinv_exp.attacks import AttackConfig, AttackResult, attack, check_optimizer, engine
 from gradinv_exp.attacks.backend import value_and_grad
+from gradinv_exp.attacks.objectives import l2_distance
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
@@ -103,15 +104,26 @@ def test_diverging_attack_is_reported_not_raised():
     assert math.isfinite(float(result.grad_loss[0]))
 
 
-def test_idlg_attack_keeps_the_recovered_label_fixed():
-    model, images, labels, target = setup(index=3)
+def test_idlg_keeps_the_recovered_labels_fixed_over_a_long_run():
+    """At every snapshot of a long iDLG run the reported objective is the L2 distance of the
+    dummy's gradient under the recovered one-hot labels: the labels are never optimised."""
+    model, images, labels, target = setup(index=3, size=16)
+    onehot = torch.nn.functional.one_hot(labels, 100).float()[None]  # (1, B, K)
+    seen = []
     result = attack(
         sim(model), target, shape=(1, *images.shape), num_classes=100,
-        cfg=preset("idlg", iterations=2, snapshot_every=1), optimizer=LBFGSConfig(max_iter=5),
-        generator=generator(0, "attack"), on_snapshot=lambda *a: None,
+        cfg=preset("idlg", iterations=60, snapshot_every=10), optimizer=LBFGSConfig(max_iter=4),
+        generator=generator(0, "attack"),
+        on_snapshot=lambda step, loss, x: seen.append((step, loss.clone(), x.clone())),
     )  # fmt: skip
+    assert [step for step, _, _ in seen] == list(range(0, 61, 10))
+    for step, loss, x in seen:
+        with torch.no_grad():
+            hand = l2_distance([g[0] for g in sim(model)(x, onehot)], [t[0] for t in target])
+        assert float(loss[0]) == pytest.approx(float(hand), rel=1e-4), step
+    assert float(seen[-1][1][0]) < 0.1 * float(seen[0][1][0])  # the images did move
     assert result.labels.tolist() == [labels.tolist()]
-    assert result.steps.tolist() == [2] and not result.diverged.any()
+    assert result.steps.tolist() == [60] and not result.diverged.any()
 
 
 def test_ig_lowers_its_objective_and_reaches_a_usable_psnr():

@@ -93,6 +93,22 @@ def test_report_records_epsilon_and_composes_dp_steps_of_a_chain():
     assert "epsilon" not in defenses.report(TopkConfig())
 
 
+def test_chained_dp_steps_report_the_smallest_delta_and_the_first_steps_accountant():
+    """Two Gaussian releases of noise multipliers 1 and 2 compose to one of multiplier
+    1/sqrt(1 + 1/4) (RDP adds alpha / (2 z^2) per release): the chain's epsilon is that one's."""
+    first = {"name": "dp", "noise_multiplier": 1.0, "delta": 1e-5, "accountant": "rdp"}
+    second = {"name": "dp", "noise_multiplier": 2.0, "delta": 1e-6, "accountant": "prv"}
+    report = defenses.report(ChainConfig(steps=[first, {"name": "prune"}, second]))
+    assert report["delta"] == 1e-6 and report["accountant"] == "rdp"
+    z = 1 / math.sqrt(1.25)
+    assert report["epsilon"] == pytest.approx(privacy.epsilon([z], 1e-6, "rdp")[0], rel=1e-9)
+    assert report["epsilon"] > privacy.epsilon([1.0], 1e-6, "rdp")[0]  # both releases count
+    reverse = defenses.report(ChainConfig(steps=[second, first]))
+    assert reverse["delta"] == 1e-6 and reverse["accountant"] == "prv"
+    assert reverse["epsilon"] == pytest.approx(privacy.epsilon([z], 1e-6, "prv")[0], rel=0.01)
+    assert reverse["epsilon"] < report["epsilon"]  # PRV is the tighter accountant
+
+
 @pytest.mark.slow
 def test_dp_sweep_preset_records_epsilon_falling_with_noise(run_cli, tmp_path):
     sweep = tmp_path / "dp"

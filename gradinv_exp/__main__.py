@@ -2,16 +2,25 @@
 
 Before Hydra starts any job, every job's config is composed and checked (``preflight``),
 so a typo in a 50-job sweep fails in a second with one line and exit code 2 instead of
-after the first 49 jobs. A sweep's folder is fixed before it starts, so that when the
-last job returns this process writes the sweep's summary and counts the jobs that did
-not finish, whichever launcher ran them. Exit codes: 0 every run finished (ok or
-diverged), 1 a run failed (in a sweep: after all jobs ran), 2 bad configuration,
-130/143 stopped by SIGINT/SIGTERM.
+after the first 49 jobs; the output folder is then created and locked (a second command
+into it stops with one line). A sweep's folder and jobs are fixed before it starts, so
+that when the sweep ends, however it ends, this process writes the sweep's summary (a
+row per planned job) and counts the jobs that did not finish, whichever launcher ran
+them. A stop signal is handled where the jobs run (``runs.faults``); if a launcher's
+worker process dies, the command line records its job as failed and runs the others
+again (``runs.workers``). Exit codes: 0 every run finished (ok or diverged), 1 a run
+failed (in a sweep: after all jobs ran), 2 bad configuration, 130/143 stopped by
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +32,15 @@ from omegaconf import DictConfig
 from gradinv_exp import config, experiment
 from gradinv_exp.analysis import summary
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import faults, preflight, resume
+from gradinv_exp.runs import artifacts, faults, locks, preflight, resume, workers
+
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2  # bad input: nothing was run
+DIED = (
+    "the job's process died before it saved any result (killed by a signal such as "
+    "SIGKILL, or by the out-of-memory killer)"
+)
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
@@ -34,27 +49,48 @@ def hydra_main(cfg: DictConfig) -> float:
 
     A job that raises has written ``status: failed`` into its metrics.json; in a sweep it
     returns NaN so Hydra goes on with the next job (Hydra would otherwise stop the sweep
-    at the end of the batch).
+    at the end of the batch). In a launcher's process (joblib worker, submitit task) a
+    stop signal ends the job with its results saved, the job returns NaN, and the process
+    starts no further job; in this process (a single run, the basic launcher) the
+    ``Interrupted`` goes on to ``main``.
     """
     config.register()  # joblib and submitit workers run jobs in fresh processes
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if preflight.in_process(hydra_cfg, multirun):
+        return job(cfg, hydra_cfg)
+    stop = faults.job_process()
+    if stop.signum is not None or hydra_cfg.job.num in workers.skipped():
+        log.warning("job %s not started: this command stopped it", hydra_cfg.job.num)
+        return math.nan
+    with stop.acting(faults.Action.RAISE):
+        try:
+            return job(cfg, hydra_cfg)
+        except faults.Interrupted:
+            return math.nan  # saved as interrupted; the command line counts it
+
+
+def job(cfg: DictConfig, hydra_cfg: Any) -> float:
+    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        typed = experiment.to_config(cfg)
-    except ConfigError as err:  # preflight checked every job; only a changed config gets here
-        faults.record_failure(run_dir, err, config.flat(cfg))
-        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-    previous = resume.finished_run(run_dir)  # resume: a finished run is never redone
-    if previous is not None:
-        return previous["psnr"]
-    try:
-        with faults.interruptible():  # also in joblib workers, where main() does not run
+    with locks.job(run_dir):
+        for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
+            left.unlink()
+        try:
+            typed = experiment.to_config(cfg)
+        except ConfigError as err:  # preflight checked every job; only a changed config gets here
+            faults.record_failure(run_dir, err, config.flat(cfg))
+            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+        previous = resume.finished_run(run_dir)  # resume: a finished run is never redone
+        if previous is not None:
+            return previous["psnr"]
+        try:
             metrics = experiment.run(typed, run_dir)
-    except ConfigError as err:  # e.g. the data set is not on this machine
-        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-    except Exception as err:
-        return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
-    return metrics["psnr"]
+        except ConfigError as err:  # e.g. the data set is not on this machine
+            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+        except Exception as err:
+            return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+        return metrics["psnr"]
 
 
 def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
@@ -63,7 +99,7 @@ def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         fail(message, code)
     print(f"gradinv-exp: job {hydra_cfg.job.num} failed: {faults.error_line(err)}", file=sys.stderr)
-    return float("nan")
+    return math.nan
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> None:
@@ -76,52 +112,131 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
-    """Write the sweep's summary.csv and figures. Returns one line per job that did not
-    finish, and why the summary could not be written (None when it was): the jobs are
-    counted first, so a full disk never hides a failed job."""
+def summarise(
+    sweep_dir: Path, planned: list[tuple[Path, list[str], dict[str, Any]]] | None = None
+) -> tuple[list[str], str | None, dict[str, int]]:
+    """Write the sweep's summary.csv and figures, with a ``missing`` row for each planned
+    job (folder, overrides, flat config) that never started. Returns one line per job
+    that did not finish, why the summary could not be written (None when it was), and
+    the jobs' counts by outcome: the jobs are counted first, so a full disk never hides a
+    failed job."""
     frame, problems = summary.collect([sweep_dir])
+    frame = summary.with_planned(frame, planned or [])
     failures = summary.failures(frame, problems)
+    counts = summary.counts(frame)
     try:
         summary.summarise_sweep(sweep_dir, frame, problems)
     except Exception as err:
-        return failures, f"the sweep summary could not be written: {faults.error_line(err)}"
-    return failures, None
+        return failures, f"the sweep summary could not be written: {faults.error_line(err)}", counts
+    return failures, None, counts
+
+
+def launch(plan: preflight.Plan, stop: faults.Stop) -> Exception | None:
+    """Let Hydra run the jobs. While a launcher's processes run them, a stop signal is
+    forwarded to those processes. If a worker process dies, its job is recorded as failed
+    and Hydra runs the sweep again for the others (finished jobs are skipped, interrupted
+    ones continue from their checkpoints), at most once per job. Returns the launcher's
+    error when that did not help (None: the sweep ended, or was stopped)."""
+    action = faults.Action.RAISE if plan.in_process else faults.Action.FORWARD
+    error = None
+    for _ in plan.jobs:
+        since = time.time()
+        try:
+            with stop.acting(action), workers.gentle_pool_shutdown():
+                hydra_main()
+            return None
+        except Exception as err:
+            if stop.signum is not None:
+                return None  # the launcher ended because its jobs were stopped
+            if plan.in_process or plan.job_dirs is None:
+                return err
+            error = err
+        dead, failed_now = workers.ended(plan.job_dirs, since)
+        if not dead:
+            return error
+        for num, run_dir in dead.items():
+            print(f"gradinv-exp: job {num} failed: {DIED}", file=sys.stderr)
+            flat = config.flat(plan.configs[num])
+            artifacts.write_json(run_dir / "metrics.json", {"status": "failed", "error": DIED,
+                                                            "config": flat})  # fmt: skip
+        workers.skip(set(dead) | failed_now)
+        log.warning("running the jobs again that did not end (finished ones are skipped)")
+    return error
 
 
 def main() -> None:
     config.register()
     argv = sys.argv[1:]
-    try:
-        with faults.interruptible():
-            try:
-                plan = preflight.plan(argv)
-                if plan is not None:
-                    preflight.check_jobs(plan, experiment.check)
-            except ConfigError as err:
-                fail(str(err))
-            if (
-                plan is not None
-                and plan.multirun
-                and not any(a.startswith("hydra.sweep.dir=") for a in argv)
-            ):
-                sys.argv.append(f"hydra.sweep.dir={quoted(str(plan.folder))}")
+    with faults.interruptible() as stop:
+        try:
+            plan = preflight.plan(argv)
+            if plan is not None:
+                preflight.check_jobs(plan, experiment.check)
+                held = locks.claim(plan.folder, plan.folder_key)
+        except ConfigError as err:
+            fail(str(err))
+        except faults.Interrupted as err:
+            print(f"gradinv-exp: {err}: stopped before any job started", file=sys.stderr)
+            sys.exit(err.exit_code)
+        if plan is None:  # Hydra only prints (--help, --cfg ...)
             hydra_main()
-    except faults.Interrupted as stop:
-        print(
-            f"gradinv-exp: {stop}: stopped; the run in progress saved its results so far "
-            "with status: interrupted",
-            file=sys.stderr,
-        )
-        sys.exit(stop.exit_code)
-    if plan is None or not plan.multirun:
-        return
-    failures, unwritten = summarise(plan.folder)
+            return
+        if plan.multirun and not any(a.startswith("hydra.sweep.dir=") for a in argv):
+            sys.argv.append(f"hydra.sweep.dir={quoted(str(plan.folder))}")
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error comes to launch()
+        with held:
+            try:
+                error = launch(plan, stop)
+            except faults.Interrupted:
+                error = None
+            if plan.multirun:
+                end_sweep(plan, stop, error)
+            elif stop.signum is not None:
+                stopped_run(plan, stop.signum)
+
+
+def stopped_run(plan: preflight.Plan, signum: int) -> None:
+    """A single run was stopped: say what it saved and how to continue; exit 128 + signum."""
+    saved = resume.status(plan.folder) == "interrupted"
+    print(
+        f"gradinv-exp: interrupted by {signal.Signals(signum).name}: "
+        + (f"the run saved its results so far with status: interrupted in {plan.folder}; "
+           if saved else "")
+        + f"run it again with hydra.run.dir={plan.folder} to continue from its last checkpoint",
+        file=sys.stderr,
+    )  # fmt: skip
+    sys.exit(128 + signum)
+
+
+def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) -> None:
+    """Write the summary and end with the sweep's outcome: the counts after a stop signal
+    (exit 128 + signal), else the jobs that did not finish (exit 1) or nothing (exit 0)."""
+    flats = [config.flat(c) for c in plan.configs]
+    planned = list(zip(plan.job_dirs, plan.jobs, flats)) if plan.job_dirs else None
+    failures, unwritten, counts = summarise(plan.folder, planned)
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
+    if stop.signum is not None:
+        failed = f", {counts['failed']} failed" if counts["failed"] else ""
+        elsewhere = (
+            ""
+            if plan.in_process or stop.forwarded
+            else (" (jobs running outside this machine's processes, e.g. on SLURM, go on)")
+        )
+        print(
+            f"gradinv-exp: interrupted by {signal.Signals(stop.signum).name}: "
+            f"{counts['finished']} job(s) finished, {counts['interrupted']} interrupted "
+            f"(saved with status: interrupted){failed}, {counts[summary.MISSING]} never "
+            f"started{elsewhere}; run the same command again to finish the sweep",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stop.signum)
+    if error is not None:
+        fail(f"the launcher stopped: {faults.error_line(error)}", faults.EXIT_FAILED)
     if failures:
         fail(
-            f"{len(failures)} job(s) failed, the others finished; {failures[0]}", faults.EXIT_FAILED
+            f"{len(failures)} job(s) failed, the others finished; {failures[0]}",
+            faults.EXIT_FAILED,
         )
     if unwritten:
         sys.exit(faults.EXIT_FAILED)

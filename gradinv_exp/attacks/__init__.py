@@ -6,6 +6,7 @@ optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are smal
 registries it draws from.
 """
 
+from gradinv_exp.attacks.checkpoint import Checkpoints
 from gradinv_exp.attacks.engine import AttackConfig, AttackResult, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
@@ -18,6 +19,7 @@ __all__ = [
     "PRIORS",
     "AttackConfig",
     "AttackResult",
+    "Checkpoints",
     "OptimizerConfig",
     "attack",
     "check_optimizer",

@@ -15,7 +15,9 @@ keeps per-row state), so snapshots line up and N problems cost far less than N r
 the restart with the lowest objective is reported, in the snapshots (at that moment) and
 in the result (at the end). Progress goes to
 ``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
-dummy, before any update) and every ``snapshot_every`` steps.
+dummy, before any update) and every ``snapshot_every`` steps. Every ``checkpoint_every``
+steps the full state goes to ``checkpoints.save``, and an attack given a saved state
+continues from it (``attacks/checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 from omegaconf import MISSING
 
+from gradinv_exp.attacks import checkpoint
+from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
@@ -56,6 +60,8 @@ class AttackConfig:
     lr_decay: bool = False  # lr x0.1 at 3/8, 5/8, 7/8 of iterations (first-order optimisers)
     iterations: int = 300  # outer optimiser steps
     snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
+    # full state to the run folder every N steps (0: never), for resuming; see README
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
         one_of("attack.objective", self.objective, OBJECTIVES.names())
@@ -72,6 +78,12 @@ class AttackConfig:
         require(self.iterations >= 1, "attack.iterations", self.iterations, "must be >= 1")
         require(
             self.snapshot_every >= 1, "attack.snapshot_every", self.snapshot_every, "must be >= 1"
+        )
+        require(
+            self.checkpoint_every >= 0,
+            "attack.checkpoint_every",
+            self.checkpoint_every,
+            "must be >= 0 (0 = no checkpoints)",
         )
 
 
@@ -169,12 +181,15 @@ def attack(
     generator: torch.Generator,
     on_snapshot: OnSnapshot,
     known_labels: Tensor | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> AttackResult:
     """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
     the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
 
     Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
     (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
+    ``checkpoints``: where to save the state, and a state to continue from (the problem
+    is built as always, then that state replaces its start).
     """
     device = shared[0].device
     trials, restarts = shape[0], cfg.restarts
@@ -184,7 +199,9 @@ def attack(
     evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, generator)
     y0 = mode.start(evidence, restarts).to(device)
     problem = build_problem(simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised)
-    result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot))
+    if checkpoints is not None:
+        checkpoints = checkpoint.with_rng(checkpoints, generator)
+    result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot), checkpoints)
     return select(result, best_restart(result.grad_loss, restarts))
 
 
@@ -258,12 +275,18 @@ def select(result: AttackResult, restart: Tensor) -> AttackResult:
     )
 
 
-def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> AttackResult:
-    """The outer loop: lockstep steps, snapshots, divergence.
+def optimise(
+    problem: Problem,
+    cfg: AttackConfig,
+    on_snapshot: OnSnapshot,
+    checkpoints: Checkpoints | None = None,
+) -> AttackResult:
+    """The outer loop: lockstep steps, snapshots, divergence, checkpoints.
 
     A NaN/inf loss stops that problem (status diverged) and keeps its last images whose
     loss was finite; the others go on. The result has one row per problem (``restart``
-    is all zeros: restarts are chosen by ``select``).
+    is all zeros: restarts are chosen by ``select``). Continuing from a checkpoint at
+    step k repeats no snapshot: the next is the first one after k.
     """
     v = problem.variables
 
@@ -274,11 +297,18 @@ def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> At
     def snapshot(step: int) -> None:
         on_snapshot(step, losses().cpu(), problem.images().detach())
 
-    snapshot(0)
-    good = v.detach().clone()
-    steps = torch.zeros(len(v), dtype=torch.long)
-    diverged = torch.zeros(len(v), dtype=torch.bool, device=v.device)
-    for step in range(1, cfg.iterations + 1):
+    if checkpoints is not None and checkpoints.start is not None:
+        start = checkpoint.restore(problem, checkpoints.start)
+    else:
+        snapshot(0)
+        start = Loop(
+            step=0,
+            good=v.detach().clone(),
+            steps=torch.zeros(len(v), dtype=torch.long),
+            diverged=torch.zeros(len(v), dtype=torch.bool, device=v.device),
+        )
+    good, steps, diverged = start.good, start.steps, start.diverged
+    for step in range(start.step + 1, cfg.iterations + 1):
         first = problem.opt.step(problem.closure)
         problem.after_step()
         with torch.no_grad():
@@ -291,6 +321,8 @@ def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> At
             break
         if step % cfg.snapshot_every == 0 or step == cfg.iterations:
             snapshot(step)
+        if checkpoints is not None and checkpoints.due(step, cfg.iterations):
+            checkpoints.save(checkpoint.capture(problem, Loop(step, good, steps, diverged)))
     return AttackResult(
         images=problem.images().detach().clone(),
         labels=problem.recovered().detach(),

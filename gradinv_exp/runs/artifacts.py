@@ -25,31 +25,23 @@ if TYPE_CHECKING:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(tmp)`` on a new temporary file beside ``path``, then rename it to
+    ``path``; on any exception (an interrupt included) the temporary file is removed.
+
+    The file ``.<name>.<random>.tmp`` is created with ``O_EXCL`` and mode 0666, so that
+    the kernel applies the umask (and a folder's default ACL) as for any new file;
+    ``tempfile.mkstemp`` would create it 0600, and the rename keeps the mode. It is
+    created inside the ``try``: a signal right after it exists still removes it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_file(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # 64 random bits
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def new_file(path: Path) -> Path:
-    """A new, empty ``.<name>.<random>.tmp`` beside ``path``, mode ``0666 & ~umask``.
-
-    Created with ``O_EXCL`` and mode 0666 so that the kernel applies the umask (and a
-    folder's default ACL) as for any new file; ``tempfile.mkstemp`` would create it 0600,
-    and the rename keeps the mode.
-    """
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
 
 
 def _json_safe(value: Any) -> Any:

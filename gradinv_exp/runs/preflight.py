@@ -20,7 +20,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gradinv_exp.config import CONF_DIR, Config
@@ -30,18 +30,37 @@ from gradinv_exp.runs import resume
 GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "experiment")
 
 
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a command line will run: one job (``multirun`` false) or a sweep.
 
     ``folder`` is the run folder or the sweep folder, resolved (``${now:...}`` filled in);
-    ``jobs`` holds each job's overrides, ``configs`` each job's checked config.
+    ``jobs`` holds each job's overrides, ``configs`` each job's checked config,
+    ``job_dirs`` each job's folder (None: a sweep with its own ``hydra.sweep.subdir``).
+    ``in_process``: the jobs run in this process (a single run, the basic launcher), not
+    in processes of a launcher (joblib workers, submitit tasks).
     """
 
     multirun: bool
     folder: Path
     jobs: list[list[str]]
     configs: list[Config]
+    job_dirs: list[Path] | None
+    in_process: bool
+
+    @property
+    def folder_key(self) -> str:
+        """The override that sets ``folder``."""
+        return "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
+
+
+def in_process(hydra_cfg: DictConfig, multirun: bool) -> bool:
+    """Whether the jobs of ``hydra_cfg`` (a composed ``hydra`` node) run in the process
+    that Hydra starts in: a single run, or a sweep under the basic launcher."""
+    return not multirun or hydra_cfg.launcher.get("_target_") == BASIC_LAUNCHER
 
 
 def options(group: str) -> list[str]:
@@ -126,14 +145,16 @@ def plan(argv: list[str]) -> Plan | None:
                 raise ConfigError("this command sweeps over values: add -m (--multirun)")
             every = list(jobs(overrides, preset)) if multirun else [plain]
             configs = [to_config(job) for job in every]
+            folders = resume.job_dirs(first.hydra, len(every), multirun)
             # Resume: never let Hydra overwrite a finished run made with other overrides.
-            resume.check_targets(first.hydra, every, multirun)
+            resume.check_targets(folders, every)
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
+            local = in_process(first.hydra, multirun)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(hydra_message(err)) from None
-    return Plan(multirun, folder, every, configs)
+    return Plan(multirun, folder, every, configs, folders, local)
 
 
 def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:

@@ -45,6 +45,15 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return metrics
 
 
+def status(run_dir: Path) -> str | None:
+    """The run's status from its metrics.json; None when absent or unreadable."""
+    try:
+        metrics = read_metrics(run_dir)
+    except RunError:
+        return None
+    return None if metrics is None else metrics["status"]
+
+
 def finished(run_dir: Path) -> dict[str, Any] | None:
     """metrics.json of a run that finished (status ok or diverged), else None."""
     try:
@@ -87,15 +96,18 @@ def check_folder(run_dir: Path, overrides: list[str]) -> None:
         )
 
 
-def check_targets(hydra_cfg: DictConfig, jobs: Iterable[list[str]], multirun: bool) -> None:
-    """Check the folder each job will write to (job ``i`` of a sweep -> ``sweep.dir/i``)."""
+def job_dirs(hydra_cfg: DictConfig, count: int, multirun: bool) -> list[Path] | None:
+    """The folder of each of ``count`` jobs: ``run.dir``, or job ``i`` of a sweep ->
+    ``sweep.dir/i``; None for a sweep with its own ``hydra.sweep.subdir`` (which folder a
+    job will use is then only known when it runs)."""
     if not multirun:
-        check_folder(Path(hydra_cfg.run.dir), next(iter(jobs)))
-        return
+        return [Path(hydra_cfg.run.dir)]
     if OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir") != JOB_NUM:
-        return  # custom job folder names: cannot tell which folder a job will use
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    if not sweep_dir.is_dir():
-        return
-    for num, job in enumerate(jobs):
-        check_folder(sweep_dir / str(num), job)
+        return None
+    return [Path(hydra_cfg.sweep.dir) / str(num) for num in range(count)]
+
+
+def check_targets(folders: list[Path] | None, jobs: Iterable[list[str]]) -> None:
+    """Check the folder each job will write to (``job_dirs``; None: nothing to check)."""
+    for run_dir, job in zip(folders or [], jobs):
+        check_folder(run_dir, job)

@@ -32,15 +32,11 @@ from omegaconf import DictConfig
 from gradinv_exp import config, experiment
 from gradinv_exp.analysis import summary
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import artifacts, faults, locks, preflight, resume, workers
+from gradinv_exp.runs import faults, locks, preflight, resume, workers
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2  # bad input: nothing was run
-DIED = (
-    "the job's process died before it saved any result (killed by a signal such as "
-    "SIGKILL, or by the out-of-memory killer)"
-)
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
@@ -60,8 +56,11 @@ def hydra_main(cfg: DictConfig) -> float:
     if preflight.in_process(hydra_cfg, multirun):
         return job(cfg, hydra_cfg)
     stop = faults.job_process()
-    if stop.signum is not None or hydra_cfg.job.num in workers.skipped():
-        log.warning("job %s not started: this command stopped it", hydra_cfg.job.num)
+    if stop.signum is not None:
+        log.warning("job %s not started: this process was stopped", hydra_cfg.job.num)
+        return math.nan
+    if hydra_cfg.job.num in workers.skipped():
+        log.warning("job %s not run again: it ended in this command", hydra_cfg.job.num)
         return math.nan
     with stop.acting(faults.Action.RAISE):
         try:
@@ -140,7 +139,7 @@ def launch(plan: preflight.Plan, stop: faults.Stop) -> Exception | None:
     action = faults.Action.RAISE if plan.in_process else faults.Action.FORWARD
     error = None
     for _ in plan.jobs:
-        since = time.time()
+        since = time.time() - 1.0  # file times come from a coarser clock
         try:
             with stop.acting(action), workers.gentle_pool_shutdown():
                 hydra_main()
@@ -155,10 +154,8 @@ def launch(plan: preflight.Plan, stop: faults.Stop) -> Exception | None:
         if not dead:
             return error
         for num, run_dir in dead.items():
-            print(f"gradinv-exp: job {num} failed: {DIED}", file=sys.stderr)
-            flat = config.flat(plan.configs[num])
-            artifacts.write_json(run_dir / "metrics.json", {"status": "failed", "error": DIED,
-                                                            "config": flat})  # fmt: skip
+            print(f"gradinv-exp: job {num} failed: {faults.DIED}", file=sys.stderr)
+            faults.record_death(run_dir, config.flat(plan.configs[num]))
         workers.skip(set(dead) | failed_now)
         log.warning("running the jobs again that did not end (finished ones are skipped)")
     return error
@@ -181,8 +178,8 @@ def main() -> None:
         if plan is None:  # Hydra only prints (--help, --cfg ...)
             hydra_main()
             return
-        if plan.multirun and not any(a.startswith("hydra.sweep.dir=") for a in argv):
-            sys.argv.append(f"hydra.sweep.dir={quoted(str(plan.folder))}")
+        if not any(a.startswith(f"{plan.folder_key}=") for a in argv):  # ${now:} resolved once
+            sys.argv.append(f"{plan.folder_key}={quoted(str(plan.folder))}")
         os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error comes to launch()
         with held:
             try:

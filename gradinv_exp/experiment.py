@@ -324,7 +324,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         on_snapshot=on_snapshot,
         known_labels=labels.to(device),
         checkpoints=attacks.Checkpoints(
-            cfg.attack.checkpoint_every, save_checkpoint, saved and saved["attack"]
+            cfg.attack.checkpoint_every, save_checkpoint, None if saved is None else saved["attack"]
         ),
     )
     status = "diverged" if result.diverged.any() else "ok"

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_FAILED = 1  # a job raised: its metrics.json says why
+DIED = (
+    "the job's process died before it saved any result (killed by a signal such as "
+    "SIGKILL, or by the out-of-memory killer)"
+)
 
 
 class Interrupted(BaseException):
@@ -154,3 +158,10 @@ def record_failure(run_dir: Path, err: BaseException, config: dict[str, Any]) ->
     record = {"status": "failed", "error": error_line(err), "config": config}
     artifacts.write_json(run_dir / "metrics.json", record)
     return record
+
+
+def record_death(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write metrics.json of a job whose process died without a word (``status: failed``,
+    ``error: DIED``); the command line does this when it finds one (``workers.ended``)."""
+    record = {"status": "failed", "error": DIED, "config": config}
+    artifacts.write_json(run_dir / "metrics.json", record)

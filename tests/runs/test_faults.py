@@ -14,7 +14,7 @@ import pytest
 from helpers import FAST, REPO, typed_config
 
 from gradinv_exp import attacks, experiment
-from gradinv_exp.runs import artifacts, faults
+from gradinv_exp.runs import artifacts, faults, workers
 
 RUN_FILES = ("history.csv", "progress.png", "reconstruction.png", "loss.png", "metrics.json")
 
@@ -209,3 +209,20 @@ def test_a_killed_single_run_continues_from_its_checkpoint(tmp_path):
     assert resumed["per_image"] == alone["per_image"] and resumed["grad_loss"] == alone["grad_loss"]
     assert pd.read_csv(out / "history.csv").equals(pd.read_csv(tmp_path / "alone" / "history.csv"))
     assert not list(out.glob(".*.tmp")) and not (out / "attack_checkpoint.pt").exists()
+
+
+def test_forward_sends_sigterm_to_the_child_processes_instead_of_raising(monkeypatch):
+    """The command line while a launcher's processes run the jobs (faults.Action.FORWARD)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert child.pid in workers.children()
+        stop = faults.Stop(faults.Action.FORWARD)
+        stop(signal.SIGINT, None)  # returns: the command waits for its jobs
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        assert stop.signum == signal.SIGINT and stop.forwarded >= 1
+        stop(signal.SIGINT, None)  # a second Ctrl-C is ignored
+    finally:
+        child.kill()
+    monkeypatch.setattr(workers, "children", lambda: [])
+    with pytest.raises(faults.Interrupted):  # no process started yet: stop here
+        faults.Stop(faults.Action.FORWARD)(signal.SIGTERM, None)

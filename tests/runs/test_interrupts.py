@@ -22,8 +22,8 @@ import pytest
 from helpers import REPO, typed_config
 
 from gradinv_exp import experiment
-from gradinv_exp.__main__ import DIED
 from gradinv_exp.runs import checkpoints
+from gradinv_exp.runs.faults import DIED
 
 # cheap steps (two L-BFGS iterations on a 16x16 photo), a checkpoint every second step
 STEPS = [

@@ -186,10 +186,14 @@ def main() -> None:
                 error = launch(plan, stop)
             except faults.Interrupted:
                 error = None
-            if plan.multirun:
-                end_sweep(plan, stop, error)
-            elif stop.signum is not None:
-                stopped_run(plan, stop.signum)
+            try:
+                if plan.multirun:
+                    end_sweep(plan, stop, error)
+                elif stop.signum is not None:
+                    stopped_run(plan, stop.signum)
+            except faults.Interrupted as err:  # the jobs had ended; a repeat is ignored
+                print(f"gradinv-exp: {err} while the summary was written", file=sys.stderr)
+                sys.exit(err.exit_code)
 
 
 def stopped_run(plan: preflight.Plan, signum: int) -> None:

@@ -177,7 +177,7 @@ def test_submitit_preemption_signal_requeues_the_job_and_it_continues(tmp_path):
     """submitit's own preemption/time-limit signal (SIGUSR2 on SLURM, here sent to the
     local task): submitit requeues the job, which continues from its checkpoint."""
     sweep = tmp_path / "sweep"
-    job = [*STEPS, "attack.iterations=300", "seed=3"]
+    job = [*STEPS, "attack.iterations=150", "seed=3"]
     args = ["-m", *job, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
     proc = start(args, tmp_path)
     try:

@@ -91,8 +91,8 @@ def restore(problem: Problem, state: State) -> Loop:
 def with_rng(checkpoints: Checkpoints, generator: torch.Generator) -> Checkpoints:
     """``checkpoints`` that also save ``generator``'s state, with ``generator`` set back to
     the saved state when continuing from one."""
-    if checkpoints.start is not None:
-        generator.set_state(checkpoints.start["rng"])
+    if checkpoints.start is not None:  # a CPU generator's state, wherever the run's tensors are
+        generator.set_state(checkpoints.start["rng"].cpu())
 
     def save(state: State) -> None:
         checkpoints.save({**state, "rng": generator.get_state()})

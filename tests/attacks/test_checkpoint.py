@@ -37,8 +37,8 @@ def run(cfg, optimizer, model, images, target, start=None):
     return result, seen, saved
 
 
-def load(blob):
-    return torch.load(io.BytesIO(blob), weights_only=True)
+def load(blob, device="cpu"):
+    return torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
 
 
 CASES = {
@@ -84,3 +84,18 @@ def test_lbfgs_state_round_trips_and_refuses_other_shapes():
     assert all(torch.equal(getattr(other, k), state[k]) for k in STATE)
     with pytest.raises(ValueError, match="'s' has shape \\(3, 4, 5\\), this optimiser needs"):
         BatchedLBFGS(v, history_size=7).load_state_dict(state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_attack_continues_from_a_checkpoint_loaded_onto_the_gpu():
+    """The run's file is loaded with map_location=device: every tensor of the state (the
+    CPU random stream included) must end where it belongs. GPU arithmetic need not be
+    deterministic, so this checks the continuation runs, not equality."""
+    cfg = dataclasses.replace(PRESETS["dlg"], iterations=ITERATIONS, snapshot_every=3)
+    model, images, _, target = setup(index=2, size=16)
+    model, target = model.cuda(), [g.cuda() for g in target]
+    _, _, saved = run(cfg, LBFGSConfig(max_iter=4), model, images, target)
+    rest, later, _ = run(cfg, LBFGSConfig(max_iter=4), model, images, target,
+                         start=load(saved[8], "cuda"))  # fmt: skip
+    assert rest.images.device.type == "cuda" and [s[0] for s in later] == [9, 12]
+    assert rest.steps.tolist() == [ITERATIONS] and torch.isfinite(rest.grad_loss).all()

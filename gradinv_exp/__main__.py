@@ -11,6 +11,10 @@ worker process dies, the command line records its job as failed and runs the oth
 again (``runs.workers``). Exit codes: 0 every run finished (ok or diverged), 1 a run
 failed (in a sweep: after all jobs ran), 2 bad configuration, 130/143 stopped by
 SIGINT/SIGTERM.
+
+A bad command line answers before torch loads: the schema modules defer torch
+(``lazy.py``), and the experiment (torch, torchvision, matplotlib) is imported only once
+every job's config passed the checks that need no tensor.
 """
 
 from __future__ import annotations
@@ -29,8 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradinv_exp import config, experiment
-from gradinv_exp.analysis import summary
+from gradinv_exp import config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import faults, locks, preflight, resume, workers
 
@@ -71,6 +74,8 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def job(cfg: DictConfig, hydra_cfg: Any) -> float:
     """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before."""
+    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
+
     run_dir = Path(hydra_cfg.runtime.output_dir)
     with locks.job(run_dir):
         for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
@@ -119,6 +124,8 @@ def summarise(
     that did not finish, why the summary could not be written (None when it was), and
     the jobs' counts by outcome: the jobs are counted first, so a full disk never hides a
     failed job."""
+    from gradinv_exp.analysis import summary  # pandas, matplotlib: only when a sweep ends
+
     frame, problems = summary.collect([sweep_dir])
     frame = summary.with_planned(frame, planned or [])
     failures = summary.failures(frame, problems)
@@ -168,6 +175,8 @@ def main() -> None:
         try:
             plan = preflight.plan(argv)
             if plan is not None:
+                from gradinv_exp import experiment  # heavy: after the fast checks
+
                 preflight.check_jobs(plan, experiment.check)
                 held = locks.claim(plan.folder, plan.folder_key)
         except ConfigError as err:
@@ -227,7 +236,7 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
         print(
             f"gradinv-exp: interrupted by {signal.Signals(stop.signum).name}: "
             f"{counts['finished']} job(s) finished, {counts['interrupted']} interrupted "
-            f"(saved with status: interrupted){failed}, {counts[summary.MISSING]} never "
+            f"(saved with status: interrupted){failed}, {counts['missing']} never "
             f"started{elsewhere}; run the same command again to finish the sweep",
             file=sys.stderr,
         )

@@ -16,13 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.options import Registry, option_name, positive, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 Params = dict[str, "Tensor"]
 Loss = Callable[[Params, "Tensor", "Tensor"], "Tensor"]  # (params, x (B,...), y (B,K)) -> scalar
@@ -231,16 +234,20 @@ class Simulator:
     ``simulator(x, y)`` gives, for dummies ``x`` ``(N, B, C, H, W)`` with label
     distributions ``y`` ``(N, B, num_classes)`` (N a multiple of T; row n is trial n % T),
     what each would share: one ``(N, *param.shape)`` tensor per parameter, with a graph
-    back to ``x`` and ``y`` whatever the grad mode.
+    back to ``x`` and ``y`` whatever the grad mode. ``functional``: always the torch.func
+    path (inside torch.func transforms and torch.compile, where the cheaper plain
+    autograd path for one FedSGD problem cannot run).
     """
 
     model: nn.Module
     protocol: ClientConfig
     params: Params | None = None
+    functional: bool = False
 
     def __call__(self, x: Tensor, y: Tensor) -> list[Tensor]:
         names = [k for k, _ in self.model.named_parameters()]
-        if self.params is None and self.protocol.name == "fedsgd" and len(x) == 1:
+        plain = self.params is None and self.protocol.name == "fedsgd" and len(x) == 1
+        if plain and not self.functional:
             # one problem: plain autograd, ~30% cheaper than vmap, nothing to batch
             with torch.enable_grad():
                 loss = soft_cross_entropy(self.model(x[0]), y[0])

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -206,6 +205,8 @@ class Config:
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
+    compile: str = "auto"  # the attack's closure through torch.compile: auto, on, off
+    conv_backend: str = "auto"  # CPU convolutions in the attack: auto, onednn, native
     trials: int = 1  # independent attacks in one batched run; metrics give mean, CI, ...
     # what differs between trials: images (consecutive batches, one model), models (the
     # same images, trial t attacks the model of seed + t), both
@@ -219,6 +220,8 @@ class Config:
         require(self.threads >= 1, "threads", self.threads, "must be >= 1")
         require(self.trials >= 1, "trials", self.trials, "must be >= 1")
         one_of("trials_vary", self.trials_vary, ("images", "models", "both"))
+        one_of("compile", self.compile, ("auto", "on", "off"))
+        one_of("conv_backend", self.conv_backend, ("auto", "onednn", "native"))
         # rules that span groups
         require(
             self.model.checkpoint is None or not self.models_vary,
@@ -303,11 +306,22 @@ class UtilityConfig:
 
 
 def flat(cfg: Any) -> dict[str, Any]:
-    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables."""
+    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables.
+    Nested maps become dotted keys (an empty map none); lists stay values."""
     container = OmegaConf.to_container(
         cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     )
-    return pd.json_normalize(container).to_dict("records")[0]
+
+    def walk(prefix: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {
+                k: v
+                for key, item in value.items()
+                for k, v in walk(f"{prefix}{key}.", item).items()
+            }
+        return {prefix[:-1]: value}
+
+    return walk("", container)
 
 
 def pick(index: Any, *values: Any) -> Any:

@@ -25,6 +25,7 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models
 from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
+from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
 from gradinv_exp.runs import artifacts, checkpoints, faults
@@ -214,6 +215,20 @@ def passed(cfg: Config, scores: dict[str, np.ndarray]) -> np.ndarray:
     return ok & ~np.isnan(values)
 
 
+def attack_backend(cfg: Config, device: torch.device) -> attacks.Backend:
+    """Compiled or eager, and which CPU convolution, for this run's attack (the fixed
+    rules of ``attacks.backend.choose``)."""
+    steps = cfg.optimizer.max_iter if isinstance(cfg.optimizer, LBFGSConfig) else 1
+    return attacks.choose_backend(
+        cfg.compile,
+        cfg.conv_backend,
+        model=cfg.model.name,
+        device=device.type,
+        problems=cfg.trials * cfg.attack.restarts,
+        closures=cfg.attack.iterations * steps,
+    )
+
+
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -302,6 +317,8 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
             step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
         )  # fmt: skip
 
+    backend = attack_backend(cfg, device)
+    progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
     config = flat(cfg)
     saved = checkpoints.load(run_dir, config, device)
     if saved is not None:
@@ -323,10 +340,12 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         generator=generator(cfg.seed, "attack"),
         on_snapshot=on_snapshot,
         known_labels=labels.to(device),
+        backend=backend,
         checkpoints=attacks.Checkpoints(
             cfg.attack.checkpoint_every, save_checkpoint, None if saved is None else saved["attack"]
         ),
     )
+    progress.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
     status = "diverged" if result.diverged.any() else "ok"
     summary = finish(cfg, run_dir, progress, result, status)
     checkpoints.remove(run_dir)  # finished: never run again

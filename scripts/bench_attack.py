@@ -1,15 +1,24 @@
-"""Framework overhead: gradinv_exp's DLG vs a plain DLG loop written the way the seed writes it.
+"""The default run's attack: gradinv_exp's engine against a plain DLG loop, eager against
+the backend the default run chooses (compiled closure, native convolution).
 
-Both run in this process on the same photo, model, seed, dummy start and step count:
+All run in this process on the same photo, model, seed, dummy start and step count:
 (a) the reference: torch.optim.LBFGS on [dummy image, dummy label], a closure with
-    autograd.grad(create_graph=True), a snapshot clone every 10 steps;
-(b) gradinv_exp: ``attacks.attack`` with the dlg preset, through its public API, with
-    snapshots every 10 steps and the run's per-snapshot metrics (matching, MSE, PSNR).
-Repetitions alternate (a) and (b) so machine load hits both alike; medians are reported.
-Also prints ms per closure, the final losses, the effect of 2 torch threads on one closure,
-and the process's peak RSS.
+    autograd.grad(create_graph=True), a snapshot clone every 10 steps (the seed's loop);
+(b) gradinv_exp eager with oneDNN convolutions (how every run ran before the backend
+    choice), snapshots every 10 steps with the run's per-snapshot metrics;
+(c) gradinv_exp with the backend ``compile=auto conv_backend=auto`` picks for the default
+    run (printed), same snapshots.
+Repetitions alternate (a), (b), (c) so machine load hits all alike; medians are reported,
+with ms per closure and the final losses. For the timings L-BFGS's tolerances are 0, so
+every variant evaluates exactly steps x 20 closures (float32 DLG is chaotic: with the
+default tolerances one variant may stall and stop early and so do less work).
+Compile time is reported separately, cold (an empty inductor cache) and warm (the cache
+the cold run filled), each measured in a fresh process. ``--pairs N`` adds the quality
+check: the full 300-step default attack on N (image, model) pairs (the ten bundled
+photos x model seeds), eager vs the default backend: success rate (PSNR >= 20 dB) and
+mean PSNR with 95% intervals. Also: one closure with 1 vs 2 torch threads, peak RSS.
 
-    python scripts/bench_attack.py [--steps 50] [--repeats 3]
+    python scripts/bench_attack.py [--steps 50] [--repeats 3] [--pairs 20]
 """
 
 from __future__ import annotations
@@ -18,21 +27,33 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from gradinv_exp import attacks, client, data, models
-from gradinv_exp.analysis import metrics
+from gradinv_exp.analysis import metrics, uncertainty
+from gradinv_exp.attacks.backend import Backend, convolution
+from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
 
 SNAPSHOT_EVERY = 10
+REPO = Path(__file__).resolve().parent.parent
+EAGER = Backend(compile=False, conv="onednn")
+DEFAULT = attacks.choose_backend(  # what `python -m gradinv_exp` picks (experiment.py)
+    "auto", "auto", model="lenet", device="cpu", problems=1, closures=300 * 20
+)
 
 
-def setup(seed: int):
-    images, labels, _ = data.load(DatasetConfig(name="photos", index=5, size=10), 1)
+def setup(image: int, seed: int):
+    images, labels, _ = data.load(DatasetConfig(name="photos", index=image, size=10), 1)
     model = models.build(
         "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",
         init_range=0.5, generator=generator(seed, "model"),
@@ -41,23 +62,20 @@ def setup(seed: int):
     return model, images, client.gradient(client.Client(model, images, onehot))
 
 
-class Counter:
-    """Counts model forward passes (one per closure, plus loss evaluations at snapshots)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.calls = 0
-        model.register_forward_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+FIXED_WORK = LBFGSConfig(tolerance_grad=0.0, tolerance_change=0.0)  # 20 closures per step
 
 
-def reference(model, true_grad, seed: int, steps: int) -> float:
-    """The seed's loop, verbatim in spirit; returns the final gradient-matching loss."""
+def reference(model, true_grad, seed: int, steps: int) -> tuple[float, int]:
+    """The seed's loop, verbatim in spirit (tolerances 0, as FIXED_WORK); (final
+    gradient-matching loss, closure calls)."""
     gen = generator(seed, "attack")
     dummy_data = torch.randn((1, 3, 32, 32), generator=gen).requires_grad_(True)
     dummy_label = torch.randn((1, 100), generator=gen).requires_grad_(True)
-    optimizer = torch.optim.LBFGS([dummy_data, dummy_label])
-    history = []
+    optimizer = torch.optim.LBFGS([dummy_data, dummy_label], tolerance_grad=0, tolerance_change=0)
+    history, calls = [], [0]
 
     def closure():
+        calls[0] += 1
         optimizer.zero_grad()
         pred = model(dummy_data)
         onehot = torch.softmax(dummy_label, dim=-1)
@@ -71,11 +89,12 @@ def reference(model, true_grad, seed: int, steps: int) -> float:
         optimizer.step(closure)
         if step % SNAPSHOT_EVERY == 0:
             history.append(dummy_data[0].detach().clone())
-    return float(closure().detach())
+    return float(closure().detach()), calls[0]
 
 
-def ours(model, images, true_grad, seed: int, steps: int) -> float:
-    """gradinv_exp's DLG with snapshots and the run's snapshot metrics."""
+def ours(model, images, true_grad, seed: int, steps: int, backend: Backend, lbfgs=FIXED_WORK):
+    """gradinv_exp's DLG through its engine with the run's snapshot metrics; returns
+    (final loss, closure calls, the result)."""
     rows = []
 
     def on_snapshot(step, grad_loss, recon):
@@ -86,23 +105,33 @@ def ours(model, images, true_grad, seed: int, steps: int) -> float:
     dlg = attacks.AttackConfig(
         name="dlg", objective="l2", labels="joint", iterations=steps, snapshot_every=SNAPSHOT_EVERY
     )
-    result = attacks.attack(
-        client.Simulator(model, client.FedSGDConfig()), [g[None] for g in true_grad],
-        shape=(1, *images.shape), num_classes=100, cfg=dlg, optimizer=LBFGSConfig(),
-        generator=generator(seed, "attack"), on_snapshot=on_snapshot,
+    gen = generator(seed, "attack")
+    x0, y0 = torch.randn((1, 1, 3, 32, 32), generator=gen), torch.randn((1, 1, 100), generator=gen)
+    simulator = client.Simulator(model, client.FedSGDConfig())
+    problem = build_problem(
+        simulator, [g[None] for g in true_grad], x0, y0, dlg, lbfgs, optimised=True,
+        compiled=backend.compile, timings={},
     )  # fmt: skip
-    return float(result.grad_loss[0])
+    calls, closure = [0], problem.closure
+
+    def counted():
+        calls[0] += 1
+        return closure()
+
+    problem.closure = counted  # type: ignore[method-assign]
+    with convolution(backend.conv):
+        result = optimise(problem, dlg, on_snapshot)
+    return float(result.grad_loss[0]), calls[0], result
 
 
-def timed(fn, counter: Counter):
-    before = counter.calls
+def timed(fn):
     start = time.perf_counter()
-    loss = fn()
-    return time.perf_counter() - start, counter.calls - before, loss
+    loss, calls, *_ = fn()
+    return time.perf_counter() - start, calls, loss
 
 
 def closure_ms(model, true_grad, threads: int, repeats: int = 30) -> float:
-    """Median time of one DLG closure (forward, grad with create_graph, backward)."""
+    """Median time of one eager DLG closure (forward, grad with create_graph, backward)."""
     torch.set_num_threads(threads)
     x = torch.randn((1, 3, 32, 32), requires_grad=True)
     y = torch.randn((1, 100), requires_grad=True)
@@ -117,37 +146,99 @@ def closure_ms(model, true_grad, threads: int, repeats: int = 30) -> float:
     return 1e3 * statistics.median(times[3:])
 
 
+COMPILE_ONCE = """
+import time, torch
+torch.set_num_threads(1)
+import bench_attack as b
+model, images, true_grad = b.setup(5, 0)
+start = time.perf_counter()
+b.ours(model, images, true_grad, 0, 1, b.DEFAULT)
+print(time.perf_counter() - start)
+"""
+
+
+def compile_seconds() -> tuple[float, float]:
+    """(cold, warm) seconds of a 1-step compiled attack in a fresh process: the first with
+    an empty inductor cache, the second reusing what the first wrote."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = os.environ | {
+            "TORCHINDUCTOR_CACHE_DIR": cache,
+            "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'scripts'}",
+        }
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", COMPILE_ONCE],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+    cold, warm = (float(r.stdout.strip().splitlines()[-1]) for r in runs)
+    return cold, warm
+
+
+def quality(pairs: int) -> None:
+    """The default 300-step attack on ``pairs`` (image, model) pairs, eager vs DEFAULT."""
+    psnrs: dict[str, list[float]] = {"eager": [], "default": []}
+    for n in range(pairs):
+        image, seed = n % 10, n // 10
+        model, images, true_grad = setup(image, seed)
+        for name, backend in (("eager", EAGER), ("default", DEFAULT)):
+            *_, result = ours(model, images, true_grad, seed, 300, backend, LBFGSConfig())
+            psnrs[name].append(float(metrics.psnr(images, result.images[0, 0][None])[0]))
+    for name, values in psnrs.items():
+        v = np.array(values)
+        low, high = uncertainty.mean_interval(v)
+        rate = uncertainty.success(v >= 20)
+        print(f"quality {name:8s} over {pairs} pairs: mean PSNR {v.mean():5.1f} dB "
+              f"[{low:.1f}, {high:.1f}], success rate (PSNR >= 20 dB) "
+              f"{rate['success_rate']:.2f} [{rate['success_rate_ci_low']:.2f}, "
+              f"{rate['success_rate_ci_high']:.2f}]")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50, help="L-BFGS steps (seed: 300)")
+    parser.add_argument("--steps", type=int, default=50, help="L-BFGS steps (default run: 300)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", type=int, default=0, help="quality check on N pairs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model, images, true_grad = setup(args.seed)
-    counter = Counter(model)
-    load = os.getloadavg()[0]
-    print(f"load average {load:.2f} on {os.cpu_count()} cores; torch threads 1; LeNet 32x32, "
-          f"{args.steps} L-BFGS steps, {args.repeats} alternating repeats")  # fmt: skip
-    runs = {"reference": [], "gradinv_exp": []}
+    model, images, true_grad = setup(5, args.seed)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads 1;"
+          f" LeNet 32x32, {args.steps} L-BFGS steps, {args.repeats} alternating repeats; "
+          f"default run's backend: compile={DEFAULT.compile}, "
+          f"conv_backend={DEFAULT.conv}")  # fmt: skip
+    ours(model, images, true_grad, args.seed, 1, DEFAULT)  # compile outside the timings
+    runs = {
+        "reference": lambda: reference(model, true_grad, args.seed, args.steps),
+        "eager (oneDNN)": lambda: ours(model, images, true_grad, args.seed, args.steps, EAGER),
+        "default backend": lambda: ours(model, images, true_grad, args.seed, args.steps, DEFAULT),
+    }
+    results: dict[str, list] = {name: [] for name in runs}
     for _ in range(args.repeats):
-        runs["reference"].append(
-            timed(lambda: reference(model, true_grad, args.seed, args.steps), counter)
-        )
-        runs["gradinv_exp"].append(
-            timed(lambda: ours(model, images, true_grad, args.seed, args.steps), counter)
-        )
+        for name, fn in runs.items():
+            results[name].append(timed(fn))
     wall = {}
-    for name, results in runs.items():
-        wall[name] = statistics.median(r[0] for r in results)
-        calls, loss = results[0][1], results[0][2]
-        each = [round(r[0], 2) for r in results]
-        print(f"{name:12s} wall {wall[name]:7.2f} s (median of {each})"
-              f"  {1e3 * wall[name] / calls:5.2f} ms/closure ({calls} model evaluations)"
-              f"  final loss {loss:.3e}")  # fmt: skip
-    print(f"ratio gradinv_exp / reference: {wall['gradinv_exp'] / wall['reference']:.3f}")
+    for name, res in results.items():
+        wall[name] = statistics.median(r[0] for r in res)
+        calls, loss = res[0][1], res[0][2]
+        each = [round(r[0], 2) for r in res]
+        print(f"{name:16s} wall {wall[name]:6.2f} s (median of {each})  "
+              f"{1e3 * wall[name] / calls:5.2f} ms/closure ({calls} closures)  "
+              f"final loss {loss:.3e}")  # fmt: skip
+    print(f"ratio eager / reference: {wall['eager (oneDNN)'] / wall['reference']:.3f}")
+    print(f"speed-up of the default run's attack (same closures): "
+          f"{wall['eager (oneDNN)'] / wall['default backend']:.2f}x over eager (oneDNN), "
+          f"{wall['reference'] / wall['default backend']:.2f}x over the reference")  # fmt: skip
+    cold, warm = compile_seconds()
+    print(f"compile time (1-step attack in a fresh process): cold {cold:.1f} s, warm {warm:.1f} s")
     one, two = closure_ms(model, true_grad, 1), closure_ms(model, true_grad, 2)
-    print(f"one closure: 1 thread {one:.2f} ms, 2 threads {two:.2f} ms")
+    print(f"one eager closure: 1 thread {one:.2f} ms, 2 threads {two:.2f} ms")
+    if args.pairs:
+        quality(args.pairs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB")
 

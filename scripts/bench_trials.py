@@ -19,7 +19,16 @@ prints, per T:
   allows. ``--optimizer adam`` shows digit-level agreement on a non-chaotic path.
 - quality: mean PSNR against the true photos, batched vs alone.
 
-    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs] [--repeats 2]
+``--backend auto`` runs every T with the backend a run would choose for it
+(``attacks.backend.choose``: compiled closure; native convolution for T = 1, oneDNN
+otherwise; compile time outside the timings), ``eager`` (default) as before.
+``--models`` gives every trial its own model init (``trials_vary=models``: trial t
+attacks the model of seed t), batched as per-trial weights under vmap; alone, each trial
+attacks its own model. ``--device cuda`` times the batched attack alone for
+T = 1, 16, 64, 256 (time per step and peak GPU memory) and says so when there is no GPU.
+
+    python scripts/bench_trials.py [--steps 10] [--sizes 1 4 16] [--optimizer lbfgs]
+        [--repeats 2] [--backend eager|auto] [--models] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ import torch
 
 from gradinv_exp import client, data, models
 from gradinv_exp.analysis import metrics
-from gradinv_exp.attacks.engine import AttackConfig, AttackResult, Problem, build_problem, optimise
+from gradinv_exp.attacks import choose_backend
+from gradinv_exp.attacks.backend import Backend, convolution
+from gradinv_exp.attacks.engine import AttackConfig, AttackResult, build_problem, optimise
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
@@ -43,28 +54,46 @@ from gradinv_exp.experiment import generator
 FLOOR_TRIALS = 4  # trials per T whose chaos floor is measured (one more run alone each)
 
 
-def setup(trials: int):
-    """Model, true images (T, 1, C, H, W) and true gradients; the 10 bundled photos repeat
-    from trial 10 on (each trial still has its own dummy start)."""
+def lenet(seed: int, device: str) -> torch.nn.Module:
+    return models.build(
+        "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",
+        init_range=0.5, generator=generator(seed, "model"),
+    ).to(device)  # fmt: skip
+
+
+def setup(trials: int, per_trial: bool, device: str):
+    """The trials' models (one, or one per trial: seed t), true images (T, 1, C, H, W) and
+    true gradients; the 10 bundled photos repeat from trial 10 on (each trial still has
+    its own dummy start)."""
     images, labels, _ = data.load(DatasetConfig(name="photos", size=10), 10)
     images, labels = images[torch.arange(trials) % 10], labels[torch.arange(trials) % 10]
-    model = models.build(
-        "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",
-        init_range=0.5, generator=generator(0, "model"),
-    )  # fmt: skip
-    onehot = torch.nn.functional.one_hot(labels, 100).float()
+    nets = [lenet(t, device) for t in range(trials if per_trial else 1)]
+    onehot = torch.nn.functional.one_hot(labels, 100).float().to(device)
+    images = images.to(device)
     grads = [
-        client.gradient(client.Client(model, images[t : t + 1], onehot[t : t + 1]))
+        client.gradient(client.Client(nets[t % len(nets)], images[t : t + 1], onehot[t : t + 1]))
         for t in range(trials)
     ]
-    return model, images[:, None], [torch.stack(p) for p in zip(*grads)]
+    return nets, images[:, None], [torch.stack(p) for p in zip(*grads)]
 
 
-def starts(trials: int) -> tuple[torch.Tensor, torch.Tensor]:
+def simulator(nets: list[torch.nn.Module], trials: slice) -> client.Simulator:
+    """The attacker's simulation of ``trials``: one shared model, or their own models."""
+    if len(nets) == 1:
+        return client.Simulator(nets[0], client.FedSGDConfig())
+    chosen = nets[trials]
+    params = {
+        k: torch.stack([dict(n.named_parameters())[k].detach() for n in chosen])
+        for k, _ in chosen[0].named_parameters()
+    }
+    return client.Simulator(chosen[0], client.FedSGDConfig(), params)
+
+
+def starts(trials: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Dummy images (T, 1, 3, 32, 32) and label logits (T, 1, 100), seeded."""
     gen = generator(0, "attack")
     x0 = torch.randn((trials, 1, 3, 32, 32), generator=gen)
-    return x0, torch.randn((trials, 1, 100), generator=gen)
+    return x0.to(device), torch.randn((trials, 1, 100), generator=gen).to(device)
 
 
 class Cost(NamedTuple):
@@ -79,16 +108,23 @@ def dlg(steps: int) -> AttackConfig:
     return AttackConfig(name="dlg", objective="l2", labels="joint", iterations=steps)
 
 
-def problem(model, target, x0, y0, optimizer) -> Problem:
-    simulator = client.Simulator(model, client.FedSGDConfig())
-    return build_problem(simulator, target, x0, y0, dlg(1), optimizer, optimised=True)
+def backend_for(name: str, trials: int, device: str) -> Backend:
+    """``eager`` (oneDNN), or what a run of ``trials`` trials would choose (``auto``)."""
+    if name == "eager":
+        return Backend(compile=False, conv="onednn")
+    return choose_backend("auto", "auto", model="lenet", device=device, problems=trials,
+                          closures=10**6)  # fmt: skip
 
 
-def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, AttackResult, Cost]:
+def attack(sim, target, x0, y0, optimizer, steps, backend) -> tuple[float, AttackResult, Cost]:
     """DLG from the given starts through the engine every attack uses; (seconds, result,
-    cost per iteration) with the closure timed from inside the optimiser's step."""
+    cost per iteration) with the closure timed from inside the optimiser's step. A
+    compiled closure is compiled (and warmed) before the clock starts."""
+    run = build_problem(sim, target, x0, y0, dlg(1), optimizer, optimised=True,
+                        compiled=backend.compile, timings={})  # fmt: skip
+    with convolution(backend.conv):
+        run.closure()  # compiles, if compiled; the optimiser's first closure comes later
     start = time.perf_counter()
-    run = problem(model, target, x0, y0, optimizer)
     spent, calls = [0.0], [0]
     closure = run.closure
 
@@ -100,7 +136,10 @@ def attack(model, target, x0, y0, optimizer, steps) -> tuple[float, AttackResult
         return losses
 
     run.closure = timed  # type: ignore[method-assign]
-    result = optimise(run, dlg(steps), lambda *a: None)
+    with convolution(backend.conv):
+        result = optimise(run, dlg(steps), lambda *a: None)
+    if x0.is_cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return seconds, result, Cost(spent[0] / calls[0], (seconds - spent[0]) / calls[0])
 
@@ -123,33 +162,64 @@ def psnr(truth: torch.Tensor, images: torch.Tensor) -> float:
     return float(metrics.psnr(truth[:, 0], images[:, 0]).mean())
 
 
+def cuda(args: argparse.Namespace, optimizer) -> None:
+    """Batched attacks on the GPU: time per step and peak memory for each T."""
+    if not torch.cuda.is_available():
+        print("--device cuda: no CUDA device on this machine; nothing measured")
+        return
+    sizes = [1, 16, 64, 256]
+    nets, _, target = setup(max(sizes), args.models, "cuda")
+    x0, y0 = starts(max(sizes), "cuda")
+    print(f"{torch.cuda.get_device_name()}; DLG/{args.optimizer}, {args.steps} steps")
+    for size in sizes:
+        backend = backend_for(args.backend, size, "cuda")
+        torch.cuda.reset_peak_memory_stats()
+        seconds, _, cost = attack(simulator(nets, slice(0, size)), [g[:size] for g in target],
+                                  x0[:size], y0[:size], optimizer, args.steps, backend)  # fmt: skip
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        print(f"T={size:4d}  {1e3 * seconds / args.steps:8.2f} ms per step "
+              f"({1e3 * cost.closure:.2f} ms per closure)  "
+              f"peak GPU memory {peak:.0f} MB")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--backend", choices=["eager", "auto"], default="eager")
+    parser.add_argument("--models", action="store_true", help="one model init per trial")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
     optimizer = LBFGSConfig() if args.optimizer == "lbfgs" else AdamConfig()
+    if args.device == "cuda":
+        cuda(args, optimizer)
+        return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads 1; "
-          f"DLG/{args.optimizer}, {args.steps} steps, LeNet 32x32")  # fmt: skip
-    model, truth, target = setup(max(args.sizes))
-    x0, y0 = starts(max(args.sizes))
-    forward_one, cost_one = forward_ms(model, x0, 1), None
+          f"DLG/{args.optimizer}, {args.steps} steps, LeNet 32x32, backend {args.backend}, "
+          f"{'a model per trial' if args.models else 'one model'}")  # fmt: skip
+    nets, truth, target = setup(max(args.sizes), args.models, "cpu")
+    x0, y0 = starts(max(args.sizes), "cpu")
+    forward_one, cost_one = forward_ms(nets[0], x0, 1), None
     for size in args.sizes:
         goal = [g[:size] for g in target]
+        batch_backend, one_backend = (backend_for(args.backend, n, "cpu") for n in (size, 1))
         batches, sequentials, costs, singles = [], [], [], []
         for _ in range(args.repeats):  # alternate so that machine load hits both alike
-            seconds, together, cost = attack(model, goal, x0[:size], y0[:size], optimizer,
-                                             args.steps)  # fmt: skip
+            seconds, together, cost = attack(
+                simulator(nets, slice(0, size)), goal, x0[:size], y0[:size], optimizer,
+                args.steps, batch_backend,
+            )  # fmt: skip
             batches.append(seconds)
             costs.append(cost)
             sequential, diffs, alone_images = 0.0, [], []
             for t in range(size):
                 one = slice(t, t + 1)
-                seconds, alone, cost = attack(model, [g[one] for g in goal], x0[one], y0[one],
-                                              optimizer, args.steps)  # fmt: skip
+                seconds, alone, cost = attack(simulator(nets, one), [g[one] for g in goal],
+                                              x0[one], y0[one], optimizer, args.steps,
+                                              one_backend)  # fmt: skip
                 sequential += seconds
                 singles.append(cost)
                 diffs.append(float((together.images[t] - alone.images[0]).abs().max()))
@@ -158,13 +228,14 @@ def main() -> None:
         floor = []
         for t in range(min(size, FLOOR_TRIALS)):
             one = slice(t, t + 1)
-            _, nudged, _ = attack(model, [g[one] for g in goal], x0[one] * (1 + 1e-7), y0[one],
-                                  optimizer, args.steps)  # fmt: skip
+            _, nudged, _ = attack(simulator(nets, one), [g[one] for g in goal],
+                                  x0[one] * (1 + 1e-7), y0[one], optimizer, args.steps,
+                                  one_backend)  # fmt: skip
             floor.append(float((nudged.images[0] - alone_images[t][0]).abs().max()))
         batched, sequential = statistics.median(batches), statistics.median(sequentials)
         cost_one = cost_one or Cost(*map(statistics.median, zip(*singles)))
         cost = Cost(*map(statistics.median, zip(*costs)))
-        forward = forward_ms(model, x0, size)
+        forward = forward_ms(nets[0], x0, size)
         print(f"T={size:3d}  batched {batched:7.2f} s = {batched * size / sequential:5.2f}x one "
               f"trial (mean alone {sequential / size:.2f} s)  one after another "
               f"{sequential:7.2f} s = {sequential / batched:5.2f}x batched  "

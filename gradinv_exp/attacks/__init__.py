@@ -6,6 +6,8 @@ optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are smal
 registries it draws from.
 """
 
+from gradinv_exp.attacks.backend import Backend
+from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.checkpoint import Checkpoints
 from gradinv_exp.attacks.engine import AttackConfig, AttackResult, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
@@ -19,8 +21,10 @@ __all__ = [
     "PRIORS",
     "AttackConfig",
     "AttackResult",
+    "Backend",
     "Checkpoints",
     "OptimizerConfig",
     "attack",
     "check_optimizer",
+    "choose_backend",
 ]

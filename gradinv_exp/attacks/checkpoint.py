@@ -23,12 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import torch
+from gradinv_exp import lazy
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from gradinv_exp.attacks.engine import Problem
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 State = dict[str, Any]
 
@@ -39,7 +42,7 @@ class Loop:
 
     step: int
     good: Tensor  # (N, D) the last variables whose loss was finite
-    steps: Tensor  # (N,) steps taken per problem (a diverged one stops counting)
+    steps: Tensor  # (N,) steps taken per problem, on the device (a diverged one stops counting)
     diverged: Tensor  # (N,) bool
 
 
@@ -83,7 +86,7 @@ def restore(problem: Problem, state: State) -> Loop:
     return Loop(
         step=state["step"],
         good=state["good"].to(v.device),
-        steps=state["steps"].cpu(),
+        steps=state["steps"].to(v.device),
         diverged=state["diverged"].to(v.device),
     )
 

@@ -22,15 +22,17 @@ continues from it (``attacks/checkpoint.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.attacks import checkpoint
+from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
@@ -38,12 +40,16 @@ from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
+EAGER = Backend()
 
 
 @dataclass
@@ -112,6 +118,8 @@ class AttackResult:
     steps: Tensor  # (T,) optimiser steps taken
     diverged: Tensor  # (T,) bool: the loss became NaN/inf and the trial stopped there
     restart: Tensor  # (T,) index of the winning restart
+    compiled: bool = False  # the closure ran compiled (False also after a failed compile)
+    compile_s: float = 0.0  # seconds spent compiling it
 
 
 @dataclass
@@ -129,6 +137,7 @@ class Problem:
     num_classes: int
     labels: Tensor | None  # (N, B, num_classes) fixed label distributions, None = optimised
     loss: Callable[[Tensor], Tensor]  # variables -> (N,) objectives, differentiable
+    value_and_grad: ValueAndGrad  # variables -> (N,) objectives and their gradient (N, D)
     opt: Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None
     boxed: bool = False
@@ -149,12 +158,11 @@ class Problem:
         return (self.label_logits() if self.labels is None else self.labels).argmax(-1)
 
     def closure(self) -> Tensor:
-        v = self.variables
-        losses = self.loss(v)
-        v.grad = torch.autograd.grad(losses.sum(), v)[0]
+        losses, grad = self.value_and_grad(self.variables)
         if self.signed:
-            v.grad[:, : self.size].sign_()
-        return losses.detach()
+            grad[:, : self.size].sign_()
+        self.variables.grad = grad
+        return losses
 
     def after_step(self) -> None:
         if self.boxed:
@@ -181,6 +189,7 @@ def attack(
     generator: torch.Generator,
     on_snapshot: OnSnapshot,
     known_labels: Tensor | None = None,
+    backend: Backend = EAGER,
     checkpoints: Checkpoints | None = None,
 ) -> AttackResult:
     """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
@@ -188,6 +197,7 @@ def attack(
 
     Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
     (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
+    ``backend`` says how the objective and its gradient run (``backend.py``);
     ``checkpoints``: where to save the state, and a state to continue from (the problem
     is built as always, then that state replaces its start).
     """
@@ -198,11 +208,20 @@ def attack(
     gradient = simulator.as_gradient(list(shared))
     evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, generator)
     y0 = mode.start(evidence, restarts).to(device)
-    problem = build_problem(simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised)
+    timings: dict[str, float] = {}
+    problem = build_problem(
+        simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised,
+        compiled=backend.compile, timings=timings,
+    )  # fmt: skip
     if checkpoints is not None:
         checkpoints = checkpoint.with_rng(checkpoints, generator)
-    result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot), checkpoints)
-    return select(result, best_restart(result.grad_loss, restarts))
+    with convolution(backend.conv):
+        result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot), checkpoints)
+    return dataclasses.replace(
+        select(result, best_restart(result.grad_loss, restarts)),
+        compiled=backend.compile and not timings.get("compile_failed"),
+        compile_s=timings.get("compile_s", 0.0),
+    )
 
 
 def build_problem(
@@ -214,10 +233,15 @@ def build_problem(
     optimizer: OptimizerConfig,
     *,
     optimised: bool,
+    compiled: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> Problem:
     """One batched ``Problem`` for the rows of ``x0`` ``(N, B, C, H, W)``; row n attacks
     ``shared[n % T]``. ``y0`` ``(N, B, num_classes)``: label logits when ``optimised``, else
-    fixed label distributions."""
+    fixed label distributions. ``compiled``: the objective and its gradient run through
+    torch.compile (compile time into ``timings``)."""
+    if compiled:  # torch.func transforms need the simulation's functional path
+        simulator = dataclasses.replace(simulator, functional=True)
     shape = tuple(x0.shape)
     goal = [g.repeat(len(x0) // len(g), *[1] * (g.dim() - 1)) for g in shared]
     parts = [x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)]
@@ -237,8 +261,9 @@ def build_problem(
     opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)
     schedule = step_decay(opt, cfg.iterations) if cfg.lr_decay else None  # type: ignore[arg-type]
     fixed = None if optimised else y0
+    both = value_and_grad(loss, compiled=compiled, timings={} if timings is None else timings)
     return Problem(
-        variables, shape, y0.shape[-1], fixed, loss, opt, schedule, cfg.boxed, cfg.signed
+        variables, shape, y0.shape[-1], fixed, loss, both, opt, schedule, cfg.boxed, cfg.signed
     )
 
 
@@ -285,8 +310,10 @@ def optimise(
 
     A NaN/inf loss stops that problem (status diverged) and keeps its last images whose
     loss was finite; the others go on. The result has one row per problem (``restart``
-    is all zeros: restarts are chosen by ``select``). Continuing from a checkpoint at
-    step k repeats no snapshot: the next is the first one after k.
+    is all zeros: restarts are chosen by ``select``). Between snapshots nothing is read
+    back from the device (on a GPU every such read waits for the queued work): whether
+    every problem has diverged is checked at snapshot steps. Continuing from a checkpoint
+    at step k repeats no snapshot: the next is the first one after k.
     """
     v = problem.variables
 
@@ -304,7 +331,7 @@ def optimise(
         start = Loop(
             step=0,
             good=v.detach().clone(),
-            steps=torch.zeros(len(v), dtype=torch.long),
+            steps=torch.zeros(len(v), dtype=torch.long, device=v.device),
             diverged=torch.zeros(len(v), dtype=torch.bool, device=v.device),
         )
     good, steps, diverged = start.good, start.steps, start.diverged
@@ -315,11 +342,11 @@ def optimise(
             diverged |= ~torch.isfinite(first) | ~torch.isfinite(v).all(1)
             v.copy_(torch.where(diverged[:, None], good, v))  # back to the last finite point
             good = v.detach().clone()
-        steps[~diverged.cpu()] = step
-        if bool(diverged.all()):
-            snapshot(int(steps.max()))
-            break
+            steps = torch.where(diverged, steps, step)
         if step % cfg.snapshot_every == 0 or step == cfg.iterations:
+            if bool(diverged.all()):
+                snapshot(int(steps.max()))
+                break
             snapshot(step)
         if checkpoints is not None and checkpoints.due(step, cfg.iterations):
             checkpoints.save(checkpoint.capture(problem, Loop(step, good, steps, diverged)))
@@ -327,7 +354,7 @@ def optimise(
         images=problem.images().detach().clone(),
         labels=problem.recovered().detach(),
         grad_loss=losses().cpu(),
-        steps=steps,
+        steps=steps.cpu(),
         diverged=diverged.cpu(),
         restart=torch.zeros(len(v), dtype=torch.long),
     )

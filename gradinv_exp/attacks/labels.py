@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
+from gradinv_exp import lazy
 from gradinv_exp.options import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ Trials whose loss or gradient becomes NaN/inf are frozen for good (they stop cha
 ``state_dict()`` / ``load_state_dict()`` give and take every per-trial tensor (the history
 ring, the age-ordered scalars, the last direction, step, gradient and loss, the counters),
 so an attack stopped at a step boundary continues exactly (``attacks/checkpoint.py``).
+
+On the CPU a step ends as soon as no trial is active (reading that flag is free). On an
+accelerator every such read waits for the device, so there a step always runs its
+``max_iter`` iterations with the stopped trials masked: the same result, no waiting.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class BatchedLBFGS:
         self.prev_loss = torch.zeros(trials, dtype=torch.float64, device=params.device)
         self.iters = torch.zeros(trials, dtype=torch.long, device=params.device)
         self.frozen = torch.zeros(trials, dtype=torch.bool, device=params.device)
+        self.early_exit = params.device.type == "cpu"  # see the module docstring
 
     def state_dict(self) -> dict[str, Tensor]:
         """The optimiser's state: each ``STATE`` tensor (references, like torch's
@@ -129,13 +134,13 @@ class BatchedLBFGS:
         self.frozen |= ~torch.isfinite(first_loss) | ~torch.isfinite(grad).all(1)
         active = ~self.frozen & (grad.abs().amax(1) > self.tolerance_grad)
         for n_iter in range(1, self.max_iter + 1):
-            if not bool(active.any()):
+            if self.early_exit and not bool(active.any()):
                 break
             first = self.iters == 0
             self.iters += active
             direction = -grad
             later = active & ~first
-            if bool(later.any()):
+            if not self.early_exit or bool(later.any()):
                 self._remember(grad, later)
                 direction = torch.where(later[:, None], self._two_loop(grad), direction)
             keep = active[:, None]
@@ -164,7 +169,7 @@ class BatchedLBFGS:
         s = self.d * self.t[:, None]
         ys = torch.linalg.vecdot(y, s)
         push = rows & (ys > 1e-10)
-        if not bool(push.any()):
+        if self.early_exit and not bool(push.any()):
             return
         slot = self.pairs % self.size
         r, p = self.rows, push[:, None]

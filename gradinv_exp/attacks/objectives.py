@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
+from gradinv_exp import lazy
 from gradinv_exp.options import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 ObjectiveFn = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "Tensor"]
 PriorFn = Callable[["Tensor"], "Tensor"]

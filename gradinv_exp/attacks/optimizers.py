@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.options import Registry, option_name, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 class Optimizer(Protocol):

@@ -6,17 +6,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gradinv_exp import lazy
 from gradinv_exp.defenses.registry import DEFENSES, DefenseConfig, defense
 from gradinv_exp.options import ConfigError, one_of, require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from gradinv_exp.client import Client
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 def defense_from(step: Mapping[str, Any] | DefenseConfig, key: str) -> DefenseConfig:

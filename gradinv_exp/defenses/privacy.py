@@ -20,17 +20,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from gradinv_exp import lazy
 from gradinv_exp.client import per_example_gradients
 from gradinv_exp.defenses.registry import DefenseConfig, defense
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
+    import torch
     from opacus.accountants import IAccountant
     from torch import Tensor
 
     from gradinv_exp.client import Client
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 log = logging.getLogger(__name__)
 

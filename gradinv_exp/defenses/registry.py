@@ -19,15 +19,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import MISSING
 
+from gradinv_exp import lazy
 from gradinv_exp.options import ConfigError, Registry, option_name
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from gradinv_exp.client import Client
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 @dataclass

@@ -15,15 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
+from gradinv_exp import lazy
 from gradinv_exp.defenses.registry import DefenseConfig, defense
 from gradinv_exp.options import require
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
 
     from gradinv_exp.client import Client
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from gradinv_exp import data, models
 from gradinv_exp.analysis import metrics
 from gradinv_exp.analysis.metrics import psnr
 from gradinv_exp.attacks import AttackConfig, AttackResult, attack, check_optimizer, engine
+from gradinv_exp.attacks.backend import value_and_grad
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
@@ -188,8 +189,10 @@ def test_step_decay_divides_the_lr_by_ten_at_three_five_seven_eighths():
 def test_boxing_clamps_to_the_image_range():
     # one problem: a 1x1x1x3 image, then two label logits that boxing must leave alone
     v = torch.tensor([[-0.5, 0.3, 1.7, -2.0, 3.0]], requires_grad=True)
+    loss = lambda x: x.sum(1)  # noqa: E731
     problem = engine.Problem(
-        v, (1, 1, 1, 1, 3), 2, None, lambda x: x.sum(1), opt=None, boxed=True
+        v, (1, 1, 1, 1, 3), 2, None, loss, value_and_grad(loss, compiled=False, timings={}),
+        opt=None, boxed=True,
     )  # fmt: skip
     problem.after_step()
     assert problem.images().flatten().tolist() == pytest.approx([0.0, 0.3, 1.0])
@@ -199,9 +202,10 @@ def test_boxing_clamps_to_the_image_range():
 def test_signed_problem_steps_on_the_sign_of_the_image_gradient():
     v = torch.zeros(1, 4, requires_grad=True)  # one problem: a 1x1x2x2 image, fixed labels
     scale = torch.tensor([[-3.0, 0.0, 0.2, 5.0]])
+    loss = lambda x: (x * scale).sum(1)  # noqa: E731
     problem = engine.Problem(
-        v, (1, 1, 1, 2, 2), 2, torch.zeros(1, 1, 2), lambda x: (x * scale).sum(1), opt=None,
-        signed=True,
+        v, (1, 1, 1, 2, 2), 2, torch.zeros(1, 1, 2), loss,
+        value_and_grad(loss, compiled=False, timings={}), opt=None, signed=True,
     )  # fmt: skip
     assert problem.closure().tolist() == [0.0]
     assert v.grad.tolist() == [[-1.0, 0.0, 1.0, 1.0]]

@@ -42,7 +42,7 @@ def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 120) -> li
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_real_signal_mid_attack_saves_everything_as_interrupted(tmp_path, sig, code):
     out = tmp_path / "run"
-    args = ["dataset=photos", "attack.iterations=100000", "attack.snapshot_every=2"]
+    args = ["dataset=photos", "attack.iterations=100000", "attack.snapshot_every=2", "compile=off"]
     proc = start([*args, f"hydra.run.dir={out}"], tmp_path)
     try:
         wait_for_step(proc, 2)

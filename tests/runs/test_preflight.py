@@ -6,7 +6,10 @@ Most are checked in-process, exactly as the command line does before Hydra start
 command line for the exit code and the single stderr line (each costs a Python start).
 """
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,29 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_job(
     assert len(lines) == 1 and lines[0].startswith("gradinv-exp: error: ")
     assert expected.replace("{tmp}", str(tmp_path)) in lines[0]
     assert proc.stdout == ""  # no job started: Hydra logged nothing
+
+
+def test_config_checks_run_before_torch_is_imported():
+    """Every check that needs no tensor answers without loading torch (~1.5 s): the
+    command line's one-line errors come back at once (scripts/bench_startup.py times them)."""
+    code = (
+        "import sys\n"
+        "from gradinv_exp import config\n"
+        "from gradinv_exp.options import ConfigError\n"
+        "from gradinv_exp.runs import preflight\n"
+        "config.register()\n"
+        "for argv in (['defense=prune', 'defense.ratio=1.5'], ['attack=ig', 'optimizer=lbfgs'],\n"
+        "             ['client=fedavg', 'client.local_steps=0'], ['dataset.batch_size=100000']):\n"
+        "    try:\n"
+        "        preflight.plan(argv)\n"
+        "    except ConfigError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise SystemExit(f'{argv} passed')\n"
+        "assert preflight.plan(['attack=ig', 'client=fedavg', 'defense=chain']) is not None\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

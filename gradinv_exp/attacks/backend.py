@@ -1,0 +1,134 @@
+"""How the attack's objective-and-gradient function runs: compiled or eager, and with
+which CPU convolution.
+
+One DLG closure on the seed's LeNet is ~12 MFLOP: a few hundred microseconds of
+arithmetic inside milliseconds of per-operation overhead. ``torch.compile`` (inductor)
+fuses the forward, the per-problem gradients and the double backward into a few kernels,
+and for a single problem torch's native convolution beats oneDNN's on these tiny
+12-channel layers, while batched (vmapped) problems and wider models run faster on
+oneDNN (and inductor cannot compile the vmapped native convolution in this torch). The
+``auto`` choices below are fixed rules from measurements on this project's machines
+(README, Performance), never timings taken at run time, so the same command computes the
+same numbers.
+
+Compiling costs ~45-60 s the first time and ~3 s once inductor's on-disk cache holds the
+graph (``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``; a sweep's
+jobs on one machine share it). A compilation that fails (no C compiler, an operation
+inductor does not support) falls back to eager with one WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gradinv_exp import lazy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+
+log = logging.getLogger(__name__)
+
+ValueAndGrad = Callable[["Tensor"], tuple["Tensor", "Tensor"]]  # (N, D) -> losses (N,), grad
+
+# Models whose closure compiles in under a minute and runs faster compiled (measured);
+# resnet18 takes minutes to compile and is left eager unless compile=on.
+COMPILED_MODELS = ("lenet", "lenet_dlg", "mlp", "convnet")
+NATIVE_CONV_MODELS = ("lenet", "lenet_dlg")  # 12-channel convs: native beats oneDNN alone
+MIN_CLOSURES = 1000  # compile when the attack evaluates at least this many closures
+
+
+@dataclass(frozen=True)
+class Backend:
+    """``compile``: run the objective-and-gradient function through torch.compile.
+    ``conv``: CPU convolutions by ``onednn`` or torch's ``native`` kernels."""
+
+    compile: bool = False
+    conv: str = "onednn"
+
+
+def choose(
+    compile: str, conv: str, *, model: str, device: str, problems: int, closures: int
+) -> Backend:
+    """The backend for an attack: ``compile`` and ``conv`` as configured (``on``/``off``,
+    ``onednn``/``native``) or, for ``auto``, by the fixed rules: compile on the CPU for the
+    small models when the attack evaluates at least ``MIN_CLOSURES`` closures (so the
+    compile time pays off); native convolution for one problem (``problems`` = trials x
+    restarts) on the LeNets, oneDNN otherwise. On CUDA ``auto`` stays eager (not measured
+    yet) and the CPU convolution setting has no effect."""
+    if compile == "auto":
+        compiled = device == "cpu" and model in COMPILED_MODELS and closures >= MIN_CLOSURES
+    else:
+        compiled = compile == "on"
+    if conv == "auto":
+        conv = "native" if problems == 1 and model in NATIVE_CONV_MODELS else "onednn"
+    return Backend(compiled, conv)
+
+
+@contextmanager
+def convolution(conv: str) -> Iterator[None]:
+    """Run the block with oneDNN convolutions on (``onednn``) or off (``native``); the
+    process-wide switch is restored afterwards."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = conv == "onednn"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def value_and_grad(
+    loss: Callable[[Tensor], Tensor], *, compiled: bool, timings: dict[str, float]
+) -> ValueAndGrad:
+    """``f(variables (N, D)) -> (losses (N,), d sum(losses) / d variables (N, D))``.
+
+    Eager: autograd on a detached leaf. Compiled: ``torch.func.grad_and_value`` through
+    ``torch.compile``; its first call compiles (the seconds go into ``timings["compile_s"]``)
+    and, if compiling fails, the function falls back to eager for good with one WARNING
+    (``timings["compile_failed"]`` = 1).
+    """
+
+    def eager(v: Tensor) -> tuple[Tensor, Tensor]:
+        leaf = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            losses = loss(leaf)
+            (grad,) = torch.autograd.grad(losses.sum(), leaf)
+        return losses.detach(), grad
+
+    if not compiled:
+        return eager
+
+    def summed(v: Tensor) -> tuple[Tensor, Tensor]:
+        losses = loss(v)
+        return losses.sum(), losses
+
+    graph = torch.compile(torch.func.grad_and_value(summed, has_aux=True), dynamic=False)
+    state = {"fn": None}
+
+    def run(v: Tensor) -> tuple[Tensor, Tensor]:
+        if state["fn"] is None:
+            start = time.perf_counter()
+            try:
+                grad, (_, losses) = graph(v.detach())
+                state["fn"] = graph
+            except Exception as err:  # BackendCompilerFailed, Unsupported, missing compiler
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                log.warning("compile failed, running eager (%s: %s)", type(err).__name__, first)
+                timings["compile_failed"] = 1.0
+                state["fn"] = eager
+                return eager(v)
+            timings["compile_s"] = time.perf_counter() - start
+            return losses.detach(), grad
+        if state["fn"] is eager:
+            return eager(v)
+        grad, (_, losses) = graph(v.detach())
+        return losses.detach(), grad
+
+    return run

@@ -25,12 +25,12 @@ from gradinv_exp import experiment
 from gradinv_exp.runs import checkpoints
 from gradinv_exp.runs.faults import DIED
 
-# cheap steps (two L-BFGS iterations on a 16x16 photo), a checkpoint every second step.
-# The tests that compare a continued run with one never stopped, across processes, pin
-# the eager closure (compile=off): only that one is bitwise reproducible there (README).
+# cheap steps (two L-BFGS iterations on a 16x16 photo), a checkpoint every second step,
+# the eager closure: no compile time in a long run, and only the eager closure continues
+# bit for bit in another process (README, Failures)
 STEPS = [
     "dataset=photos", "dataset.image_size=16", "optimizer.max_iter=2", "attack.snapshot_every=2",
-    "attack.checkpoint_every=2",
+    "attack.checkpoint_every=2", "compile=off",
 ]  # fmt: skip
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 WAIT_S = 240
@@ -110,7 +110,7 @@ def test_stopped_sweep_saves_running_jobs_and_counts_the_rest(tmp_path, launcher
 
 def test_the_same_command_continues_an_interrupted_sweep_from_its_checkpoints(tmp_path):
     sweep = tmp_path / "sweep"
-    job = [*STEPS, "attack.iterations=80", "seed=5", "compile=off"]
+    job = [*STEPS, "attack.iterations=80", "seed=5"]
     args = ["-m", *job, "defense=none,noise", f"hydra.sweep.dir={sweep}"]
     proc = start(args, tmp_path)
     wait_for(proc, "step    6/")
@@ -179,7 +179,7 @@ def test_submitit_preemption_signal_requeues_the_job_and_it_continues(tmp_path):
     """submitit's own preemption/time-limit signal (SIGUSR2 on SLURM, here sent to the
     local task): submitit requeues the job, which continues from its checkpoint."""
     sweep = tmp_path / "sweep"
-    job = [*STEPS, "attack.iterations=150", "seed=3", "compile=off"]
+    job = [*STEPS, "attack.iterations=150", "seed=3"]
     args = ["-m", *job, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
     proc = start(args, tmp_path)
     try:

@@ -2,11 +2,15 @@
 
 Before Hydra starts any job, every job's config is composed and checked (``preflight``),
 so a typo in a 50-job sweep fails in a second with one line and exit code 2 instead of
-after the first 49 jobs. A sweep's folder is fixed before it starts, so that when the
-last job returns this process writes the sweep's summary and counts the jobs that did
-not finish, whichever launcher ran them. Exit codes: 0 every run finished (ok or
-diverged), 1 a run failed (in a sweep: after all jobs ran), 2 bad configuration,
-130/143 stopped by SIGINT/SIGTERM.
+after the first 49 jobs; the output folder is then created and locked (a second command
+into it stops with one line). A sweep's folder and jobs are fixed before it starts, so
+that when the sweep ends, however it ends, this process writes the sweep's summary (a
+row per planned job) and counts the jobs that did not finish, whichever launcher ran
+them. A stop signal is handled where the jobs run (``runs.faults``); if a launcher's
+worker process dies, the command line records its job as failed and runs the others
+again (``runs.workers``). Exit codes: 0 every run finished (ok or diverged), 1 a run
+failed (in a sweep: after all jobs ran), 2 bad configuration, 130/143 stopped by
+SIGINT/SIGTERM.
 
 A bad command line answers before torch loads: the schema modules defer torch
 (``lazy.py``), and the experiment (torch, torchvision, matplotlib) is imported only once
@@ -15,8 +19,13 @@ every job's config passed the checks that need no tensor.
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradinv_exp import config
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import faults, preflight, resume
+from gradinv_exp.runs import faults, locks, preflight, resume, workers
+
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2  # bad input: nothing was run
 
@@ -38,29 +49,56 @@ def hydra_main(cfg: DictConfig) -> float:
 
     A job that raises has written ``status: failed`` into its metrics.json; in a sweep it
     returns NaN so Hydra goes on with the next job (Hydra would otherwise stop the sweep
-    at the end of the batch).
+    at the end of the batch). In a launcher's process (joblib worker, submitit task) a
+    stop signal ends the job with its results saved, the job returns NaN, and the process
+    starts no further job; in this process (a single run, the basic launcher) the
+    ``Interrupted`` goes on to ``main``.
     """
-    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
-
     config.register()  # joblib and submitit workers run jobs in fresh processes
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if preflight.in_process(hydra_cfg, multirun):
+        return job(cfg, hydra_cfg)
+    stop = faults.job_process()
+    if stop.signum is not None:
+        log.warning("job %s not started: this process was stopped", hydra_cfg.job.num)
+        return math.nan
+    if hydra_cfg.job.num in workers.skipped():
+        log.warning("job %s not run again: it ended in this command", hydra_cfg.job.num)
+        return math.nan
+    with stop.acting(faults.Action.RAISE):
+        try:
+            return job(cfg, hydra_cfg)
+        except faults.Interrupted:
+            return math.nan  # saved as interrupted; the command line counts it
+
+
+def job(cfg: DictConfig, hydra_cfg: Any) -> float:
+    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before."""
+    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
+
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        typed = experiment.to_config(cfg)
-    except ConfigError as err:  # preflight checked every job; only a changed config gets here
-        faults.record_failure(run_dir, err, config.flat(cfg))
-        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-    previous = resume.finished_run(run_dir)  # resume: a finished run is never redone
+    previous = resume.finished_run(run_dir)  # finished before: not even its lock is touched
     if previous is not None:
         return previous["psnr"]
-    try:
-        with faults.interruptible():  # also in joblib workers, where main() does not run
+    with locks.job(run_dir):
+        for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
+            left.unlink()
+        try:
+            typed = experiment.to_config(cfg)
+        except ConfigError as err:  # preflight checked every job; only a changed config gets here
+            faults.record_failure(run_dir, err, config.flat(cfg))
+            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+        previous = resume.finished_run(run_dir)  # finished while this process waited
+        if previous is not None:
+            return previous["psnr"]
+        try:
             metrics = experiment.run(typed, run_dir)
-    except ConfigError as err:  # e.g. the data set is not on this machine
-        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-    except Exception as err:
-        return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
-    return metrics["psnr"]
+        except ConfigError as err:  # e.g. the data set is not on this machine
+            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+        except Exception as err:
+            return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+        return metrics["psnr"]
 
 
 def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
@@ -69,7 +107,7 @@ def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         fail(message, code)
     print(f"gradinv-exp: job {hydra_cfg.job.num} failed: {faults.error_line(err)}", file=sys.stderr)
-    return float("nan")
+    return math.nan
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> None:
@@ -77,19 +115,56 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
     sys.exit(code)
 
 
-def summarise(sweep_dir: Path) -> tuple[list[str], str | None]:
-    """Write the sweep's summary.csv and figures. Returns one line per job that did not
-    finish, and why the summary could not be written (None when it was): the jobs are
-    counted first, so a full disk never hides a failed job."""
+def summarise(
+    sweep_dir: Path, planned: list[tuple[Path, list[str], dict[str, Any]]] | None = None
+) -> tuple[list[str], str | None, dict[str, int]]:
+    """Write the sweep's summary.csv and figures, with a ``missing`` row for each planned
+    job (folder, overrides, flat config) that never started. Returns one line per job
+    that did not finish, why the summary could not be written (None when it was), and
+    the jobs' counts by outcome: the jobs are counted first, so a full disk never hides a
+    failed job."""
     from gradinv_exp.analysis import summary  # pandas, matplotlib: only when a sweep ends
 
     frame, problems = summary.collect([sweep_dir])
+    frame = summary.with_planned(frame, planned or [])
     failures = summary.failures(frame, problems)
+    counts = summary.counts(frame)
     try:
         summary.summarise_sweep(sweep_dir, frame, problems)
     except Exception as err:
-        return failures, f"the sweep summary could not be written: {faults.error_line(err)}"
-    return failures, None
+        return failures, f"the sweep summary could not be written: {faults.error_line(err)}", counts
+    return failures, None, counts
+
+
+def launch(plan: preflight.Plan, stop: faults.Stop) -> Exception | None:
+    """Let Hydra run the jobs. While a launcher's processes run them, a stop signal is
+    forwarded to those processes. If a worker process dies, its job is recorded as failed
+    and Hydra runs the sweep again for the others (finished jobs are skipped, interrupted
+    ones continue from their checkpoints), at most once per job. Returns the launcher's
+    error when that did not help (None: the sweep ended, or was stopped)."""
+    action = faults.Action.RAISE if plan.in_process else faults.Action.FORWARD
+    error = None
+    for _ in plan.jobs:
+        since = time.time() - 1.0  # file times come from a coarser clock
+        try:
+            with stop.acting(action), workers.gentle_pool_shutdown():
+                hydra_main()
+            return None
+        except Exception as err:
+            if stop.signum is not None:
+                return None  # the launcher ended because its jobs were stopped
+            if plan.in_process or None in plan.job_dirs:  # a folder known only at run time
+                return err
+            error = err
+        dead, failed_now = workers.ended([d for d in plan.job_dirs if d is not None], since)
+        if not dead:
+            return error
+        for num, run_dir in dead.items():
+            print(f"gradinv-exp: job {num} failed: {faults.DIED}", file=sys.stderr)
+            faults.record_death(run_dir, config.flat(plan.configs[num]))
+        workers.skip(set(dead) | failed_now)
+        log.warning("running the jobs again that did not end (finished ones are skipped)")
+    return error
 
 
 def groups_help() -> str:
@@ -113,38 +188,82 @@ def main() -> None:
     config.register()
     OmegaConf.register_new_resolver("gradinv_groups", groups_help, replace=True)
     argv = sys.argv[1:]
-    try:
-        with faults.interruptible():
-            try:
-                plan = preflight.plan(argv)
-                if plan is not None:
-                    from gradinv_exp import experiment  # heavy: after the fast checks
+    with faults.interruptible() as stop:
+        try:
+            plan = preflight.plan(argv)
+            if plan is not None:
+                from gradinv_exp import experiment  # heavy: after the fast checks
 
-                    preflight.check_jobs(plan, experiment.check)
-            except ConfigError as err:
-                fail(str(err))
-            if (
-                plan is not None
-                and plan.multirun
-                and not any(a.startswith("hydra.sweep.dir=") for a in argv)
-            ):
-                sys.argv.append(f"hydra.sweep.dir={preflight.quoted(str(plan.folder))}")
+                preflight.check_jobs(plan, experiment.check)
+                held = locks.claim(plan.folder, plan.folder_key)
+        except ConfigError as err:
+            fail(str(err))
+        except faults.Interrupted as err:
+            print(f"gradinv-exp: {err}: stopped before any job started", file=sys.stderr)
+            sys.exit(err.exit_code)
+        if plan is None:  # Hydra only prints (--help, --cfg ...)
             hydra_main()
-    except faults.Interrupted as stop:
-        print(
-            f"gradinv-exp: {stop}: stopped; the run in progress saved its results so far "
-            "with status: interrupted",
-            file=sys.stderr,
-        )
-        sys.exit(stop.exit_code)
-    if plan is None or not plan.multirun:
-        return
-    failures, unwritten = summarise(plan.folder)
+            return
+        if not any(a.startswith(f"{plan.folder_key}=") for a in argv):  # ${now:} resolved once
+            sys.argv.append(f"{plan.folder_key}={preflight.quoted(str(plan.folder))}")
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error comes to launch()
+        with held:
+            try:
+                error = launch(plan, stop)
+            except faults.Interrupted:
+                error = None
+            try:
+                if plan.multirun:
+                    end_sweep(plan, stop, error)
+                elif stop.signum is not None:
+                    stopped_run(plan, stop.signum)
+            except faults.Interrupted as err:  # the jobs had ended; a repeat is ignored
+                print(f"gradinv-exp: {err} while the summary was written", file=sys.stderr)
+                sys.exit(err.exit_code)
+
+
+def stopped_run(plan: preflight.Plan, signum: int) -> None:
+    """A single run was stopped: say what it saved and how to continue; exit 128 + signum."""
+    saved = resume.status(plan.folder) == "interrupted"
+    print(
+        f"gradinv-exp: interrupted by {signal.Signals(signum).name}: "
+        + (f"the run saved its results so far with status: interrupted in {plan.folder}; "
+           if saved else "")
+        + f"run it again with hydra.run.dir={plan.folder} to continue from its last checkpoint",
+        file=sys.stderr,
+    )  # fmt: skip
+    sys.exit(128 + signum)
+
+
+def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) -> None:
+    """Write the summary and end with the sweep's outcome: the counts after a stop signal
+    (exit 128 + signal), else the jobs that did not finish (exit 1) or nothing (exit 0)."""
+    flats = [config.flat(c) for c in plan.configs]
+    planned = [p for p in zip(plan.job_dirs, plan.jobs, flats) if p[0] is not None]
+    failures, unwritten, counts = summarise(plan.folder, planned)
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
+    if stop.signum is not None:
+        failed = f", {counts['failed']} failed" if counts["failed"] else ""
+        elsewhere = (
+            ""
+            if plan.in_process or stop.forwarded
+            else (" (jobs running outside this machine's processes, e.g. on SLURM, go on)")
+        )
+        print(
+            f"gradinv-exp: interrupted by {signal.Signals(stop.signum).name}: "
+            f"{counts['finished']} job(s) finished, {counts['interrupted']} interrupted "
+            f"(saved with status: interrupted){failed}, {counts['missing']} never "
+            f"started{elsewhere}; run the same command again to finish the sweep",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stop.signum)
+    if error is not None:
+        fail(f"the launcher stopped: {faults.error_line(error)}", faults.EXIT_FAILED)
     if failures:
         fail(
-            f"{len(failures)} job(s) failed, the others finished; {failures[0]}", faults.EXIT_FAILED
+            f"{len(failures)} job(s) failed, the others finished; {failures[0]}",
+            faults.EXIT_FAILED,
         )
     if unwritten:
         sys.exit(faults.EXIT_FAILED)

@@ -5,7 +5,8 @@ single run, called from Python: the same overrides, composition and preflight (a
 value raises the same one-line ``ConfigError``), the same folder (``.hydra/``,
 metrics.json, history.csv, the figures, images.npz and the log) and the same resume rule
 (a folder that holds the finished run of these overrides is read, not run again; one
-with another finished run is refused). It returns a ``Run`` with the metrics, the
+with another finished run is refused) and the same locks (a folder another command or
+notebook is writing is refused with one line). It returns a ``Run`` with the metrics, the
 images and the history. ``load_runs(paths)`` is the compare command's table.
 
 Nothing heavy is imported until a function is called, so ``import gradinv_exp`` is
@@ -71,7 +72,7 @@ def run(*overrides: str, out: str | os.PathLike[str] | None = None) -> Run:
     """
     from gradinv_exp import config, experiment
     from gradinv_exp.options import ConfigError
-    from gradinv_exp.runs import preflight, resume
+    from gradinv_exp.runs import locks, preflight, resume
 
     config.register()
     argv = list(overrides)
@@ -87,8 +88,10 @@ def run(*overrides: str, out: str | os.PathLike[str] | None = None) -> Run:
             "sweep presets), or run a sweep with the command line"
         )
     preflight.check_jobs(plan, experiment.check)
-    if resume.finished(plan.folder) is None:
-        execute(plan.jobs[0], plan.folder)
+    with locks.claim(plan.folder, "out"):  # the command line's locks: one writer per folder
+        if resume.finished(plan.folder) is None:
+            with locks.job(plan.folder):
+                execute(plan.jobs[0], plan.folder)
     return Run.load(plan.folder)
 
 

@@ -28,7 +28,7 @@ from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
-from gradinv_exp.runs import artifacts, faults
+from gradinv_exp.runs import artifacts, checkpoints, faults
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,23 @@ class Progress:
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)  # (step, (T,B,C,H,W))
     rows: list[dict[str, float]] = field(default_factory=list)  # history.csv rows
     losses: Tensor | None = None  # (T,) objective at the last snapshot
-    start: float = field(default_factory=time.perf_counter)
+    start: float = field(default_factory=time.perf_counter)  # of the attack (this attempt)
+
+    def state(self) -> dict[str, Any]:
+        """The attack's part of the progress, for a checkpoint (snapshots, rows, losses,
+        attack time so far)."""
+        return {
+            "snapshots": self.snapshots,
+            "rows": self.rows,
+            "losses": self.losses,
+            "elapsed": time.perf_counter() - self.start,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()``: the attack's time keeps counting from its elapsed."""
+        self.snapshots = [(step, images.cpu()) for step, images in state["snapshots"]]
+        self.rows, self.losses = state["rows"], state["losses"].cpu()
+        self.start = time.perf_counter() - state["elapsed"]
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -262,10 +278,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         return attack_run(cfg, run_dir, progress)
     except faults.Interrupted as stop:
         log.warning("%s: saving the results of the steps so far", stop)
-        save_interrupted(cfg, run_dir, progress, stop)
+        with faults.logged("the results of the steps so far could not be saved"):
+            save_interrupted(cfg, run_dir, progress, stop)
         raise
     except Exception as err:
-        faults.record_failure(run_dir, err, flat(cfg))
+        with faults.logged("the failure could not be recorded in metrics.json"):
+            faults.record_failure(run_dir, err, flat(cfg))
         raise
 
 
@@ -306,7 +324,17 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
 
     backend = attack_backend(cfg, device)
     progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
-    progress.start = time.perf_counter()
+    config = flat(cfg)
+    saved = checkpoints.load(run_dir, config, device)
+    if saved is not None:
+        progress.restore(saved["progress"])
+        log.info("resuming from the checkpoint at step %d", saved["attack"]["step"])
+    else:
+        progress.start = time.perf_counter()
+
+    def save_checkpoint(state: dict[str, Any]) -> None:
+        checkpoints.save(run_dir, config, {"attack": state, "progress": progress.state()})
+
     result = attacks.attack(
         simulator(cfg, nets),
         shared,
@@ -318,10 +346,15 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         on_snapshot=on_snapshot,
         known_labels=labels.to(device),
         backend=backend,
+        checkpoints=attacks.Checkpoints(
+            cfg.attack.checkpoint_every, save_checkpoint, None if saved is None else saved["attack"]
+        ),
     )
     progress.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
     status = "diverged" if result.diverged.any() else "ok"
-    return finish(cfg, run_dir, progress, result, status)
+    summary = finish(cfg, run_dir, progress, result, status)
+    checkpoints.remove(run_dir)  # finished: never run again
+    return summary
 
 
 def finish(

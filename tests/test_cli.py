@@ -4,6 +4,8 @@ row is that reconstruction, a batch is saved matched to the truth), trials aggre
 batches and restarts, the user's own images; the same seed gives the same result."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -54,10 +56,16 @@ def check_files(out, truth: torch.Tensor) -> dict:
 
 def test_single_run_writes_every_artifact(run_cli, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli(*FAST, "defense=noise", "defense.sigma=0.01", f"hydra.run.dir={out}")
+    umask = os.umask(0o022)  # the command inherits it
+    try:
+        proc = run_cli(*FAST, "defense=noise", "defense.sigma=0.01", f"hydra.run.dir={out}")
+    finally:
+        os.umask(umask)
     assert proc.returncode == 0, proc.stderr
     for name in RUN_FILES:
         assert (out / name).stat().st_size > 0, name
+    modes = {p.relative_to(out): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*")}
+    assert modes == {p: 0o755 if (out / p).is_dir() else 0o644 for p in modes}  # readable
     truth, _, _ = experiment.load_data(typed_config(*FAST))
     metrics = check_files(out, truth)
     assert set(METRIC_KEYS) <= set(metrics)

@@ -24,7 +24,7 @@ from gradinv_exp.analysis import figures, uncertainty
 from gradinv_exp.config import HIGHER_IS_BETTER
 from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
-from gradinv_exp.runs.resume import RunError, read_metrics
+from gradinv_exp.runs.resume import FINISHED, RunError, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,23 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return list(found)
 
 
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """A job's overrides as ``{key: value}`` (``hydra.*`` ones left out: they do not shape
+    the job, and Hydra keeps them out of ``overrides.yaml``)."""
+    parsed = OverridesParser.create().parse_overrides(lines)
+    return {
+        o.get_key_element().lstrip("+~"): o.get_value_element_as_str()
+        for o in parsed
+        if not o.key_or_group.startswith("hydra")
+    }
+
+
 def read_overrides(run_dir: Path) -> dict[str, str]:
     """``.hydra/overrides.yaml`` as ``{key: value}`` ({} when the folder has none)."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return {}
-    parsed = OverridesParser.create().parse_overrides(list(OmegaConf.load(path)))
-    return {o.get_key_element().lstrip("+~"): o.get_value_element_as_str() for o in parsed}
+    return parse_overrides(list(OmegaConf.load(path)))
 
 
 def run_config(run_dir: Path, metrics: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,8 +83,15 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise
     except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
         raise RunError(f"{run_dir}: {type(err).__name__}: {err}") from None
+    return row(run_dir, overrides, metrics or {}, cfg)
+
+
+def row(
+    run_dir: Path, overrides: dict[str, str], metrics: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """A run's table row from its overrides, metrics.json ({}: none) and flat config."""
     where = axis(cfg)
-    scalars = {k: v for k, v in (metrics or {}).items() if k not in SKIPPED_KEYS}
+    scalars = {k: v for k, v in metrics.items() if k not in SKIPPED_KEYS}
     return {
         "run": str(run_dir),
         **overrides,
@@ -101,7 +118,12 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
             keys |= dict.fromkeys(read_overrides(run_dir))
         except RunError as err:
             problems.append(f"skipped {err}")
-    frame = pd.DataFrame(rows)
+    return ordered(pd.DataFrame(rows), list(keys)), problems
+
+
+def ordered(frame: pd.DataFrame, override_keys: list[str]) -> pd.DataFrame:
+    """Rows sorted by defense (``none`` first), strength and folder; ``override_keys`` in
+    ``frame.attrs``."""
     if not frame.empty:
         frame["strength"] = pd.to_numeric(frame["strength"], errors="coerce")
         order = frame["defense"].fillna("").ne("none")
@@ -111,8 +133,38 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
             .drop(columns="_order")
             .reset_index(drop=True)
         )
-    frame.attrs["override_keys"] = list(keys)
-    return frame, problems
+    frame.attrs["override_keys"] = override_keys
+    return frame
+
+
+def with_planned(
+    frame: pd.DataFrame, planned: list[tuple[Path, list[str], dict[str, Any]]]
+) -> pd.DataFrame:
+    """``frame`` (of ``collect``) with a ``missing`` row, error ``never started``, for
+    each planned job (its folder, overrides and flat config) that has no row: a job that
+    never started has no folder to find."""
+    found = set(frame["run"]) if len(frame) else set()
+    keys = dict.fromkeys(frame.attrs.get("override_keys", []))
+    rows = []
+    for run_dir, lines, cfg in planned:
+        if str(run_dir) not in found:
+            overrides = parse_overrides(lines)
+            keys |= dict.fromkeys(overrides)
+            rows.append(row(run_dir, overrides, {"error": "never started"}, cfg))
+    if not rows:
+        return frame
+    return ordered(pd.concat([frame, pd.DataFrame(rows)], ignore_index=True), list(keys))
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many rows are finished (ok or diverged), interrupted, failed and missing."""
+    status = frame["status"] if len(frame) else pd.Series(dtype=str)
+    return {
+        "finished": int(status.isin(FINISHED).sum()),
+        "interrupted": int((status == "interrupted").sum()),
+        "failed": int((status == "failed").sum()),
+        MISSING: int((status == MISSING).sum()),
+    }
 
 
 def varying(frame: pd.DataFrame) -> list[str]:
@@ -191,7 +243,7 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     ``runs`` and ``trials`` count them, ``pooled_runs`` lists their folders (";"-joined),
     ``run`` is the first (its images stand for the group in figures). Rows may themselves
     be pooled. Runs without per-image values are left out."""
-    done = frame[frame["status"].isin(("ok", "diverged"))]
+    done = frame[frame["status"].isin(FINISHED)]
     rows = []
     for _, group in done.groupby(by, dropna=False, sort=False):
         folders = [f for _, row in group.iterrows() for f in members(row)]
@@ -247,13 +299,16 @@ def write(
 
 def failures(frame: pd.DataFrame, problems: list[str]) -> list[str]:
     """One line per job that did not finish, in job order: ``job <folder>: <error>`` for a
-    failed run, a note for a folder without metrics.json (crashed or killed), and the
-    ``problems`` of ``collect`` (unreadable folders)."""
-    unfinished = frame[frame["status"].isin(("failed", MISSING))] if len(frame) else frame
+    failed run, a note for an interrupted one and for a folder without metrics.json
+    (crashed or killed), and the ``problems`` of ``collect`` (unreadable folders)."""
+    ended = ("failed", "interrupted", MISSING)
+    unfinished = frame[frame["status"].isin(ended)] if len(frame) else frame
     notes = {}
     for _, row in unfinished.iterrows():
         error = row.get("error")
-        if not isinstance(error, str):
+        if row["status"] == "interrupted":
+            error = f"interrupted by {row.get('signal')}"
+        elif not isinstance(error, str):
             error = "no error recorded" if row["status"] == "failed" else "no metrics.json"
         notes[Path(row["run"]).name] = error
     jobs = sorted(notes, key=lambda name: (len(name), name))  # "2" before "10"

@@ -8,6 +8,7 @@ registries it draws from.
 
 from gradinv_exp.attacks.backend import Backend
 from gradinv_exp.attacks.backend import choose as choose_backend
+from gradinv_exp.attacks.checkpoint import Checkpoints
 from gradinv_exp.attacks.engine import AttackConfig, AttackResult, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
@@ -21,6 +22,7 @@ __all__ = [
     "AttackConfig",
     "AttackResult",
     "Backend",
+    "Checkpoints",
     "OptimizerConfig",
     "attack",
     "check_optimizer",

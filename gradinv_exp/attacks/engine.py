@@ -15,7 +15,9 @@ keeps per-row state), so snapshots line up and N problems cost far less than N r
 the restart with the lowest objective is reported, in the snapshots (at that moment) and
 in the result (at the end). Progress goes to
 ``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
-dummy, before any update) and every ``snapshot_every`` steps.
+dummy, before any update) and every ``snapshot_every`` steps. Every ``checkpoint_every``
+steps the full state goes to ``checkpoints.save``, and an attack given a saved state
+continues from it (``attacks/checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import TYPE_CHECKING
 from omegaconf import MISSING
 
 from gradinv_exp import lazy
+from gradinv_exp.attacks import checkpoint
 from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
+from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
@@ -62,6 +66,8 @@ class AttackConfig:
     lr_decay: bool = False  # lr x0.1 at 3/8, 5/8, 7/8 of iterations (first-order optimisers)
     iterations: int = 300  # outer optimiser steps
     snapshot_every: int = 10  # history row and progress image every N steps (and step 0)
+    # full state to the run folder every N steps (0: never), for resuming; see README
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
         OBJECTIVES.check_name("attack.objective", self.objective)  # or module:function
@@ -78,6 +84,12 @@ class AttackConfig:
         require(self.iterations >= 1, "attack.iterations", self.iterations, "must be >= 1")
         require(
             self.snapshot_every >= 1, "attack.snapshot_every", self.snapshot_every, "must be >= 1"
+        )
+        require(
+            self.checkpoint_every >= 0,
+            "attack.checkpoint_every",
+            self.checkpoint_every,
+            "must be >= 0 (0 = no checkpoints)",
         )
 
 
@@ -178,13 +190,16 @@ def attack(
     on_snapshot: OnSnapshot,
     known_labels: Tensor | None = None,
     backend: Backend = EAGER,
+    checkpoints: Checkpoints | None = None,
 ) -> AttackResult:
     """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
     the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
 
     Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
     (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
-    ``backend`` says how the objective and its gradient run (``backend.py``).
+    ``backend`` says how the objective and its gradient run (``backend.py``);
+    ``checkpoints``: where to save the state, and a state to continue from (the problem
+    is built as always, then that state replaces its start).
     """
     device = shared[0].device
     trials, restarts = shape[0], cfg.restarts
@@ -198,8 +213,10 @@ def attack(
         simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised,
         compiled=backend.compile, timings=timings,
     )  # fmt: skip
+    if checkpoints is not None:
+        checkpoints = checkpoint.with_rng(checkpoints, generator)
     with convolution(backend.conv):
-        result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot))
+        result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot), checkpoints)
     return dataclasses.replace(
         select(result, best_restart(result.grad_loss, restarts)),
         compiled=backend.compile and not timings.get("compile_failed"),
@@ -283,14 +300,20 @@ def select(result: AttackResult, restart: Tensor) -> AttackResult:
     )
 
 
-def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> AttackResult:
-    """The outer loop: lockstep steps, snapshots, divergence.
+def optimise(
+    problem: Problem,
+    cfg: AttackConfig,
+    on_snapshot: OnSnapshot,
+    checkpoints: Checkpoints | None = None,
+) -> AttackResult:
+    """The outer loop: lockstep steps, snapshots, divergence, checkpoints.
 
     A NaN/inf loss stops that problem (status diverged) and keeps its last images whose
     loss was finite; the others go on. The result has one row per problem (``restart``
     is all zeros: restarts are chosen by ``select``). Between snapshots nothing is read
     back from the device (on a GPU every such read waits for the queued work): whether
-    every problem has diverged is checked at snapshot steps.
+    every problem has diverged is checked at snapshot steps. Continuing from a checkpoint
+    at step k repeats no snapshot: the next is the first one after k.
     """
     v = problem.variables
 
@@ -301,11 +324,18 @@ def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> At
     def snapshot(step: int) -> None:
         on_snapshot(step, losses().cpu(), problem.images().detach())
 
-    snapshot(0)
-    good = v.detach().clone()
-    steps = torch.zeros(len(v), dtype=torch.long, device=v.device)
-    diverged = torch.zeros(len(v), dtype=torch.bool, device=v.device)
-    for step in range(1, cfg.iterations + 1):
+    if checkpoints is not None and checkpoints.start is not None:
+        start = checkpoint.restore(problem, checkpoints.start)
+    else:
+        snapshot(0)
+        start = Loop(
+            step=0,
+            good=v.detach().clone(),
+            steps=torch.zeros(len(v), dtype=torch.long, device=v.device),
+            diverged=torch.zeros(len(v), dtype=torch.bool, device=v.device),
+        )
+    good, steps, diverged = start.good, start.steps, start.diverged
+    for step in range(start.step + 1, cfg.iterations + 1):
         first = problem.opt.step(problem.closure)
         problem.after_step()
         with torch.no_grad():
@@ -313,12 +343,13 @@ def optimise(problem: Problem, cfg: AttackConfig, on_snapshot: OnSnapshot) -> At
             v.copy_(torch.where(diverged[:, None], good, v))  # back to the last finite point
             good = v.detach().clone()
             steps = torch.where(diverged, steps, step)
-        if step % cfg.snapshot_every and step != cfg.iterations:
-            continue
-        if bool(diverged.all()):
-            snapshot(int(steps.max()))
-            break
-        snapshot(step)
+        if step % cfg.snapshot_every == 0 or step == cfg.iterations:
+            if bool(diverged.all()):
+                snapshot(int(steps.max()))
+                break
+            snapshot(step)
+        if checkpoints is not None and checkpoints.due(step, cfg.iterations):
+            checkpoints.save(checkpoint.capture(problem, Loop(step, good, steps, diverged)))
     return AttackResult(
         images=problem.images().detach().clone(),
         labels=problem.recovered().detach(),

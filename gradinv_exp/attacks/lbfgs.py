@@ -28,6 +28,10 @@ gathering it into age order every iteration (0.1 vs 1.4 ms at T=16, H=100).
 
 Trials whose loss or gradient becomes NaN/inf are frozen for good (they stop changing).
 
+``state_dict()`` / ``load_state_dict()`` give and take every per-trial tensor (the history
+ring, the age-ordered scalars, the last direction, step, gradient and loss, the counters),
+so an attack stopped at a step boundary continues exactly (``attacks/checkpoint.py``).
+
 On the CPU a step ends as soon as no trial is active (reading that flag is free). On an
 accelerator every such read waits for the device, so there a step always runs its
 ``max_iter`` iterations with the stopped trials masked: the same result, no waiting.
@@ -39,6 +43,22 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+# what changes as the optimiser runs (the rest follows from the constructor's arguments)
+STATE = (
+    "s",
+    "y",
+    "sy",
+    "rho",
+    "pairs",
+    "h_diag",
+    "d",
+    "t",
+    "prev_grad",
+    "prev_loss",
+    "iters",
+    "frozen",
+)
 
 
 class BatchedLBFGS:
@@ -86,6 +106,23 @@ class BatchedLBFGS:
         self.iters = torch.zeros(trials, dtype=torch.long, device=params.device)
         self.frozen = torch.zeros(trials, dtype=torch.bool, device=params.device)
         self.early_exit = params.device.type == "cpu"  # see the module docstring
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The optimiser's state: each ``STATE`` tensor (references, like torch's
+        optimisers); ``s`` and ``y`` are ``(T, history_size, D)``, the rest ``(T, ...)``."""
+        return {name: getattr(self, name) for name in STATE}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Continue from ``state_dict()`` of an optimiser built with the same shapes and
+        settings (ValueError naming the first tensor whose shape differs)."""
+        for name in STATE:
+            current = getattr(self, name)
+            if state[name].shape != current.shape:
+                raise ValueError(
+                    f"L-BFGS state {name!r} has shape {tuple(state[name].shape)}, "
+                    f"this optimiser needs {tuple(current.shape)}"
+                )
+            setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from omegaconf import MISSING
 
@@ -27,9 +27,14 @@ else:
 
 class Optimizer(Protocol):
     """``step(closure)`` with a closure that fills ``.grad`` of the ``(N, D)`` variables and
-    returns the ``(N,)`` losses; per-problem state stays per row."""
+    returns the ``(N,)`` losses; per-problem state stays per row. ``state_dict()`` and
+    ``load_state_dict()`` (as torch's optimisers) carry that state into a checkpoint."""
 
     def step(self, closure: Callable[[], Tensor]) -> Tensor | None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass

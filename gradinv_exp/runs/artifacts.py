@@ -1,7 +1,9 @@
 """Writing result files: JSON, CSV, text, images.npz and figures.
 
 Every file is written to a temporary name in the same folder and renamed into place,
-so a reader (the sweep summary, the compare command) never sees half a file.
+so a reader (the sweep summary, the compare command) never sees half a file. The
+temporary file is created like any new file, with the mode the user's umask gives
+(0644 under umask 022), so results on a shared cluster folder stay readable.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,15 +25,22 @@ if TYPE_CHECKING:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(tmp)`` on a new temporary file beside ``path``, then rename it to
+    ``path``; on any exception (an interrupt included) the temporary file is removed.
+
+    The file ``.<name>.<random>.tmp`` is created with ``O_EXCL`` and mode 0666, so that
+    the kernel applies the umask (and a folder's default ACL) as for any new file;
+    ``tempfile.mkstemp`` would create it 0600, and the rename keeps the mode. It is
+    created inside the ``try``: a signal right after it exists still removes it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # 64 random bits
     try:
-        write(Path(tmp))
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

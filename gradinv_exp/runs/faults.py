@@ -1,17 +1,25 @@
-"""Faults during a run: interrupts (SIGINT/SIGTERM) and jobs that raise.
+"""Faults during a run: stop signals (SIGINT/SIGTERM) and jobs that raise.
 
 Sweeps run overnight on shared machines, so a Ctrl-C, a scheduler's SIGTERM or a crash
-in one job must never lose what was computed. Signals become an ``Interrupted``
-exception raised in the main thread at the next Python instruction; ``experiment.run`` catches
-it, writes the artifacts of the steps so far with ``status: interrupted`` and re-raises,
-and the command line exits with 128 + the signal number (130 SIGINT, 143 SIGTERM). No
-change inside the attack loop is needed: the attack is stopped wherever it is, and the
-snapshots it already reported are what gets saved.
+in one job must never lose what was computed. A stop signal becomes an ``Interrupted``
+exception raised in the main thread of the process running the job, at the next Python
+instruction; ``experiment.run`` catches it, writes the artifacts of the steps so far
+with ``status: interrupted`` and re-raises (its checkpoint, if any, stays for the next
+attempt), and the command line exits with 128 + the signal number (130 SIGINT, 143
+SIGTERM). Nothing inside the attack loop takes part: the attack is stopped wherever it
+is, and the snapshots it already reported are what gets saved.
+
+Each process has one ``Stop``, its handler of both signals, which also remembers the
+first signal. What that signal does depends on where the process is (``Action``): raise
+in a running job; in the command line while a launcher runs the jobs in child processes,
+forward SIGTERM to them and wait for them to save; in a job process between jobs, end.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import os
 import signal
 import threading
 import traceback
@@ -20,12 +28,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gradinv_exp.runs import artifacts
+from gradinv_exp.runs import artifacts, workers
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_FAILED = 1  # a job raised: its metrics.json says why
+DIED = (
+    "the job's process died before it saved any result (killed by a signal such as "
+    "SIGKILL, or by the out-of-memory killer)"
+)
 
 
 class Interrupted(BaseException):
@@ -39,31 +51,97 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by {self.signal_name}")
 
 
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """Within the block, the first SIGINT/SIGTERM raises ``Interrupted``; later ones are
-    ignored with a warning so the partial results can be written. Handlers are restored
-    on exit. Outside the main thread (where Python cannot set handlers) this does nothing.
+class Action(enum.Enum):
+    """What the first stop signal does in a process."""
+
+    RAISE = "raise"  # Interrupted in the main thread: the job in progress saves and ends
+    FORWARD = "forward"  # SIGTERM to the child processes running the jobs, then wait
+    EXIT = "exit"  # end the process at once (a job process between two jobs)
+
+
+class Stop:
+    """A process's handler of SIGINT and SIGTERM; ``signum`` is the first one received.
+
+    The first signal does ``action``; FORWARD raises like RAISE while the process has no
+    child to forward to (the launcher has not started any). Later signals are logged and
+    ignored, so that the results of the steps so far can be written, except under EXIT,
+    where there is nothing to write.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopping = False
 
-    def handler(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if stopping:
-            log.warning("%s again: already stopping, saving results", signal.Signals(signum).name)
+    def __init__(self, action: Action) -> None:
+        self.action = action
+        self.signum: int | None = None
+        self.forwarded = 0  # child processes asked to stop
+        self.repeats = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.action is Action.EXIT:
+            os._exit(128 + signum)  # between jobs: no files are open, nothing to save
+        if self.signum is not None:
+            self.repeats += 1
+            if self.repeats == 1:  # loky repeats SIGTERM while a worker saves
+                log.warning("%s again: already stopping, saving results", name)
             return
-        stopping = True
-        raise Interrupted(signum)
+        self.signum = signum
+        pids = workers.children() if self.action is Action.FORWARD else []
+        if not pids:
+            raise Interrupted(signum)
+        log.warning("%s: asking %d job process(es) to save their results and stop", name,
+                    len(pids))  # fmt: skip
+        workers.terminate(pids)
+        self.forwarded = len(pids)
 
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    @contextmanager
+    def acting(self, action: Action) -> Iterator[Stop]:
+        """``action`` within the block, the previous one after it."""
+        previous, self.action = self.action, action
+        try:
+            yield self
+        finally:
+            self.action = previous
+
+
+@contextmanager
+def interruptible() -> Iterator[Stop]:
+    """Within the block, SIGINT/SIGTERM go to a ``Stop`` (RAISE, yielded); the previous
+    handlers are restored on exit. Outside the main thread (where Python cannot set
+    handlers) the Stop is never called."""
+    stop = Stop(Action.RAISE)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {s: signal.signal(s, stop) for s in SIGNALS}
     try:
-        yield
+        yield stop
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def job_process() -> Stop:
+    """The ``Stop`` of a process that runs jobs for the command line (a joblib worker, a
+    submitit task): installed on the first call, for good, with EXIT. A job runs under
+    ``stop.acting(Action.RAISE)``; once the process has been signalled (``signum`` set),
+    it starts no further job."""
+    current = signal.getsignal(signal.SIGTERM)
+    if isinstance(current, Stop):
+        return current
+    stop = Stop(Action.EXIT)
+    for s in SIGNALS:
+        signal.signal(s, stop)
+    return stop
+
+
+@contextmanager
+def logged(what: str) -> Iterator[None]:
+    """Log an exception of the block as ``what: Type: message`` and go on: for the
+    writes made while a run is already ending (an interrupt, a failure), which must not
+    replace the reason it ends (e.g. a full disk while saving an interrupted run)."""
+    try:
+        yield
+    except Exception as err:
+        log.error("%s: %s", what, error_line(err))
 
 
 def error_line(err: BaseException) -> str:
@@ -80,3 +158,10 @@ def record_failure(run_dir: Path, err: BaseException, config: dict[str, Any]) ->
     record = {"status": "failed", "error": error_line(err), "config": config}
     artifacts.write_json(run_dir / "metrics.json", record)
     return record
+
+
+def record_death(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write metrics.json of a job whose process died without a word (``status: failed``,
+    ``error: DIED``); the command line does this when it finds one (``workers.ended``)."""
+    record = {"status": "failed", "error": DIED, "config": config}
+    artifacts.write_json(run_dir / "metrics.json", record)

@@ -21,14 +21,18 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gradinv_exp.config import CONF_DIR, Config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import resume
 
+JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
 GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "experiment")
+
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,30 @@ class Plan:
     """What a command line will run: one job (``multirun`` false) or a sweep.
 
     ``folder`` is the run folder or the sweep folder, resolved (``${now:...}`` filled in);
-    ``jobs`` holds each job's overrides, ``configs`` each job's checked config.
+    ``jobs`` holds each job's overrides, ``configs`` each job's checked config,
+    ``job_dirs`` each job's folder (None where a custom ``hydra.sweep.subdir`` is known only
+    when the job runs).
+    ``in_process``: the jobs run in this process (a single run, the basic launcher), not
+    in processes of a launcher (joblib workers, submitit tasks).
     """
 
     multirun: bool
     folder: Path
     jobs: list[list[str]]
     configs: list[Config]
+    job_dirs: list[Path | None]
+    in_process: bool
+
+    @property
+    def folder_key(self) -> str:
+        """The override that sets ``folder``."""
+        return "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
+
+
+def in_process(hydra_cfg: DictConfig, multirun: bool) -> bool:
+    """Whether the jobs of ``hydra_cfg`` (a composed ``hydra`` node) run in the process
+    that Hydra starts in: a single run, or a sweep under the basic launcher."""
+    return not multirun or hydra_cfg.launcher.get("_target_") == BASIC_LAUNCHER
 
 
 def options(group: str, overrides: Sequence[str] = ()) -> list[str]:
@@ -127,11 +148,13 @@ def parse(lines: list[str]) -> list[Override]:
         raise ConfigError(hydra_message(err)) from None
 
 
-def job_folder(job: list[str], num: int, sweep_dir: Path) -> Path | None:
+def job_folder(job: list[str], num: int, sweep_dir: Path, hydra_cfg: DictConfig) -> Path | None:
     """The folder sweep job ``num`` (overrides ``job``) will write to: ``hydra.sweep.subdir``
     resolved with the job's own config and number, as Hydra resolves it when the job
     starts (``${hydra.job.num}`` by default, or e.g. ``${defense.name}``); None when it
     cannot be resolved before then (the ``hydra:`` resolver)."""
+    if OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir") == JOB_NUM:
+        return sweep_dir / str(num)  # the default, without composing the job again
     cfg = compose("config", overrides=job, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.job.num = num
@@ -161,19 +184,21 @@ def plan(argv: list[str]) -> Plan | None:
             every = list(jobs(overrides, preset)) if multirun else [plain]
             configs = [to_config(job) for job in every]
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
+            dirs = (
+                [job_folder(job, num, folder, first.hydra) for num, job in enumerate(every)]
+                if multirun
+                else [folder]
+            )
             # Resume: never let Hydra overwrite a finished run made with other overrides.
-            if not multirun:
-                resume.check_folder(folder, plain)
-            elif folder.is_dir():  # a sweep into an existing folder: resumed, or reused
-                for num, job in enumerate(every):
-                    target = job_folder(job, num, folder)
-                    if target is not None:
-                        resume.check_folder(target, job)
+            for run_dir, job in zip(dirs, every):
+                if run_dir is not None:
+                    resume.check_folder(run_dir, job)
+            local = in_process(first.hydra, multirun)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(hydra_message(err)) from None
-    return Plan(multirun, folder, every, configs)
+    return Plan(multirun, folder, every, configs, dirs, local)
 
 
 def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:

@@ -43,6 +43,15 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return metrics
 
 
+def status(run_dir: Path) -> str | None:
+    """The run's status from its metrics.json; None when absent or unreadable."""
+    try:
+        metrics = read_metrics(run_dir)
+    except RunError:
+        return None
+    return None if metrics is None else metrics["status"]
+
+
 def finished(run_dir: Path) -> dict[str, Any] | None:
     """metrics.json of a run that finished (status ok or diverged), else None."""
     try:

@@ -85,10 +85,12 @@ def test_end_of_sweep_writes_the_summary_and_returns_the_failures(sweeps):
     """What the command line does when a sweep ends, whichever launcher ran the jobs
     (it exits 1 with the first line when there is any)."""
     a, b = sweeps
-    assert summarise(a) == (["job 2: RuntimeError: boom", "job 3: no metrics.json"], None)
+    failures, unwritten, counts = summarise(a)
+    assert (failures, unwritten) == (["job 2: RuntimeError: boom", "job 3: no metrics.json"], None)
+    assert counts == {"finished": 2, "interrupted": 0, "failed": 1, "missing": 1}
     assert len(pd.read_csv(a / "summary.csv")) == 4
     assert (a / "comparison.png").exists() and (a / "curves.png").exists()
-    unreadable, unwritten = summarise(b)
+    unreadable, unwritten, _ = summarise(b)
     assert len(unreadable) == 1 and "b/1/metrics.json" in unreadable[0] and unwritten is None
     assert (b / "summary.csv").exists()
 
@@ -100,7 +102,7 @@ def test_a_summary_that_cannot_be_written_still_counts_the_failed_jobs(sweeps, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(summary, "summarise_sweep", full_disk)
-    failures, unwritten = summarise(a)
+    failures, unwritten, _ = summarise(a)
     assert failures == ["job 2: RuntimeError: boom", "job 3: no metrics.json"]
     assert "No space left on device" in unwritten
 
@@ -127,3 +129,21 @@ def test_compare_script_wrapper(sweeps):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("prune") == 2 and "failed" in proc.stdout
+
+
+def test_planned_jobs_without_a_folder_are_missing_rows(sweeps):
+    """A sweep stopped early: jobs that never started have no folder, only the command
+    line knows them."""
+    a, _ = sweeps
+    interrupted = {**ok(12.0, "prune", ratio=0.9), "status": "interrupted", "signal": "SIGINT"}
+    fake_run(a / "4", ["defense=prune", "defense.ratio=0.9"], interrupted)
+    never = (a / "5", ["defense=topk", "defense.keep=0.1", "hydra.sweep.dir=x"],
+             {"defense.name": "topk", "defense.keep": 0.1})  # fmt: skip
+    known = (a / "0", ["defense=none"], {"defense.name": "none"})
+    failures, unwritten, counts = summarise(a, [known, never])
+    assert counts == {"finished": 2, "interrupted": 1, "failed": 1, "missing": 2}
+    assert failures[-2:] == ["job 4: interrupted by SIGINT", "job 5: never started"]
+    frame = pd.read_csv(a / "summary.csv").set_index("defense")
+    assert len(frame) == 6 and frame.loc["topk", "status"] == "missing"
+    assert frame.loc["topk", "strength"] == 0.1 and frame.loc["topk", "defense.keep"] == 0.1
+    assert "hydra.sweep.dir" not in frame  # not a job's setting

@@ -1,6 +1,8 @@
 """Faults during a run: real signals, a failing sweep job, crashes recorded as failed."""
 
+import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 from helpers import FAST, REPO, typed_config
 
 from gradinv_exp import attacks, experiment
-from gradinv_exp.runs import faults
+from gradinv_exp.runs import artifacts, faults, workers
 
 RUN_FILES = ("history.csv", "progress.png", "reconstruction.png", "loss.png", "metrics.json")
 
@@ -142,3 +144,85 @@ def test_interruptible_turns_a_signal_into_interrupted_once():
 def test_error_line_is_type_and_message_on_one_line():
     assert faults.error_line(ValueError("a\n  b")) == "ValueError: a b"
     assert faults.error_line(KeyError()) == "KeyError"
+
+
+def test_a_full_disk_while_writing_fails_the_run_and_keeps_what_was_written(tmp_path, monkeypatch):
+    real = artifacts.atomic_write
+
+    def full_at_loss_png(path, write):
+        if path.name != "loss.png":
+            return real(path, write)
+
+        def half_then_full(tmp):
+            tmp.write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(path, half_then_full)
+
+    monkeypatch.setattr(artifacts, "atomic_write", full_at_loss_png)
+    with pytest.raises(OSError, match="No space left"):
+        experiment.run(typed_config(*FAST), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"] == "OSError: [Errno 28] No space left on device"
+    assert pd.read_csv(tmp_path / "history.csv")["step"].tolist() == [0, 3, 6]  # intact
+    assert (tmp_path / "progress.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "loss.png").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_disk_too_full_for_metrics_json_still_raises_the_first_error(
+    tmp_path, monkeypatch, caplog
+):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts, "write_csv", full)  # the first file a run writes
+    monkeypatch.setattr(artifacts, "write_json", full)
+    with pytest.raises(OSError, match="No space left"), caplog.at_level(logging.ERROR):
+        experiment.run(typed_config(*FAST), tmp_path)
+    assert "the failure could not be recorded in metrics.json: OSError" in caplog.text
+
+
+def test_a_killed_single_run_continues_from_its_checkpoint(tmp_path):
+    """SIGKILL (nothing is saved then, not even as interrupted): the same command with the
+    same hydra.run.dir continues from the last checkpoint; Inverting Gradients (Adam, lr
+    schedule) ends exactly as a run never stopped (eager closure: README)."""
+    out = tmp_path / "run"
+    job = ["attack=ig", "dataset=photos", "dataset.image_size=16", "attack.iterations=300",
+           "attack.snapshot_every=10", "attack.checkpoint_every=10", "compile=off"]  # fmt: skip
+    proc = start([*job, f"hydra.run.dir={out}"], tmp_path)
+    try:
+        wait_for_step(proc, 30)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert (out / "attack_checkpoint.pt").exists() and not (out / "metrics.json").exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "gradinv_exp", *job, f"hydra.run.dir={out}"], cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "resuming from the checkpoint at step" in again.stdout
+    resumed = json.loads((out / "metrics.json").read_text())
+    alone = experiment.run(typed_config(*job), tmp_path / "alone")
+    assert resumed["per_image"] == alone["per_image"] and resumed["grad_loss"] == alone["grad_loss"]
+    assert pd.read_csv(out / "history.csv").equals(pd.read_csv(tmp_path / "alone" / "history.csv"))
+    assert not list(out.glob(".*.tmp")) and not (out / "attack_checkpoint.pt").exists()
+
+
+def test_forward_sends_sigterm_to_the_child_processes_instead_of_raising(monkeypatch):
+    """The command line while a launcher's processes run the jobs (faults.Action.FORWARD)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert child.pid in workers.children()
+        stop = faults.Stop(faults.Action.FORWARD)
+        stop(signal.SIGINT, None)  # returns: the command waits for its jobs
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        assert stop.signum == signal.SIGINT and stop.forwarded >= 1
+        stop(signal.SIGINT, None)  # a second Ctrl-C is ignored
+    finally:
+        child.kill()
+    monkeypatch.setattr(workers, "children", lambda: [])
+    with pytest.raises(faults.Interrupted):  # no process started yet: stop here
+        faults.Stop(faults.Action.FORWARD)(signal.SIGTERM, None)

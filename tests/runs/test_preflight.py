@@ -87,6 +87,9 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
         (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
         (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),
         (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, custom"),
+        (["dataset.batch_size=100000"],
+         "dataset.batch_size=100000 is not allowed: the run attacks 100000 images (trials x "
+         "dataset.batch_size) and cifar100 has 50000"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_fast_with_one_line(run_cli, tmp_path, args, expected):
@@ -167,6 +170,28 @@ def test_hydra_message_joins_the_first_line_of_each_cause():
             raise ValueError("outer\ndetail") from inner
     except ValueError as err:
         assert preflight.hydra_message(err) == "outer: inner"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["hydra.run.dir=/proc/forbidden/x"],
+         "hydra.run.dir=/proc/forbidden/x cannot be created or written: No such file or "
+         "directory (/proc/forbidden)"),
+        (["-m", "seed=0,1", "hydra.sweep.dir={tmp}/file/sweep"],
+         "hydra.sweep.dir={tmp}/file/sweep cannot be created or written: Not a directory"),
+    ],
+)  # fmt: skip
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_job(
+    run_cli, tmp_path, args, expected
+):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    proc = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradinv-exp: error: ")
+    assert expected.replace("{tmp}", str(tmp_path)) in lines[0]
+    assert proc.stdout == ""  # no job started: Hydra logged nothing
 
 
 def test_config_checks_run_before_torch_is_imported():

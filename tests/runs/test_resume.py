@@ -1,18 +1,23 @@
 """Resume: a command re-run into the same folder skips the finished runs (status ok or
 diverged), runs the others again (failed, interrupted, missing metrics.json), for sweeps,
 custom sweep sub-folders and single runs, and refuses a folder whose finished run has
-other overrides."""
+other overrides; a stopped run continues from its checkpoint and ends as if it had never
+been stopped."""
 
 import json
+import logging
 import shutil
+import signal
 
+import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, SEED_DEFENSES, cli
+import torch
+from helpers import FAST, SEED_DEFENSES, cli, typed_config
 
-from gradinv_exp import config
+from gradinv_exp import config, experiment
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import preflight, resume
+from gradinv_exp.runs import checkpoints, faults, preflight, resume
 
 DEFENSES = ("none", "prune", "quantize", "noise")  # seed_defenses' jobs 0 .. 3
 
@@ -32,11 +37,12 @@ def set_status(run_dir, status):
 
 
 def snapshot(run_dir):
-    """Every file of a run folder -> (bytes, mtime), but Hydra's own: .hydra/ and the log."""
+    """Every file of a run folder -> (bytes, mtime), but Hydra's own (.hydra/, the log)
+    and the lock files, which each command that visits the folder takes (their pid)."""
     return {
         p.relative_to(run_dir): (p.read_bytes(), p.stat().st_mtime_ns)
         for p in run_dir.rglob("*")
-        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+        if p.is_file() and ".hydra" not in p.parts and p.suffix not in {".log", ".lock"}
     }
 
 
@@ -171,3 +177,56 @@ def test_single_run_reruns_an_interrupted_run_and_skips_a_finished_one(seed_swee
     assert second.returncode == 0, second.stderr
     assert "already finished (status diverged)" in second.stdout
     assert snapshot(out) == kept
+
+
+def run_files(run_dir) -> dict:
+    """What a finished run wrote, without the wall time (which an interruption changes)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("wall_s")
+    metrics["config"].pop("attack.checkpoint_every")
+    images = np.load(run_dir / "images.npz")
+    return {
+        "metrics": metrics,
+        "history": (run_dir / "history.csv").read_text(),
+        "images": (images["truth"].tobytes(), images["recon"].tobytes()),
+        "progress": (run_dir / "progress.png").read_bytes(),
+    }
+
+
+@pytest.mark.parametrize("attack", ["dlg", "ig"])  # L-BFGS and Adam with IG's schedule
+def test_a_stopped_run_continues_from_its_checkpoint_and_equals_one_never_stopped(
+    tmp_path, monkeypatch, caplog, attack
+):
+    args = [*FAST, f"attack={attack}", "attack.checkpoint_every=2", "dataset.image_size=16"]
+    experiment.run(typed_config(*args), tmp_path / "whole")
+    assert not (tmp_path / "whole" / checkpoints.NAME).exists()  # removed when finished
+    real_save = checkpoints.save
+
+    def stop_after_step_4(run_dir, config, state):
+        real_save(run_dir, config, state)
+        if state["attack"]["step"] == 4:
+            raise faults.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(checkpoints, "save", stop_after_step_4)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(faults.Interrupted):
+        experiment.run(typed_config(*args), stopped)
+    assert json.loads((stopped / "metrics.json").read_text())["steps"] == 3  # last snapshot
+    assert (stopped / checkpoints.NAME).exists()
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO):
+        experiment.run(typed_config(*args, "attack.checkpoint_every=5"), stopped)  # free key
+    assert "resuming from the checkpoint at step 4" in caplog.text
+    assert run_files(stopped) == run_files(tmp_path / "whole")
+    assert not (stopped / checkpoints.NAME).exists()
+
+
+def test_a_checkpoint_of_other_settings_is_not_used(tmp_path, caplog):
+    checkpoints.save(tmp_path, {"seed": 1, "threads": 1}, {"attack": {}})
+    with caplog.at_level(logging.WARNING):
+        assert checkpoints.load(tmp_path, {"seed": 2, "threads": 1}, torch.device("cpu")) is None
+    assert "was made with other settings (seed=1, not 2): starting from step 0" in caplog.text
+    assert checkpoints.load(tmp_path, {"seed": 1, "threads": 4}, torch.device("cpu")) is not None
+    (tmp_path / checkpoints.NAME).write_bytes(b"half a file")
+    assert checkpoints.load(tmp_path, {"seed": 1}, torch.device("cpu")) is None
+    assert "cannot be read" in caplog.text

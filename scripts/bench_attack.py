@@ -1,5 +1,6 @@
 """The default run's attack: gradinv_exp's engine against a plain DLG loop, eager against
-the backend the default run chooses (compiled closure, native convolution).
+the backend the default run chooses (compiled closure, oneDNN convolution), and the other
+compiled choice (native convolution).
 
 All run in this process on the same photo, model, seed, dummy start and step count:
 (a) the reference: torch.optim.LBFGS on [dummy image, dummy label], a closure with
@@ -15,8 +16,9 @@ default tolerances one variant may stall and stop early and so do less work).
 Compile time is reported separately, cold (an empty inductor cache) and warm (the cache
 the cold run filled), each measured in a fresh process. ``--pairs N`` adds the quality
 check: the full 300-step default attack on N (image, model) pairs (the ten bundled
-photos x model seeds), eager vs the default backend: success rate (PSNR >= 20 dB) and
-mean PSNR with 95% intervals. Also: one closure with 1 vs 2 torch threads, peak RSS.
+photos x model seeds), eager vs the default backend vs compiled with native convolution:
+success rate (PSNR >= 20 dB) and mean PSNR with 95% intervals. Also: one closure with 1
+vs 2 torch threads, peak RSS.
 
     python scripts/bench_attack.py [--steps 50] [--repeats 3] [--pairs 20]
 """
@@ -180,12 +182,14 @@ def compile_seconds() -> tuple[float, float]:
 
 
 def quality(pairs: int) -> None:
-    """The default 300-step attack on ``pairs`` (image, model) pairs, eager vs DEFAULT."""
-    psnrs: dict[str, list[float]] = {"eager": [], "default": []}
+    """The default 300-step attack on ``pairs`` (image, model) pairs, eager vs DEFAULT vs
+    compiled with native convolution."""
+    variants = {"eager": EAGER, "default": DEFAULT, "native": Backend(True, "native")}
+    psnrs: dict[str, list[float]] = {name: [] for name in variants}
     for n in range(pairs):
         image, seed = n % 10, n // 10
         model, images, true_grad = setup(image, seed)
-        for name, backend in (("eager", EAGER), ("default", DEFAULT)):
+        for name, backend in variants.items():
             *_, result = ours(model, images, true_grad, seed, 300, backend, LBFGSConfig())
             psnrs[name].append(float(metrics.psnr(images, result.images[0, 0][None])[0]))
     for name, values in psnrs.items():
@@ -217,22 +221,33 @@ def main() -> None:
         "eager (oneDNN)": lambda: ours(model, images, true_grad, args.seed, args.steps, EAGER),
         "default backend": lambda: ours(model, images, true_grad, args.seed, args.steps, DEFAULT),
     }
+    for other in (Backend(True, "onednn"), Backend(True, "native")):
+        if other != DEFAULT:  # the other compiled choice, for the record
+            ours(model, images, true_grad, args.seed, 1, other)
+            runs[f"compiled {other.conv}"] = lambda b=other: ours(
+                model, images, true_grad, args.seed, args.steps, b
+            )
     results: dict[str, list] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
             results[name].append(timed(fn))
-    wall = {}
+    per = {}  # ms per closure: a run that stops early (diverged) did fewer closures
     for name, res in results.items():
-        wall[name] = statistics.median(r[0] for r in res)
+        wall = statistics.median(r[0] for r in res)
         calls, loss = res[0][1], res[0][2]
+        per[name] = 1e3 * wall / calls
         each = [round(r[0], 2) for r in res]
-        print(f"{name:16s} wall {wall[name]:6.2f} s (median of {each})  "
-              f"{1e3 * wall[name] / calls:5.2f} ms/closure ({calls} closures)  "
+        print(f"{name:16s} wall {wall:6.2f} s (median of {each})  "
+              f"{per[name]:5.2f} ms/closure ({calls} closures)  "
               f"final loss {loss:.3e}")  # fmt: skip
-    print(f"ratio eager / reference: {wall['eager (oneDNN)'] / wall['reference']:.3f}")
-    print(f"speed-up of the default run's attack (same closures): "
-          f"{wall['eager (oneDNN)'] / wall['default backend']:.2f}x over eager (oneDNN), "
-          f"{wall['reference'] / wall['default backend']:.2f}x over the reference")  # fmt: skip
+    print(f"ratio eager / reference (per closure): {per['eager (oneDNN)'] / per['reference']:.3f}")
+    print(f"speed-up of the default run's attack (per closure): "
+          f"{per['eager (oneDNN)'] / per['default backend']:.2f}x over eager (oneDNN), "
+          f"{per['reference'] / per['default backend']:.2f}x over the reference")  # fmt: skip
+    for name in runs:
+        if name.startswith("compiled"):
+            print(f"speed-up of {name} (per closure): {per['eager (oneDNN)'] / per[name]:.2f}x "
+                  f"over eager")  # fmt: skip
     cold, warm = compile_seconds()
     print(f"compile time (1-step attack in a fresh process): cold {cold:.1f} s, warm {warm:.1f} s")
     one, two = closure_ms(model, true_grad, 1), closure_ms(model, true_grad, 2)

@@ -42,7 +42,7 @@ def tiny_problem(trials: int = 1, compiled: bool = False, timings=None, lbfgs=No
 def test_auto_rules_are_fixed_by_model_length_device_and_problems():
     choose = choose_backend
     default = choose("auto", "auto", model="lenet", device="cpu", problems=1, closures=6000)
-    assert default == backends.Backend(compile=True, conv="native")  # the default run
+    assert default == backends.Backend(compile=True, conv="onednn")  # the default run
     batched = choose("auto", "auto", model="lenet", device="cpu", problems=16, closures=6000)
     assert batched == backends.Backend(compile=True, conv="onednn")
     short = choose("auto", "auto", model="lenet", device="cpu", problems=1, closures=120)

@@ -374,7 +374,7 @@ def finish(
         "trials_diverged": int(result.diverged.sum()),
     }
     for name in METRICS:
-        summary |= uncertainty.summary(name, scores[name].mean(axis=1))
+        summary |= uncertainty.per_image_summary(name, scores[name])
     summary |= uncertainty.success(passed(cfg, scores))
     summary["success_criterion"] = cfg.metrics.criterion
     summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())

@@ -255,8 +255,8 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         row["pooled_runs"] = ";".join(folders)
         for metric in METRICS:
             if all(metric in values for values, _ in loaded):
-                trial_means = np.concatenate([v[metric].mean(axis=1) for v, _ in loaded])
-                row |= uncertainty.summary(metric, trial_means)
+                blocks = [v[metric] for v, _ in loaded]  # (T, B) per run
+                row |= uncertainty.per_image_summary(metric, *blocks)
         row |= uncertainty.success(np.concatenate([ok.ravel() for _, ok in loaded]))
         if "diverged" in set(group["status"]):
             row["status"] = "diverged"

@@ -40,3 +40,22 @@ def test_summary_and_success_keys_and_values():
     assert (rate["success_rate_ci_low"], rate["success_rate_ci_high"]) == pytest.approx(
         (ref.low, ref.high)
     )
+
+
+def test_label_accuracy_gets_a_wilson_interval_over_images_other_metrics_a_t_interval():
+    all_right = np.ones((100, 1))  # iDLG: every label right, a t interval would be [1, 1]
+    out = uncertainty.per_image_summary("label_acc", all_right)
+    ref = stats.binomtest(100, 100).proportion_ci(0.95, method="wilson")
+    assert (out["label_acc_ci_low"], out["label_acc_ci_high"]) == pytest.approx((ref.low, 1.0))
+    assert out["label_acc_ci_low"] < 0.97
+    # two pooled runs with different batch sizes: 5 of 6 images right, trial means 1, 1, .5
+    pooled = uncertainty.per_image_summary("label_acc", np.ones((1, 2)), np.array([[1, 1], [1, 0]]))
+    assert pooled["label_acc"] == pytest.approx(2.5 / 3)
+    ref = stats.binomtest(5, 6).proportion_ci(0.95, method="wilson")
+    assert (pooled["label_acc_ci_low"], pooled["label_acc_ci_high"]) == pytest.approx(
+        (ref.low, ref.high)
+    )
+    psnr = uncertainty.per_image_summary("psnr", np.array([[10.0, 30.0], [20.0, 40.0]]))
+    assert (psnr["psnr_ci_low"], psnr["psnr_ci_high"]) == pytest.approx(
+        uncertainty.mean_interval(np.array([20.0, 30.0]))
+    )

@@ -20,8 +20,8 @@ prints, per T:
 - quality: mean PSNR against the true photos, batched vs alone.
 
 ``--backend auto`` runs every T with the backend a run would choose for it
-(``attacks.backend.choose``: compiled closure; native convolution for T = 1, oneDNN
-otherwise; compile time outside the timings), ``eager`` (default) as before.
+(``attacks.backend.choose``: a compiled closure with oneDNN convolutions; compile time
+outside the timings), ``eager`` (default) as before.
 ``--models`` gives every trial its own model init (``trials_vary=models``: trial t
 attacks the model of seed t), batched as per-trial weights under vmap; alone, each trial
 attacks its own model. ``--device cuda`` times the batched attack alone for

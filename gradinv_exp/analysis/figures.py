@@ -123,12 +123,13 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figu
     return fig
 
 
-def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> Figure:
+def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
-    per ``group_by`` value, the 95% interval of the mean as a band; settings without a
-    strength (no defense) are a dashed reference line with its band.
+    per combination of the ``lines`` columns' values, the 95% interval of the mean as a
+    band; settings without a strength (no defense) are dashed reference lines with their
+    bands.
 
-    ``points`` has one row per (defense, strength[, group_by]) with the metric pooled over
+    ``points`` has one row per (defense, strength, *lines) with the metric pooled over
     all trials of its runs (``summary.pool``).
     """
     if points.empty or metric not in points:  # every run failed: empty panels, not an error
@@ -145,18 +146,19 @@ def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = No
     references = done[done["strength"].isna()]
     for ax, defense in zip(axes[0], defenses):
         runs = swept[swept["defense"] == defense].sort_values("strength")
-        groups = runs.groupby(group_by, dropna=False) if group_by else [(defense, runs)]
-        for name, group in groups:
+        groups = runs.groupby(list(lines), dropna=False) if lines else [((), runs)]
+        for values, group in groups:
             line = ax.plot(
                 group["strength"], group[metric], marker="o",
-                label=f"{group_by}={name}" if group_by else defense,
+                label=setting(lines, values) or defense,
             )[0]  # fmt: skip
             x, y = group["strength"].to_numpy(float), group[metric].to_numpy(float)
             lo, hi = group[low].to_numpy(float), group[high].to_numpy(float)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", color=line.get_color(), capsize=2)
         for _, ref in references.iterrows():
-            ax.axhline(ref[metric], ls="--", color="gray", label=f"{ref['defense']}")
+            name = ", ".join(filter(None, [ref["defense"], setting(lines, ref[list(lines)])]))
+            ax.axhline(ref[metric], ls="--", color="gray", label=name)
             if pd.notna(ref[low]):
                 ax.axhspan(ref[low], ref[high], color="gray", alpha=0.1, linewidth=0)
         if runs["strength_log"].any():
@@ -168,3 +170,8 @@ def curves(points: pd.DataFrame, metric: str = "psnr", group_by: str | None = No
     fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
     fig.tight_layout()
     return fig
+
+
+def setting(keys: Sequence[str], values: Any) -> str:
+    """``k=v, ...`` of a curve's line keys (``config.`` dropped) for its legend."""
+    return ", ".join(f"{k.removeprefix('config.')}={v}" for k, v in zip(keys, values))

@@ -173,6 +173,33 @@ def varying(frame: pd.DataFrame) -> list[str]:
     return [k for k in keys if k in frame and frame[k].fillna("").astype(str).nunique() > 1]
 
 
+def line_keys(frame: pd.DataFrame) -> list[str]:
+    """The config columns that tell apart runs of one defense other than by its strength,
+    one curve per combination of their values in ``curves.png``, so that a point never
+    pools two different settings (e.g. Gaussian and Laplacian noise of one ``sigma``, or
+    FedAvg's local steps). Not split: ``seed`` (repetitions, pooled by design) and
+    ``tags.*`` (labels; ``tags.level`` names a strength). A column that splits no group
+    the earlier ones did not split already (``optimizer.name`` beside ``attack.name``) is
+    left out, so legends stay short; override keys come first."""
+    strengths = {f"config.defense.{k}" for k in frame.get("strength_key", pd.Series()).dropna()}
+    columns = [f"config.{k}" for k in frame.attrs.get("override_keys", [])]
+    columns += [c for c in frame.columns if c.startswith("config.") and c not in columns]
+    keys: list[str] = []
+    text = frame.astype(str)  # lists and NaN compare as their text
+    for column in columns:
+        if (
+            column not in frame
+            or column in strengths
+            or column == "config.seed"
+            or column.startswith("config.tags.")
+        ):
+            continue
+        before = text.groupby(["defense", *keys], dropna=False).ngroups
+        if text.groupby(["defense", *keys, column], dropna=False).ngroups > before:
+            keys.append(column)
+    return keys
+
+
 def label(row: pd.Series, keys: list[str]) -> str:
     """A run's name in figures: defense and strength, then its other varying overrides."""
     first = str(row.get("defense") or Path(row["run"]).name)
@@ -292,8 +319,9 @@ def write(
     written.append(out_dir / "comparison.png")
     artifacts.save_figure(written[-1], figures.comparison(frame, labels))
     written.append(out_dir / "curves.png")
-    points = pool(frame, ["defense", "strength", *([group_by] if group_by else [])])
-    artifacts.save_figure(written[-1], figures.curves(points, metric, group_by))
+    lines = [group_by] if group_by else line_keys(frame)
+    points = pool(frame, ["defense", "strength", *lines])
+    artifacts.save_figure(written[-1], figures.curves(points, metric, lines))
     return written
 
 

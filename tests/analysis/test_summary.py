@@ -147,3 +147,27 @@ def test_planned_jobs_without_a_folder_are_missing_rows(sweeps):
     assert len(frame) == 6 and frame.loc["topk", "status"] == "missing"
     assert frame.loc["topk", "strength"] == 0.1 and frame.loc["topk", "defense.keep"] == 0.1
     assert "hydra.sweep.dir" not in frame  # not a job's setting
+
+
+def test_curves_split_settings_that_differ_beyond_strength_and_seed():
+    """A point of curves.png pools runs of one defense and strength; runs that differ in
+    anything but the seed or a tag get their own line, one key per distinction."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "defense": ["noise"] * 4 + ["none", "none"],
+            "strength_key": ["sigma"] * 4 + [None, None],
+            "config.defense.sigma": [0.1, 0.1, 0.1, 0.1, None, None],
+            "config.defense.distribution": ["gaussian", "laplace"] * 2 + [None, None],
+            "config.seed": [0, 0, 1, 1, 0, 1],
+            "config.tags.level": [2, 6, 2, 6, None, None],
+            "config.attack.name": ["dlg"] * 4 + ["dlg", "ig"],
+            "config.optimizer.name": ["lbfgs"] * 4 + ["lbfgs", "adam"],  # follows attack.name
+            "config.trials": [4] * 6,
+        }
+    )
+    frame.attrs["override_keys"] = ["defense", "tags.level", "seed"]
+    assert summary.line_keys(frame) == ["config.defense.distribution", "config.attack.name"]
+    frame.attrs["override_keys"] = ["optimizer.name"]  # what the user swept names the line
+    assert summary.line_keys(frame) == ["config.optimizer.name", "config.defense.distribution"]

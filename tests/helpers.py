@@ -76,3 +76,22 @@ def lenet_client(batch: int = 3, seed: int = 0):
     images = torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 1))
     targets = torch.nn.functional.one_hot(torch.arange(batch) % 4, 4).float()
     return Client(model, images, targets)
+
+
+def gen(seed: int = 0):
+    """A seeded CPU generator (the defenses' and attacks' ``generator`` argument)."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def random_grads(seed: int = 0):
+    """A LeNet-shaped gradient: conv weight, bias and a 100-class linear weight."""
+    import torch
+
+    g = gen(seed)
+    return [
+        torch.randn(12, 3, 5, 5, generator=g),
+        torch.randn(12, generator=g),
+        torch.randn(100, 768, generator=g),
+    ]

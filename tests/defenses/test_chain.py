@@ -3,7 +3,7 @@ rule that a per-example step comes first."""
 
 import pytest
 import torch
-from helpers import typed_config
+from helpers import gen, typed_config
 
 from gradinv_exp import defenses
 from gradinv_exp.defenses import chain
@@ -11,10 +11,6 @@ from gradinv_exp.defenses.chain import ChainConfig, defense_from
 from gradinv_exp.defenses.compression import PruneConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.options import ConfigError
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_chain_applies_steps_in_order():

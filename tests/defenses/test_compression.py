@@ -3,22 +3,10 @@ gradients."""
 
 import pytest
 import torch
+from helpers import gen, random_grads
 
 from gradinv_exp.defenses import compression
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig, SignConfig, TopkConfig
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def random_grads(seed: int = 0) -> list[torch.Tensor]:
-    g = gen(seed)
-    return [
-        torch.randn(12, 3, 5, 5, generator=g),
-        torch.randn(12, generator=g),
-        torch.randn(100, 768, generator=g),
-    ]
 
 
 def test_prune_exact_on_hand_made_gradient():

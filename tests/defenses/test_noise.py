@@ -2,13 +2,10 @@
 
 import pytest
 import torch
+from helpers import gen
 
 from gradinv_exp.defenses import noise
 from gradinv_exp.defenses.noise import NoiseConfig
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("distribution", ["gaussian", "laplace"])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import FAST, lenet_client
+from helpers import FAST, gen, lenet_client
 from scipy.stats import norm
 
 from gradinv_exp import defenses
@@ -18,10 +18,6 @@ from gradinv_exp.defenses.privacy import ClipConfig, DPConfig
 
 # tinier than FAST: the dp sweep runs 6 attacks; the defense, not the attack, is under test
 TINY = [*FAST, "attack.iterations=2", "attack.snapshot_every=2", "dataset.image_size=16"]
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def flat(grads) -> torch.Tensor:

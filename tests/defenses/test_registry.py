@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import FAST, lenet_client
+from helpers import FAST, gen, lenet_client, random_grads
 
 from gradinv_exp import defenses
 from gradinv_exp.client import gradient
@@ -21,19 +21,6 @@ from gradinv_exp.defenses.soteria import SoteriaConfig
 
 # tinier than FAST: these run 5 attacks; the defenses, not the attack, are under test
 TINY = [*FAST, "attack.iterations=2", "attack.snapshot_every=2", "dataset.image_size=16"]
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def random_grads(seed: int = 0) -> list[torch.Tensor]:
-    g = gen(seed)
-    return [
-        torch.randn(12, 3, 5, 5, generator=g),
-        torch.randn(12, generator=g),
-        torch.randn(100, 768, generator=g),
-    ]
 
 
 def test_a_defense_is_registered_once():

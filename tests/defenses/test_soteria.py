@@ -3,17 +3,13 @@ features without a representation (dead ReLUs) that it must not count as pruned.
 
 import pytest
 import torch
-from helpers import typed_config
+from helpers import gen, typed_config
 from torch import nn
 
 from gradinv_exp import defenses, experiment
 from gradinv_exp.client import Client, gradient
 from gradinv_exp.defenses import soteria
 from gradinv_exp.defenses.soteria import SoteriaConfig
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def small_net(dead: bool = False) -> tuple[Client, nn.Module]:

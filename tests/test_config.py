@@ -212,3 +212,30 @@ def test_flat_config_has_one_key_per_field():
     assert flat["attack.name"] == "dlg" and flat["optimizer.name"] == "lbfgs"
     assert flat["tags.level"] == 2 and flat["dataset.size"] == 50_000
     assert all("." in key or not isinstance(value, dict) for key, value in flat.items())
+
+
+PRESET_JOBS = {  # conf/experiment/<name>.yaml -> the number of jobs its sweep runs
+    "all_defenses": 21,
+    "dlg_defenses": 16,
+    "dp_sweep": 6,
+    "fedavg_sweep": 16,
+    "idlg_labels": 2,
+    "noise_sweep": 10,
+    "prune_sweep": 9,
+    "quantize_sweep": 16,
+    "seed_defenses": 4,
+    "topk_sweep": 5,
+}
+
+
+def test_every_preset_passes_the_command_lines_checks_with_its_number_of_jobs(tmp_path):
+    """A preset that the command line would refuse (a bad value, an image range beyond the
+    data, a model that cannot take the images) fails here, not in a user's sweep."""
+    from helpers import preflight_check
+
+    names = sorted(p.stem for p in (config.CONF_DIR / "experiment").glob("*.yaml"))
+    assert names == sorted(PRESET_JOBS)
+    for name in names:
+        plan = preflight_check([f"+experiment={name}", f"hydra.sweep.dir={tmp_path / name}"])
+        assert plan is not None and plan.multirun, name
+        assert len(plan.jobs) == PRESET_JOBS[name], name

@@ -193,13 +193,7 @@ def quality(pairs: int) -> None:
             *_, result = ours(model, images, true_grad, seed, 300, backend, LBFGSConfig())
             psnrs[name].append(float(metrics.psnr(images, result.images[0, 0][None])[0]))
     for name, values in psnrs.items():
-        v = np.array(values)
-        low, high = uncertainty.mean_interval(v)
-        rate = uncertainty.success(v >= 20)
-        print(f"quality {name:8s} over {pairs} pairs: mean PSNR {v.mean():5.1f} dB "
-              f"[{low:.1f}, {high:.1f}], success rate (PSNR >= 20 dB) "
-              f"{rate['success_rate']:.2f} [{rate['success_rate_ci_low']:.2f}, "
-              f"{rate['success_rate_ci_high']:.2f}]")  # fmt: skip
+        print(f"quality {name:8s} over {pairs} pairs: {uncertainty.describe(np.array(values))}")
 
 
 def main() -> None:

@@ -169,13 +169,9 @@ def starts(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def report(name: str, side: str, psnrs: list[float], seconds: float) -> None:
-    v = np.array(psnrs)
-    low, high = uncertainty.mean_interval(v)
-    rate = uncertainty.success(v >= 20)
-    print(f"{name:5s} {side:12s} success {rate['success_rate']:.2f} "
-          f"[{rate['success_rate_ci_low']:.2f}, {rate['success_rate_ci_high']:.2f}]  "
-          f"mean PSNR {v.mean():5.1f} dB [{low:5.1f}, {high:5.1f}]  ({len(v)} pairs, "
-          f"{seconds / len(v):.1f} s each)", flush=True)  # fmt: skip
+    line = uncertainty.describe(np.array(psnrs))
+    print(f"{name:5s} {side:12s} {line}  ({len(psnrs)} pairs, "
+          f"{seconds / len(psnrs):.1f} s each)", flush=True)  # fmt: skip
 
 
 def main() -> None:

@@ -93,3 +93,16 @@ def success(passed: np.ndarray) -> dict[str, float]:
         "success_rate_ci_low": low,
         "success_rate_ci_high": high,
     }
+
+
+def describe(psnrs: np.ndarray, threshold: float = 20.0) -> str:
+    """One line for a report: the success rate (PSNR >= ``threshold`` dB) with its Wilson
+    interval and the mean PSNR with its t interval, over the 1-D ``psnrs``."""
+    values = np.asarray(psnrs, dtype=float)
+    low, high = mean_interval(values)
+    rate = success(values >= threshold)
+    return (
+        f"success (PSNR >= {threshold:g} dB) {rate['success_rate']:.2f} "
+        f"[{rate['success_rate_ci_low']:.2f}, {rate['success_rate_ci_high']:.2f}], "
+        f"mean PSNR {values.mean():5.1f} dB [{low:5.1f}, {high:5.1f}]"
+    )

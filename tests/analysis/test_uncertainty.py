@@ -59,3 +59,13 @@ def test_label_accuracy_gets_a_wilson_interval_over_images_other_metrics_a_t_int
     assert (psnr["psnr_ci_low"], psnr["psnr_ci_high"]) == pytest.approx(
         uncertainty.mean_interval(np.array([20.0, 30.0]))
     )
+
+
+def test_describe_reports_rate_and_mean_with_their_intervals():
+    psnrs = np.array([10.0, 25.0, 30.0, 45.0])
+    low, high = uncertainty.mean_interval(psnrs)
+    rate = stats.binomtest(3, 4).proportion_ci(0.95, method="wilson")
+    assert uncertainty.describe(psnrs) == (
+        f"success (PSNR >= 20 dB) 0.75 [{rate.low:.2f}, {rate.high:.2f}], "
+        f"mean PSNR  27.5 dB [{low:5.1f}, {high:5.1f}]"
+    )

@@ -304,6 +304,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     true, shared = share(cfg, nets, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
+    progress.facts["adaptive"] = cfg.attack.adaptive
 
     def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
         recon = recon.detach().cpu().clone()
@@ -349,6 +350,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         checkpoints=attacks.Checkpoints(
             cfg.attack.checkpoint_every, save_checkpoint, None if saved is None else saved["attack"]
         ),
+        defense_model=defenses.attacker_model(cfg.defense) if cfg.attack.adaptive else None,
     )
     progress.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
     status = "diverged" if result.diverged.any() else "ok"

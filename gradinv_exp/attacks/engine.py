@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
+DefenseModel = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "list[Tensor]"]
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
 EAGER = Backend()
 
@@ -61,6 +62,9 @@ class AttackConfig:
     priors: dict[str, float] = field(default_factory=dict)  # prior (or module.function) -> weight
     labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
     restarts: int = 1  # independent starts per trial; the lowest final objective wins
+    # run the known defense's differentiable model (its registry entry's ``model``) on
+    # the dummy's gradient before matching (docs/adaptive_attacks.md)
+    adaptive: bool = False
     signed: bool = False  # step on the sign of the image gradient (first-order optimisers)
     boxed: bool = False  # clamp the dummy to [0, 1] after every step
     lr_decay: bool = False  # lr x0.1 at 3/8, 5/8, 7/8 of iterations (first-order optimisers)
@@ -191,6 +195,7 @@ def attack(
     known_labels: Tensor | None = None,
     backend: Backend = EAGER,
     checkpoints: Checkpoints | None = None,
+    defense_model: DefenseModel | None = None,
 ) -> AttackResult:
     """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
     the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
@@ -199,7 +204,9 @@ def attack(
     (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
     ``backend`` says how the objective and its gradient run (``backend.py``);
     ``checkpoints``: where to save the state, and a state to continue from (the problem
-    is built as always, then that state replaces its start).
+    is built as always, then that state replaces its start). ``defense_model``
+    (adaptive attacker): maps the dummy's gradient and the share to the dummy's gradient
+    as the defense would have shared it; the objective compares that with the share.
     """
     device = shared[0].device
     trials, restarts = shape[0], cfg.restarts
@@ -211,7 +218,7 @@ def attack(
     timings: dict[str, float] = {}
     problem = build_problem(
         simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised,
-        compiled=backend.compile, timings=timings,
+        compiled=backend.compile, timings=timings, defense_model=defense_model,
     )  # fmt: skip
     if checkpoints is not None:
         checkpoints = checkpoint.with_rng(checkpoints, generator)
@@ -235,6 +242,7 @@ def build_problem(
     optimised: bool,
     compiled: bool = False,
     timings: dict[str, float] | None = None,
+    defense_model: DefenseModel | None = None,
 ) -> Problem:
     """One batched ``Problem`` for the rows of ``x0`` ``(N, B, C, H, W)``; row n attacks
     ``shared[n % T]``. ``y0`` ``(N, B, num_classes)``: label logits when ``optimised``, else
@@ -247,6 +255,8 @@ def build_problem(
     parts = [x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)]
     variables = torch.cat(parts, 1).clone().requires_grad_(True)
     objective = OBJECTIVES[cfg.objective].fn
+    if defense_model is not None:
+        objective = adaptive_objective(objective, defense_model)
     priors = [(PRIORS[name].fn, w) for name, w in cfg.priors.items() if w]
     size = math.prod(shape[1:])
 
@@ -265,6 +275,16 @@ def build_problem(
     return Problem(
         variables, shape, y0.shape[-1], fixed, loss, both, opt, schedule, cfg.boxed, cfg.signed
     )
+
+
+def adaptive_objective(objective: Callable, model: DefenseModel) -> Callable:
+    """``objective(model(grads, target), target)``: the adaptive attacker's objective for
+    one problem (vmapped like the objective itself)."""
+
+    def matched(grads: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
+        return objective(model(grads, target), target)
+
+    return matched
 
 
 def best_restart(losses: Tensor, restarts: int) -> Tensor:

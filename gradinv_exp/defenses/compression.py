@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradinv_exp import lazy
-from gradinv_exp.defenses.registry import DefenseConfig, defense
+from gradinv_exp.defenses.registry import DefenseConfig, defense, visible_mask
 from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class PruneConfig(DefenseConfig):
         one_of("defense.scope", self.scope, ("layer", "global"))
 
 
-@defense(PruneConfig, strength="ratio")
+@defense(PruneConfig, strength="ratio", model=visible_mask)
 def prune(
     grads: Sequence[Tensor],
     cfg: PruneConfig,
@@ -75,7 +75,7 @@ class TopkConfig(DefenseConfig):
         one_of("defense.scope", self.scope, ("layer", "global"))
 
 
-@defense(TopkConfig, strength="keep", log_scale=True)
+@defense(TopkConfig, strength="keep", log_scale=True, model=visible_mask)
 def topk(
     grads: Sequence[Tensor],
     cfg: TopkConfig,
@@ -110,7 +110,28 @@ class QuantizeConfig(DefenseConfig):
         require(1 <= self.bits <= 24, "defense.bits", self.bits, "must be an integer in [1, 24]")
 
 
-@defense(QuantizeConfig, strength="bits")
+def quantize_model(
+    dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: QuantizeConfig
+) -> list[Tensor]:
+    """Adaptive model of ``quantize``: match to the bin. Per tensor the share reveals its
+    scale s = max|q| (the largest entry lands on a level) and so the step 2s/(2**bits-1);
+    the dummy counts as matching anywhere inside [q - step/2, q + step/2]. Returned:
+    q + (d - clamp(d, q - step/2, q + step/2)), equal to the share inside the bin, so l2
+    gives the squared hinge distance to the interval and cosine is 1 at the truth.
+    Chosen over a straight-through quantiser because its loss is exactly zero at the
+    truth and its gradient is never zero outside the bin (rounding's is, almost
+    everywhere). Stochastic rounding can land one step away: the interval is then
+    [q - step, q + step]."""
+    steps = 2**cfg.bits - 1
+    width = 1.0 if cfg.stochastic else 0.5
+    out = []
+    for d, q in zip(dummy, shared, strict=True):
+        half = width * 2 * q.abs().amax() / steps
+        out.append(q + (d - torch.clamp(d, q - half, q + half)))
+    return out
+
+
+@defense(QuantizeConfig, strength="bits", model=quantize_model)
 def quantize(
     grads: Sequence[Tensor],
     cfg: QuantizeConfig,

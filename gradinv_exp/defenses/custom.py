@@ -30,7 +30,7 @@ from omegaconf import MISSING
 
 from gradinv_exp import lazy
 from gradinv_exp.client import gradient
-from gradinv_exp.defenses.registry import Axis, DefenseConfig, defense
+from gradinv_exp.defenses.registry import Axis, DefenseConfig, defense, visible_mask
 from gradinv_exp.options import (
     ConfigError,
     check_signature,
@@ -106,7 +106,7 @@ def check(cfg: CustomConfig, probe: Client) -> None:
         raise not_allowed(KEY, cfg.target, why)
 
 
-@defense(CustomConfig, axis=custom_axis, check=check)
+@defense(CustomConfig, axis=custom_axis, check=check, model=visible_mask)
 def custom(
     grads: Sequence[Tensor],
     cfg: CustomConfig,

@@ -43,6 +43,9 @@ class DefenseConfig:
 
 
 DefenseFn = Callable[..., "list[Tensor]"]
+# the attacker's differentiable model of a defense: (dummy grads, shared grads, cfg) -> the
+# dummy's grads as that defense would have shared them, given what the share reveals
+ModelFn = Callable[[Sequence["Tensor"], Sequence["Tensor"], Any], "list[Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Defense:
     the run's flat config, when that depends on the config (``custom``); else ``name``,
     ``strength`` and ``log_scale`` say it. ``check``: the preflight checks that need
     torch, given a probe client (``custom``: the user's function on its gradient).
+    ``model``: the adaptive attacker's differentiable model of this defense
+    (``attack.adaptive=true``; Kerckhoffs: the attacker knows the defense and its
+    parameters); None: nothing to invert (noise), the naive attacker is the adaptive one.
     """
 
     name: str
@@ -69,6 +75,7 @@ class Defense:
     report: Callable[[Sequence[Any]], dict[str, Any]] | None = None
     axis: Callable[[Mapping[str, Any]], Axis] | None = None
     check: Callable[[Any, Client], None] | None = None
+    model: ModelFn | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ def defense(
     report: Callable[[Sequence[Any]], dict[str, Any]] | None = None,
     axis: Callable[[Mapping[str, Any]], Axis] | None = None,
     check: Callable[[Any, Client], None] | None = None,
+    model: ModelFn | None = None,
 ) -> Callable[[DefenseFn], DefenseFn]:
     """Register the decorated function as the defense ``schema`` configures."""
     if strength is not None and strength not in {f.name for f in fields(schema)}:
@@ -102,7 +110,9 @@ def defense(
 
     def register(fn: DefenseFn) -> DefenseFn:
         name = option_name(schema)
-        entry = Defense(name, fn, schema, strength, log_scale, per_example, report, axis, check)
+        entry = Defense(
+            name, fn, schema, strength, log_scale, per_example, report, axis, check, model
+        )
         DEFENSES.add(entry)
         return fn
 
@@ -153,6 +163,30 @@ def check_order(cfg: DefenseConfig, batch_size: int) -> None:
             f"defense.steps: {late[0]} clips per example (dataset.batch_size={batch_size}) "
             "so it must be the chain's first step"
         )
+
+
+def visible_mask(dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: Any) -> list[Tensor]:
+    """Adaptive model of a sparsifying defense (prune, topk, soteria): the zeros of the
+    share are visible, so the dummy is compared only where the share is non-zero.
+    Shapes as the parameters; differentiable in ``dummy``."""
+    return [d * (s != 0) for d, s in zip(dummy, shared, strict=True)]
+
+
+def attacker_model(cfg: DefenseConfig) -> Callable[[Sequence[Tensor], Sequence[Tensor]], list]:
+    """The adaptive attacker's model of ``cfg``: its steps' models composed in order
+    (steps without one, like noise, pass the dummy through). Every step's model sees
+    only the final share: a mask is visible to it only if no later step fills the
+    zeros (prune then quantize is not inverted exactly; quantize then prune is)."""
+    models = [(DEFENSES[s.name].model, s) for s in steps(cfg)]
+
+    def run(dummy: Sequence[Tensor], shared: Sequence[Tensor]) -> list[Tensor]:
+        out = list(dummy)
+        for fn, step in models:
+            if fn is not None:
+                out = fn(out, shared, step)
+        return out
+
+    return run
 
 
 def describe(cfg: DefenseConfig) -> str:

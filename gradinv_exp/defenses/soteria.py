@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradinv_exp import lazy
-from gradinv_exp.defenses.registry import DefenseConfig, defense
+from gradinv_exp.defenses.registry import DefenseConfig, defense, visible_mask
 from gradinv_exp.options import require
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def feature_scores(client: Client) -> tuple[Tensor, Tensor]:
     return ratio.sum(0), (r > 0).any(0)
 
 
-@defense(SoteriaConfig, strength="percentile")
+@defense(SoteriaConfig, strength="percentile", model=visible_mask)
 def soteria(
     grads: Sequence[Tensor],
     cfg: SoteriaConfig,

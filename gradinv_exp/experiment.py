@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,23 +288,11 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         raise
 
 
-def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]:
-    """The experiment itself; fills ``progress`` as it goes."""
-    torch.set_num_threads(cfg.threads)
-    device = device_of(cfg.device)
-    images, labels, source = load_data(cfg)
-    progress.images, progress.labels = images, labels
-    progress.facts["data_source"] = source
-    log.info(
-        "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
-        "attack %s/%s | device %s",
-        source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
-        cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
-    )  # fmt: skip
-    nets = build_models(cfg, device)
-    true, shared = share(cfg, nets, images, labels)
-    progress.facts |= defenses.cost(true, shared)
-    progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
+def recorder(
+    cfg: Config, images: Tensor, progress: Progress
+) -> Callable[[int, Tensor, Tensor], None]:
+    """The attack's ``on_snapshot`` for a run attacking ``images`` ``(T, B, C, H, W)``: each
+    snapshot becomes a history row and a progress image in ``progress`` (one log line)."""
 
     def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
         recon = recon.detach().cpu().clone()
@@ -322,6 +311,28 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
             step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
         )  # fmt: skip
 
+    return on_snapshot
+
+
+def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]:
+    """The experiment itself; fills ``progress`` as it goes."""
+    torch.set_num_threads(cfg.threads)
+    device = device_of(cfg.device)
+    images, labels, source = load_data(cfg)
+    progress.images, progress.labels = images, labels
+    progress.facts["data_source"] = source
+    log.info(
+        "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
+        "attack %s/%s | device %s",
+        source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
+        cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
+    )  # fmt: skip
+    nets = build_models(cfg, device)
+    true, shared = share(cfg, nets, images, labels)
+    progress.facts |= defenses.cost(true, shared)
+    progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
+
+    on_snapshot = recorder(cfg, images, progress)
     backend = attack_backend(cfg, device)
     progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
     config = flat(cfg)

@@ -245,11 +245,14 @@ def enter(held: ExitStack, cfg: DictConfig, run_dir: Path, box: dict[str, Any]) 
 
 
 def batchable(cfg: Any) -> bool:
-    """Whether a job can share a batch with jobs that differ in their defense: every
-    attack of the engine can (its objective is the same function of each job's own
-    target), except one that runs the job's own defense inside its objective
-    (``attack.adaptive``, where it exists): that objective differs per job."""
-    return not getattr(cfg.attack, "adaptive", False)
+    """Whether a job can share a batch with jobs that differ in their defense: an attack of
+    the optimisation engine, exactly its config type (``engine.AttackConfig``), whose
+    objective is the same function of each job's own target. Any other attack family
+    (closed form, a malicious server's read-out, one that runs the job's own defense
+    inside its objective) runs alone; see docs/batched_sweeps.md."""
+    from gradinv_exp.attacks.engine import AttackConfig
+
+    return type(cfg.attack) is AttackConfig and not getattr(cfg.attack, "adaptive", False)
 
 
 def prepare(cfg: Any) -> dict[str, Any]:
@@ -281,11 +284,18 @@ def run_batch(batch: list[Prepared]) -> list[float]:
     into its own folder. Returns each member's PSNR (NaN for one that failed to be
     written). A stop signal saves every member as interrupted and goes on to the caller;
     an error in the attack records every member as failed."""
-    from gradinv_exp import experiment
+    from gradinv_exp import attacks, experiment
+    from gradinv_exp.attacks.optimizers import LBFGSConfig
 
     first = batch[0].typed
     device = experiment.device_of(first.device)
-    backend = experiment.attack_backend(first, device)
+    # the rules of attack_backend for the batch's rows: eager, one problem alone takes
+    # native convolution, a batch oneDNN (vmap over native convolutions is slow)
+    steps = first.optimizer.max_iter if isinstance(first.optimizer, LBFGSConfig) else 1
+    backend = attacks.choose_backend(
+        first.compile, first.conv_backend, model=first.model.name, device=device.type,
+        problems=sum(p.job.problems for p in batch), closures=first.attack.iterations * steps,
+    )  # fmt: skip
     for p in batch:
         p.progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
         p.progress.start = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,32 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         raise
 
 
+def recorder(
+    cfg: Config, images: Tensor, progress: Progress
+) -> Callable[[int, Tensor, Tensor], None]:
+    """The attack's ``on_snapshot`` for a run attacking ``images`` ``(T, B, C, H, W)``: each
+    snapshot becomes a history row and a progress image in ``progress`` (one log line)."""
+
+    def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
+        recon = recon.detach().cpu().clone()
+        pairs = [(images[t], metrics.matched(images[t], recon[t])) for t in range(len(recon))]
+        row = {
+            "step": step,
+            "grad_loss": float(grad_loss.mean()),
+            "mse": float(np.mean([metrics.mse(*p) for p in pairs])),
+            "psnr": float(np.mean([metrics.psnr(*p) for p in pairs])),
+        }
+        progress.snapshots.append((step, recon))
+        progress.rows.append(row)
+        progress.losses = grad_loss.detach().cpu().clone()
+        log.info(
+            "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
+            step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
+        )  # fmt: skip
+
+    return on_snapshot
+
+
 def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """The experiment itself; fills ``progress`` as it goes."""
     torch.set_num_threads(cfg.threads)
@@ -306,23 +333,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
     progress.facts["adaptive"] = cfg.attack.adaptive
 
-    def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
-        recon = recon.detach().cpu().clone()
-        pairs = [(images[t], metrics.matched(images[t], recon[t])) for t in range(len(recon))]
-        row = {
-            "step": step,
-            "grad_loss": float(grad_loss.mean()),
-            "mse": float(np.mean([metrics.mse(*p) for p in pairs])),
-            "psnr": float(np.mean([metrics.psnr(*p) for p in pairs])),
-        }
-        progress.snapshots.append((step, recon))
-        progress.rows.append(row)
-        progress.losses = grad_loss.detach().cpu().clone()
-        log.info(
-            "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
-            step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
-        )  # fmt: skip
-
+    on_snapshot = recorder(cfg, images, progress)
     backend = attack_backend(cfg, device)
     progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
     config = flat(cfg)

@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""Time one small sweep run sequentially and with the joblib launcher; print the speedup.
+"""Time two sweeps under three launchers (basic, joblib, batched): wall time and peak RSS.
 
-    python scripts/bench_sweep.py [--jobs-parallel 2] [--iterations 40]
+    python scripts/bench_sweep.py [--iterations 40] [--jobs-parallel 2] [--trials 2] \
+        [--device cpu|cuda]
 
-Both are whole command lines (imports, the 4 jobs, the sweep summary), timed by the wall
-clock, each into a fresh temporary sweep folder; the script also checks that both gave
-the same PSNR per job. The machine's other load changes the figures: report it with them.
+The sweeps: ``+experiment=seed_defenses`` (4 jobs) and ``+experiment=dlg_defenses`` (16
+jobs) at a small budget (``--iterations`` attack steps, ``--trials`` trials per job), on
+the bundled photos. Each is a whole command line (imports, jobs, the sweep summary) in
+its own child process, into a fresh temporary sweep folder, timed by the wall clock; the
+launchers of one sweep run one after another in the same round, so the machine's other
+load falls on all three alike. Peak RSS is the largest resident size of any one process
+of the command (``getrusage(RUSAGE_CHILDREN)`` read by a wrapper process around it: a
+joblib worker counts on its own, not summed). Report the load average with the figures.
 """
 
 from __future__ import annotations
@@ -21,37 +27,80 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEP = ["-m", "defense=none,prune,quantize,noise", "dataset=photos"]
+SWEEPS = {"seed_defenses": 4, "dlg_defenses": 16}  # preset -> jobs
+# the wrapper: run the command line, then print the peak RSS (KiB) of its processes
+WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stderr.write(done.stderr[-3000:] if done.returncode else '')\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(done.returncode)\n"
+)
 
 
-def timed_sweep(args: list[str], sweep_dir: Path) -> tuple[float, pd.Series]:
-    """Wall seconds of ``python -m gradinv_exp ARGS`` and its PSNR per defense."""
+def launchers(jobs_parallel: int) -> dict[str, list[str]]:
+    return {
+        "basic": ["hydra/launcher=basic"],
+        f"joblib ({jobs_parallel} workers)": [
+            "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs_parallel}",
+        ],
+        "batched": ["hydra/launcher=batched"],
+    }  # fmt: skip
+
+
+def timed_sweep(args: list[str], sweep_dir: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and mean PSNR of ``python -m gradinv_exp ARGS``."""
     env = os.environ | {"PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "gradinv_exp", *args, f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "gradinv_exp", *args, f"hydra.sweep.dir={sweep_dir}"],
-        check=True, env=env, cwd=REPO, capture_output=True,
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *command], env=env, cwd=REPO, capture_output=True,
+        text=True,
     )  # fmt: skip
     wall = time.perf_counter() - start
-    return wall, pd.read_csv(sweep_dir / "summary.csv").set_index("defense")["psnr"]
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
+    psnr = pd.read_csv(sweep_dir / "summary.csv")["psnr"].mean()
+    return wall, int(done.stdout.split()[-1]) / 1024, psnr
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=40, help="attack steps per job")
     parser.add_argument("--jobs-parallel", type=int, default=2, help="joblib n_jobs")
+    parser.add_argument("--trials", type=int, default=2, help="trials per dlg_defenses job")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device=")
     args = parser.parse_args()
-    common = [*SWEEP, f"attack.iterations={args.iterations}"]
-    parallel = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs_parallel}"]
+    common = ["dataset=photos", f"attack.iterations={args.iterations}", f"device={args.device}"]
+    extra = {"seed_defenses": [], "dlg_defenses": [f"trials={args.trials}"]}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        seq_s, seq_psnr = timed_sweep(common, Path(tmp) / "sequential")
-        par_s, par_psnr = timed_sweep([*common, *parallel], Path(tmp) / "joblib")
-    print(f"sweep: 4 jobs, attack.iterations={args.iterations}, dataset=photos, threads=1")
+        for preset, jobs in SWEEPS.items():
+            base = [f"+experiment={preset}", *common, *extra[preset]]
+            for name, flags in launchers(args.jobs_parallel).items():
+                folder = Path(tmp) / f"{preset}-{len(rows)}"
+                wall, rss, psnr = timed_sweep([*base, *flags], folder)
+                rows.append(
+                    {"sweep": f"{preset} ({jobs} jobs)", "launcher": name, "wall_s": wall,
+                     "peak_rss_mib": rss, "mean_psnr": psnr}
+                )  # fmt: skip
+                print(
+                    f"{rows[-1]['sweep']:<24} {name:<20} {wall:7.1f} s {rss:7.0f} MiB", flush=True
+                )
+    frame = pd.DataFrame(rows)
+    for sweep, part in frame.groupby("sweep", sort=False):
+        walls = dict(zip(part["launcher"], part["wall_s"]))
+        joblib = next(v for k, v in walls.items() if k.startswith("joblib"))
+        print(
+            f"{sweep}: batched is {walls['basic'] / walls['batched']:.2f}x basic, "
+            f"{joblib / walls['batched']:.2f}x joblib"
+        )
+    print(
+        f"attack.iterations={args.iterations}, dlg_defenses trials={args.trials}, "
+        f"dataset=photos, device={args.device}, threads=1"
+    )
     print(f"cpu cores: {os.cpu_count()}, load average at the end: {os.getloadavg()[0]:.2f}")
-    print(f"sequential (basic launcher):    {seq_s:7.1f} s")
-    print(f"joblib, n_jobs={args.jobs_parallel}:               {par_s:7.1f} s")
-    print(f"speedup:                        {seq_s / par_s:7.2f}x")
-    print(f"same PSNR per job: {bool((seq_psnr.sort_index() == par_psnr.sort_index()).all())}")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
 if __name__ == "__main__":

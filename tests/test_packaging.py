@@ -16,7 +16,7 @@ def test_wheel_holds_every_module_and_config_file(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for folder in ("gradinv_exp", "conf"):
+    for folder in ("gradinv_exp", "conf", "hydra_plugins"):
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
@@ -26,7 +26,11 @@ def test_wheel_holds_every_module_and_config_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "dist").glob("gradinv_exp-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    modules = {str(p.relative_to(src)) for p in (src / "gradinv_exp").rglob("*.py")}
+    modules = {
+        str(p.relative_to(src))
+        for package in ("gradinv_exp", "hydra_plugins")  # hydra_plugins: the batched launcher
+        for p in (src / package).rglob("*.py")
+    }
     configs = {"gradinv_exp/" + str(p.relative_to(src)) for p in (src / "conf").rglob("*.yaml")}
     assert modules - shipped == set()
     assert configs - shipped == set()

@@ -121,6 +121,10 @@ def test_the_readme_table_of_scripts_names_every_script_and_flag():
         for line in section("Development").splitlines()
         if line.startswith("| `scripts/")
     }
+    for page in sorted((REPO / "docs").glob("*.md")):  # a docs page's row adds its flags
+        for line in page.read_text().splitlines():
+            if line.startswith("| `scripts/") and line.split("`")[1] in rows:
+                rows[line.split("`")[1]] += line
     scripts = sorted(
         f"scripts/{p.name}" for p in (REPO / "scripts").iterdir() if p.suffix in (".py", ".sh")
     )

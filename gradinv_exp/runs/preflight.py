@@ -33,6 +33,8 @@ GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "exper
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# launchers that run every job in this process (the batched one: runs/batched.py)
+IN_PROCESS = (BASIC_LAUNCHER, "hydra_plugins.gradinv_exp_batched.BatchedLauncher")
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ class Plan:
 
 def in_process(hydra_cfg: DictConfig, multirun: bool) -> bool:
     """Whether the jobs of ``hydra_cfg`` (a composed ``hydra`` node) run in the process
-    that Hydra starts in: a single run, or a sweep under the basic launcher."""
-    return not multirun or hydra_cfg.launcher.get("_target_") == BASIC_LAUNCHER
+    that Hydra starts in: a single run, or a sweep under the basic or batched launcher."""
+    return not multirun or hydra_cfg.launcher.get("_target_") in IN_PROCESS
 
 
 def options(group: str, overrides: Sequence[str] = ()) -> list[str]:

@@ -98,6 +98,10 @@ def job(cfg: DictConfig, hydra_cfg: Any) -> float:
             return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
         except Exception as err:
             return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+        if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
+            from gradinv_exp.analysis import report
+
+            print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
         return metrics["psnr"]
 
 
@@ -243,6 +247,10 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
     failures, unwritten, counts = summarise(plan.folder, planned)
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
+    elif (plan.folder / "summary.csv").is_file():
+        from gradinv_exp.analysis import report
+
+        print(report.sweep_report(plan.folder), flush=True)
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""
         elsewhere = (

@@ -19,6 +19,8 @@ import torch
 import torchvision
 
 PACKAGE = Path(__file__).resolve().parent.parent  # gradinv_exp/
+# metrics.json's keys read from the clock: they differ between two runs of one config
+CLOCK = ("started", "ended", "wall_s", "run_s")
 
 
 def version() -> str:

@@ -181,7 +181,7 @@ def groups_help() -> str:
     for group in (*preflight.GROUPS, "hydra/launcher"):
         chosen = hydra_cfg.runtime.choices.get(group)
         names = [f"{n} (now)" if n == chosen else n for n in preflight.options(group, overrides)]
-        key = f"+{group}" if group == "experiment" else group
+        key = f"+{group}" if group in preflight.OPTIONAL else group
         lines += textwrap.wrap(
             ", ".join(names), width=92, initial_indent=f"{key:<16}", subsequent_indent=" " * 16
         )

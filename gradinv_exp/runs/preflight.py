@@ -31,7 +31,10 @@ from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import resume
 
 JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
-GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "experiment")
+GROUPS = (
+    "defense", "model", "dataset", "client", "optimizer", "attack", "experiment", "defense_level"
+)  # fmt: skip
+OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=NAME selects
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"

@@ -98,6 +98,10 @@ def job(cfg: DictConfig, hydra_cfg: Any) -> float:
             return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
         except Exception as err:
             return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+        if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
+            from gradinv_exp.analysis import report
+
+            print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
         return metrics["psnr"]
 
 
@@ -177,7 +181,7 @@ def groups_help() -> str:
     for group in (*preflight.GROUPS, "hydra/launcher"):
         chosen = hydra_cfg.runtime.choices.get(group)
         names = [f"{n} (now)" if n == chosen else n for n in preflight.options(group, overrides)]
-        key = f"+{group}" if group == "experiment" else group
+        key = f"+{group}" if group in preflight.OPTIONAL else group
         lines += textwrap.wrap(
             ", ".join(names), width=92, initial_indent=f"{key:<16}", subsequent_indent=" " * 16
         )
@@ -243,6 +247,10 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
     failures, unwritten, counts = summarise(plan.folder, planned)
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
+    elif (plan.folder / "summary.csv").is_file():
+        from gradinv_exp.analysis import report
+
+        print(report.sweep_report(plan.folder), flush=True)
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""
         elsewhere = (

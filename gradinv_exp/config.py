@@ -147,10 +147,17 @@ def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
     size = ds.size if size is None else size
     if size is None or ds.index + count <= size:
         return
-    if count > size:
+    if count > size and ds.batch_size > size:  # one batch alone is too big
         raise ConfigError(
             f"dataset.batch_size={ds.batch_size} is not allowed: the run attacks {count} "
             f"images (trials x dataset.batch_size) and {ds.name} has {size}"
+        )
+    if count > size:  # the batches of all trials together are too many
+        trials = count // ds.batch_size
+        raise ConfigError(
+            f"trials={trials} is not allowed: the run attacks {count} images (trials x "
+            f"dataset.batch_size={ds.batch_size}) and {ds.name} has {size}, so trials must "
+            f"be <= {size // ds.batch_size}"
         )
     raise ConfigError(
         f"dataset.index={ds.index} is not allowed: {ds.name} has {size} images and the "

@@ -29,7 +29,7 @@ from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
-from gradinv_exp.runs import artifacts, checkpoints, faults
+from gradinv_exp.runs import artifacts, checkpoints, faults, provenance
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class Progress:
     rows: list[dict[str, float]] = field(default_factory=list)  # history.csv rows
     losses: Tensor | None = None  # (T,) objective at the last snapshot
     start: float = field(default_factory=time.perf_counter)  # of the attack (this attempt)
+    begun: float = field(default_factory=time.perf_counter)  # of the run (this attempt)
 
     def state(self) -> dict[str, Any]:
         """The attack's part of the progress, for a checkpoint (snapshots, rows, losses,
@@ -318,6 +319,7 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     """The experiment itself; fills ``progress`` as it goes."""
     torch.set_num_threads(cfg.threads)
     device = device_of(cfg.device)
+    progress.facts |= provenance.started(device)
     images, labels, source = load_data(cfg)
     progress.images, progress.labels = images, labels
     progress.facts["data_source"] = source
@@ -392,6 +394,7 @@ def finish(
     summary["success_criterion"] = cfg.metrics.criterion
     summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())
     summary |= {"steps": int(result.steps.max()), "wall_s": wall}
+    summary |= {"ended": provenance.now(), "run_s": time.perf_counter() - progress.begun}
     summary |= {k: v for k, v in progress.facts.items() if k not in summary}
     # per image: every metric that could be computed (LPIPS may have no weights)
     summary["per_image"] = {k: v.tolist() for k, v in scores.items() if not np.isnan(v).all()}

@@ -166,6 +166,9 @@ def test_prior_weights_out_of_range_always_fail_and_in_range_never(good, bad):
         (["dataset=photos", "dataset.batch_size=11"],
          "dataset.batch_size=11 is not allowed: the run attacks 11 images (trials x "
          "dataset.batch_size) and photos has 10"),
+        (["dataset=photos", "trials=100000"],
+         "trials=100000 is not allowed: the run attacks 100000 images (trials x "
+         "dataset.batch_size=1) and photos has 10, so trials must be <= 10"),
         (["dataset=photos", "model.pretrain_steps=1", "model.pretrain_images=8", "trials=3"],
          "model.pretrain_images=8 is not allowed: photos has 10 images and 3 are attacked, so "
          "at most 7 are left to pretrain on"),
@@ -173,7 +176,7 @@ def test_prior_weights_out_of_range_always_fail_and_in_range_never(good, bad):
          "defense.steps: clip clips per example (dataset.batch_size=2) so it must be the "
          "chain's first step"),
     ],
-    ids=["ig-lbfgs", "index", "batch-size", "pretrain-images", "chain-order"],
+    ids=["ig-lbfgs", "index", "batch-size", "trials", "pretrain-images", "chain-order"],
 )  # fmt: skip
 def test_rules_across_groups_fail_when_the_config_is_built(overrides, expected):
     with pytest.raises(ConfigError) as info:

@@ -29,12 +29,13 @@ def test_help_says_what_the_tool_does_and_where_to_read_more(page):
 def test_help_lists_every_groups_options_with_the_users_presets(page):
     listed = " ".join(page.split("== Config groups")[1].split("== Fields")[0].split())
     for group in preflight.GROUPS:
-        key = f"+{group}" if group == "experiment" else group
+        key = f"+{group}" if group in preflight.OPTIONAL else group
         names = preflight.options(group)
         assert f"{key} {names[0]}" in listed.replace(" (now)", "")
         assert all(name in listed for name in names), group
     assert "soft_prune," in listed and "soft_prune_sweep" in listed  # from hydra.searchpath
     assert "none (now)" in listed and "lenet (now)" in listed
+    assert "+defense_level dlg_noise" in listed
 
 
 def test_help_examples_are_valid_commands(page, monkeypatch):

@@ -1,6 +1,7 @@
-"""The README is true to the code: every command of its quick start runs, with a tiny
-budget, and does what the README says; its table of data-set defaults is the YAML's; its
-table of scripts names every script and every flag."""
+"""The README and docs are true to the code: every command of the README's quick start
+runs, with a tiny budget, and does what the README says; the table of data-set defaults
+(docs/configuration.md) is the YAML's; the table of scripts (docs/development.md) names
+every script and every flag."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from helpers import REPO, typed_config
 from gradinv_exp.runs import preflight
 
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
 QUICK_START = "Two commands"  # the section a new user reads first
 # appended to every experiment command: the bundled photos, small images, two steps
 TINY = ["dataset=photos", "dataset.image_size=16", "attack.iterations=2", "attack.snapshot_every=1"]
@@ -28,11 +30,11 @@ MAKE_ARGS = {
 }
 
 
-def section(title: str) -> str:
-    """The text of the README section ``## title`` (up to the next ``## ``)."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end > 0 else None]
+def section(title: str, text: str = README) -> str:
+    """The text of the section ``## title`` of ``text`` (up to the next ``## ``)."""
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
 
 
 def commands(text: str) -> list[str]:
@@ -92,8 +94,9 @@ def test_every_quick_start_command_runs_with_a_tiny_budget(tmp_path):
 
 
 def data_table() -> pd.DataFrame:
-    """The README's table of data-set defaults (section Data), one row per data set."""
-    text = section("Data")
+    """The table of data-set defaults (docs/configuration.md, section Data), one row per
+    data set."""
+    text = section("Data", (DOCS / "configuration.md").read_text())
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| `")]
     header = next(line for line in text.splitlines() if line.startswith("| dataset |"))
     columns = [c.strip() for c in header.strip("|").split("|")]
@@ -101,7 +104,7 @@ def data_table() -> pd.DataFrame:
     return frame.set_index("dataset")
 
 
-def test_the_readme_table_of_data_set_defaults_is_the_yaml_files():
+def test_the_docs_table_of_data_set_defaults_is_the_yaml_files():
     table = data_table()
     assert sorted(table.index) == preflight.options("dataset")
     for name, row in table.iterrows():
@@ -115,10 +118,11 @@ def test_the_readme_table_of_data_set_defaults_is_the_yaml_files():
         assert ds.batch_size == 1 and ds.mean is None and ds.std is None, name
 
 
-def test_the_readme_table_of_scripts_names_every_script_and_flag():
+def test_the_docs_table_of_scripts_names_every_script_and_flag():
+    development = (DOCS / "development.md").read_text()
     rows = {
         line.split("`")[1]: line
-        for line in section("Development").splitlines()
+        for line in section("Development", development).splitlines()
         if line.startswith("| `scripts/")
     }
     for page in sorted((REPO / "docs").glob("*.md")):  # a docs page's row adds its flags

@@ -261,10 +261,12 @@ def prepare(cfg: Any) -> dict[str, Any]:
     import torch
 
     from gradinv_exp import defenses, experiment
+    from gradinv_exp.runs import provenance
 
     torch.set_num_threads(cfg.threads)
     device = experiment.device_of(cfg.device)
     progress = experiment.Progress()
+    progress.facts |= provenance.started(device)
     images, labels, source = experiment.load_data(cfg)
     progress.images, progress.labels = images, labels
     progress.facts["data_source"] = source

@@ -10,7 +10,9 @@ the per-job checks that need torch or the disk.
 
 from __future__ import annotations
 
+import difflib
 import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,10 @@ from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import resume
 
 JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
-GROUPS = ("defense", "model", "dataset", "client", "optimizer", "attack", "experiment")
+GROUPS = (
+    "defense", "model", "dataset", "client", "optimizer", "attack", "experiment", "defense_level"
+)  # fmt: skip
+OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=NAME selects
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -89,6 +94,28 @@ def hydra_message(err: BaseException) -> str:
         parts.append(text.splitlines()[0] if text else type(current).__name__)
         current = current.__cause__
     return ": ".join(dict.fromkeys(parts))
+
+
+def keys(node: object, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of a config container (``attack``, ``attack.iterations``, ...)."""
+    if isinstance(node, dict):
+        for name, child in node.items():
+            key = f"{prefix}{name}"
+            yield key
+            yield from keys(child, f"{key}.")
+
+
+def suggestion(message: str) -> str:
+    """``; did you mean 'defense'?`` when ``message`` is Hydra's for an override of an
+    unknown key (``defence``, ``attack.iteration``) one typo away from a config group or a
+    key of the default config; else nothing."""
+    found = re.match(r"Could not override '([^']+)'", message)
+    if found is None:
+        return ""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        known = [*GROUPS, *keys(OmegaConf.to_container(compose("config")))]
+    close = difflib.get_close_matches(found.group(1), known, n=1, cutoff=0.8)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def values(override: Override) -> list[str]:
@@ -199,7 +226,8 @@ def plan(argv: list[str]) -> Plan | None:
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(hydra_message(err)) from None
+        message = hydra_message(err)
+        raise ConfigError(message + suggestion(message)) from None
     return Plan(multirun, folder, every, configs, dirs, local)
 
 

@@ -87,6 +87,8 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
         (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
         (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),
         (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, custom"),
+        (["defence=noise"], "Key 'defence' not in 'Config'; did you mean 'defense'?"),
+        (["attack.iteration=3"], "not in 'AttackConfig'; did you mean 'attack.iterations'?"),
         (["dataset.batch_size=100000"],
          "dataset.batch_size=100000 is not allowed: the run attacks 100000 images (trials x "
          "dataset.batch_size) and cifar100 has 50000"),

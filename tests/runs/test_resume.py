@@ -17,7 +17,7 @@ from helpers import FAST, SEED_DEFENSES, cli, typed_config
 
 from gradinv_exp import config, experiment
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import checkpoints, faults, preflight, resume
+from gradinv_exp.runs import checkpoints, faults, preflight, provenance, resume
 
 DEFENSES = ("none", "prune", "quantize", "noise")  # seed_defenses' jobs 0 .. 3
 
@@ -180,9 +180,10 @@ def test_single_run_reruns_an_interrupted_run_and_skips_a_finished_one(seed_swee
 
 
 def run_files(run_dir) -> dict:
-    """What a finished run wrote, without the wall time (which an interruption changes)."""
+    """What a finished run wrote, without the clock's values (which an interruption changes)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("wall_s")
+    for key in provenance.CLOCK:
+        metrics.pop(key)
     metrics["config"].pop("attack.checkpoint_every")
     images = np.load(run_dir / "images.npz")
     return {

@@ -204,7 +204,7 @@ def test_check_range_uses_the_given_size_else_the_datasets():
         check_range(ds, 3)
     check_range(ds, 3, size=6)  # the size found on disk wins
     check_range(DatasetConfig(name="mine", index=10**6), 10**6)  # size unknown: no check
-    with pytest.raises(ConfigError, match=r"dataset.batch_size=1 is not allowed: the run"):
+    with pytest.raises(ConfigError, match=r"trials=6 is not allowed: the run attacks 6 images"):
         check_range(ds, 6)
 
 

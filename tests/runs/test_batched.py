@@ -11,13 +11,13 @@ from hydra.core.utils import JobReturn
 from test_interrupts import finish, start, status, wait_for
 
 from gradinv_exp import experiment
-from gradinv_exp.runs import batched
+from gradinv_exp.runs import batched, provenance
 
 # eager Adam on two trials (the batched path of the simulation, alone as in a batch)
 ADAM = [*FAST, "dataset.image_size=16", "optimizer=adam", "compile=off", "trials=2"]
 DEFENSES = ["defense=none", "defense=prune", "defense=noise"]
 # what differs between a job run alone and in a batch: timing, and the batch's size
-TIMING = ("wall_s", "compile_s", "batched_jobs")
+TIMING = (*provenance.CLOCK, "compile_s", "batched_jobs")
 
 
 # A batch of J jobs is one computation of J times as many rows: the convolutions' kernels

@@ -45,9 +45,7 @@ class AnalyticConfig(BaseAttackConfig):
     min_bias_grad: float = 1e-12  # units whose |dL/db_j| is below this carry no image
 
     def __post_init__(self) -> None:
-        require(
-            0 < self.tolerance < 1, "attack.tolerance", self.tolerance, "must be in (0, 1)"
-        )
+        require(0 < self.tolerance < 1, "attack.tolerance", self.tolerance, "must be in (0, 1)")
         require(
             self.min_bias_grad >= 0,
             "attack.min_bias_grad",

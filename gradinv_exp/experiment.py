@@ -456,7 +456,9 @@ def finish(
     }
     for name in METRICS:
         summary |= uncertainty.per_image_summary(name, scores[name])
-    summary |= uncertainty.success(passed(cfg, scores))
+    ok = passed(cfg, scores)
+    summary |= uncertainty.success(ok)
+    summary |= uncertainty.summary("batch_recovered", ok.mean(1))  # per trial's batch
     summary["success_criterion"] = cfg.metrics.criterion
     summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())
     summary |= {"steps": int(result.steps.max()), "wall_s": wall}

@@ -180,12 +180,4 @@ def reconstruct(
     out = out.view(observed.shape).clamp(0, 1)
     context.on_snapshot(0, torch.zeros(trials), out)
     labels = idlg_labels(sign * observed.update[last_linear_weight(server.model)], count)
-    return AttackResult(
-        images=out,
-        labels=labels,
-        grad_loss=torch.zeros(trials),
-        steps=torch.zeros(trials, dtype=torch.long),
-        diverged=torch.zeros(trials, dtype=torch.bool),
-        restart=torch.zeros(trials, dtype=torch.long),
-        assumed={"assumed.bins_occupied": float(sum(found)) / trials},
-    )
+    return AttackResult.read_out(out, labels, {"assumed.bins_occupied": float(sum(found)) / trials})

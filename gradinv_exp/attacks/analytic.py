@@ -144,12 +144,4 @@ def reconstruct(
     last = observed.update[last_linear_weight(server.model)]
     labels = idlg_labels(sign * last, count)
     context.on_snapshot(0, torch.zeros(trials), out.float())
-    return AttackResult(
-        images=out.float().clamp(0, 1),
-        labels=labels,
-        grad_loss=torch.zeros(trials),
-        steps=torch.zeros(trials, dtype=torch.long),
-        diverged=torch.zeros(trials, dtype=torch.bool),
-        restart=torch.zeros(trials, dtype=torch.long),
-        assumed={"assumed.first_layer": "linear"},
-    )
+    return AttackResult.read_out(out.float().clamp(0, 1), labels, {"assumed.first_layer": "linear"})

@@ -23,7 +23,9 @@ CASES = {
     "given": ["attack=idlg", "attack.labels=given", "dataset.batch_size=2", *OPTIMISED],
     "aggregate": ["attack=dlg", "clients=2", "client=fedavg", *OPTIMISED],
     "analytic": ["attack=analytic", "model=mlp", "dataset.batch_size=2"],
-}
+    "imprint": ["server=imprint", "attack=imprint", "dataset.batch_size=4", "server.bins=8",
+                "server.public_images=4"],
+}  # fmt: skip
 
 
 def tensors(value, seen=None):

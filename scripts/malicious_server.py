@@ -12,8 +12,10 @@ quantiles (the ten bundled photos are too few). One batch of ``--batch`` images 
 trial: the model seed moves nothing the imprint read-out depends on); the success rate's
 Wilson interval is over the batch's images (which are not independent draws: read it as
 a lower bound on the uncertainty). Each row is one ``gradinv_exp.run`` into a temporary
-folder; the script prints the table and, with ``--write``, replaces the part of the page
-between its markers, stamped with the date, commit and machine.
+folder ("attack s": the attack and scoring, metrics.json's ``wall_s``; "run s": the whole
+run, model and data included); the script prints the table and, with ``--write``,
+replaces the part of the page between its markers, stamped with the date, commit and
+machine.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def measure(rows: list[tuple[str, ...]]) -> list[dict[str, str]]:
                 f"[{m['success_rate_ci_low']:.2f}, {m['success_rate_ci_high']:.2f}]",
                 "mean PSNR [dB]": f"{m['psnr']:.1f}",
                 "label acc": f"{m['label_acc']:.2f}",
+                "attack s": f"{m['wall_s']:.2f}",
                 "run s": f"{seconds:.1f}",
             })  # fmt: skip
             print(" | ".join(out[-1].values()), flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which defenses still stop an attack once the server is malicious? Imprint (Robbing the
-Fed) next to DLG and IG on the same batch, through secure aggregation, FedAvg and each
-defense; the table goes into docs/malicious_server.md.
+Fed) next to the closed form, DLG and IG on the same batch, through secure aggregation,
+FedAvg and each defense; the table goes into docs/malicious_server.md.
 
     python scripts/malicious_server.py [--batch 64] [--bins 128] [--dlg-steps 100] \
         [--ig-steps 300] [--write docs/malicious_server.md]
@@ -57,6 +57,11 @@ def settings(batch: int, bins: int, dlg_steps: int, ig_steps: int) -> list[tuple
     fedavg = ["client=fedavg", "client.local_steps=5"]
     rows.append(("imprint (malicious)", "fedavg, 5 local steps", "none", *imprint,
                  f"dataset.batch_size={batch}", *fedavg))  # fmt: skip
+    analytic = ["attack=analytic", "model=mlp", *data]
+    rows.append(("closed form (honest, model=mlp)", "fedsgd", "none", *analytic,
+                 f"dataset.batch_size={batch}"))  # fmt: skip
+    rows.append(("closed form (honest, model=mlp)", "fedsgd, clients=4", "none", *analytic,
+                 per_client, "clients=4"))  # fmt: skip
     rows.append(("DLG (honest)", "fedsgd, clients=4", "none", "attack=dlg", *data,
                  per_client, "clients=4", f"attack.iterations={dlg_steps}"))  # fmt: skip
     rows.append(("IG (honest)", "fedsgd, clients=4", "none", "attack=ig", *data, per_client,

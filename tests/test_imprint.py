@@ -19,8 +19,8 @@ def attack(*overrides: str):
     alone in its bin (from the thresholds the server kept)."""
     cfg = typed_config(*BASE, *overrides)
     images, labels, _ = experiment.load_data(cfg)
-    sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
-    _, shared = experiment.share(cfg, sent, images, labels)
+    nets, sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
+    _, shared = experiment.share(cfg, nets, images, labels)
     observed = experiment.observe(cfg, shared, labels)
     context = Context(experiment.generator(cfg.seed, "attack"), lambda *a: None)
     result = ATTACKS["imprint"].reconstruct(observed, sent, cfg.attack, context)

@@ -24,6 +24,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from gradinv_exp.analysis.metric_table import METRICS, criteria
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig, OptimizerConfig, check_optimizer
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
@@ -167,9 +168,6 @@ def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
 
 # --- metrics -------------------------------------------------------------------------
 
-# Per-image metrics a success criterion may use: True where higher is better.
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "lpips": False}
-
 
 @dataclass
 class MetricsConfig:
@@ -188,7 +186,7 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         one_of("metrics.lpips", self.lpips, ("auto", "required", "off"))
-        one_of("metrics.success_metric", self.success_metric, tuple(HIGHER_IS_BETTER))
+        one_of("metrics.success_metric", self.success_metric, criteria())
         require(
             math.isfinite(self.success_threshold),
             "metrics.success_threshold",
@@ -205,7 +203,7 @@ class MetricsConfig:
     @property
     def criterion(self) -> str:
         """The success criterion as text, e.g. ``psnr >= 20``."""
-        sign = ">=" if HIGHER_IS_BETTER[self.success_metric] else "<="
+        sign = METRICS[self.success_metric].sign()
         return f"{self.success_metric} {sign} {self.success_threshold:g}"
 
 

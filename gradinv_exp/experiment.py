@@ -26,14 +26,13 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models, plugins
 from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
+from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.attacks.optimizers import LBFGSConfig
-from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
+from gradinv_exp.config import Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
 from gradinv_exp.runs import artifacts, checkpoints, faults, provenance
 
 log = logging.getLogger(__name__)
-
-METRICS = ("mse", "psnr", "ssim", "lpips", "label_acc")  # per image, then mean per trial
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -210,15 +209,8 @@ def score(
 def passed(cfg: Config, scores: dict[str, np.ndarray]) -> np.ndarray:
     """Per image ``(T, B)``: did the attack reconstruct it (``metrics`` success criterion)?
     An image whose metric is missing (LPIPS without weights) did not pass."""
-    values = scores[cfg.metrics.success_metric]
-    threshold = cfg.metrics.success_threshold
-    with np.errstate(invalid="ignore"):
-        ok = (
-            values >= threshold
-            if HIGHER_IS_BETTER[cfg.metrics.success_metric]
-            else values <= threshold
-        )
-    return ok & ~np.isnan(values)
+    chosen = cfg.metrics.success_metric
+    return METRICS[chosen].passes(scores[chosen], cfg.metrics.success_threshold)
 
 
 def attack_backend(cfg: Config, device: torch.device) -> attacks.Backend:
@@ -388,8 +380,8 @@ def finish(
         "trials": cfg.trials,
         "trials_diverged": int(result.diverged.sum()),
     }
-    for name in METRICS:
-        summary |= uncertainty.per_image_summary(name, scores[name])
+    for metric in METRICS:
+        summary |= uncertainty.per_image_summary(metric.name, scores[metric.name])
     summary |= uncertainty.success(passed(cfg, scores))
     summary["success_criterion"] = cfg.metrics.criterion
     summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())

@@ -20,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
+from gradinv_exp.analysis import metric_table
+
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -68,7 +70,7 @@ def loss(history: pd.DataFrame) -> Figure:
     left.semilogy(history["step"], history["grad_loss"].clip(lower=1e-30))
     left.set(xlabel="step", ylabel="gradient matching loss", title="attack objective")
     right.plot(history["step"], history["psnr"])
-    right.set(xlabel="step", ylabel="PSNR [dB]", title="reconstruction quality")
+    right.set(xlabel="step", ylabel=metric_table.label("psnr"), title="reconstruction quality")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -164,12 +166,19 @@ def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()
         if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
-        ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)
+        ax.set(xlabel=f"{defense}: {key}", ylabel=axis_label(metric), title=defense)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
     fig.tight_layout()
     return fig
+
+
+def axis_label(metric: str) -> str:
+    """``PSNR [dB] (higher is better)``: the table's label and direction of ``metric``."""
+    if metric not in metric_table.METRICS:
+        return metric
+    return f"{metric_table.label(metric)} ({metric_table.METRICS[metric].direction})"
 
 
 def setting(keys: Sequence[str], values: Any) -> str:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradinv_exp import config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import faults, locks, preflight, resume, workers
+from gradinv_exp.runs import job as runs_job
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +75,20 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def job(cfg: DictConfig, hydra_cfg: Any) -> float:
-    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before."""
-    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
-
+    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before (the
+    steps the Python API shares: ``runs.job``)."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    previous = resume.finished_run(run_dir)  # finished before: not even its lock is touched
-    if previous is not None:
-        return previous["psnr"]
-    with locks.job(run_dir):
-        for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
-            left.unlink()
-        try:
-            typed = experiment.to_config(cfg)
-        except ConfigError as err:  # preflight checked every job; only a changed config gets here
-            faults.record_failure(run_dir, err, config.flat(cfg))
-            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-        previous = resume.finished_run(run_dir)  # finished while this process waited
-        if previous is not None:
-            return previous["psnr"]
-        try:
-            metrics = experiment.run(typed, run_dir)
-        except ConfigError as err:  # e.g. the data set is not on this machine
-            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-        except Exception as err:
-            return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
-        if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
-            from gradinv_exp.analysis import report
+    try:
+        metrics, ran = runs_job.run(cfg, run_dir)
+    except ConfigError as err:  # a config changed since preflight; the data set not here
+        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+    except Exception as err:
+        return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+    if ran and hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
+        from gradinv_exp.analysis import report
 
-            print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
-        return metrics["psnr"]
+        print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
+    return metrics["psnr"]
 
 
 def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:

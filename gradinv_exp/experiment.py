@@ -30,7 +30,7 @@ from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
-from gradinv_exp.runs import artifacts, checkpoints, faults, provenance
+from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +282,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def recorder(
-    cfg: Config, images: Tensor, progress: Progress
+    cfg: Config, images: Tensor, progress: Progress, show: str | None = None
 ) -> Callable[[int, Tensor, Tensor], None]:
     """The attack's ``on_snapshot`` for a run attacking ``images`` ``(T, B, C, H, W)``: each
-    snapshot becomes a history row and a progress image in ``progress`` (one log line)."""
+    snapshot becomes a history row and a progress image in ``progress``, and moves the
+    progress bar or logs one line (``display.kind``; ``show`` picks one)."""
+    shown = display.Display(cfg.attack.iterations, log, show)
 
     def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
         recon = recon.detach().cpu().clone()
@@ -299,10 +301,7 @@ def recorder(
         progress.snapshots.append((step, recon))
         progress.rows.append(row)
         progress.losses = grad_loss.detach().cpu().clone()
-        log.info(
-            "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
-            step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
-        )  # fmt: skip
+        shown(step, row["grad_loss"], row["psnr"])
 
     return on_snapshot
 

@@ -174,10 +174,33 @@ def groups_help() -> str:
     return "\n".join(lines)
 
 
+def group_page(argv: list[str]) -> str | None:
+    """``--help GROUP`` (or ``--help run``): that group's page (``group_help``); None when
+    ``--help`` is not followed by a group's name (Hydra's own ``--help`` page)."""
+    if "--help" not in argv:
+        return None
+    at = argv.index("--help") + 1
+    if at >= len(argv) or "=" in argv[at] or argv[at].startswith("-"):
+        return None
+    group = argv[at].lstrip("+")
+    from gradinv_exp import group_help
+    from gradinv_exp.options import one_of
+
+    one_of("--help GROUP", group, [*preflight.GROUPS, group_help.TOP])
+    return group_help.page(group, argv[: at - 1] + argv[at + 1 :])
+
+
 def main() -> None:
     config.register()
     OmegaConf.register_new_resolver("gradinv_groups", groups_help, replace=True)
     argv = sys.argv[1:]
+    try:
+        page = group_page(argv)
+    except ConfigError as err:
+        fail(str(err))
+    if page is not None:
+        print(page)
+        return
     with faults.interruptible() as stop:
         try:
             plan = preflight.plan(argv)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models, plugins
-from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
+from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import Config, UtilityConfig, flat
@@ -419,7 +419,7 @@ def write(
 
     ``truth`` and ``recon`` are ``(T, B, C, H, W)``, ``recon`` already matched to truth.
     """
-    title = f"{summary['status']}  PSNR {summary['psnr']:.2f} dB  SSIM {summary['ssim']:.3f}"
+    title = report.run_title(summary)  # says so when bundled photos stood in for the data
     artifacts.write_csv(run_dir / "history.csv", history)
     artifacts.save_figure(run_dir / "progress.png", figures.progress(snapshots))
     artifacts.save_figure(

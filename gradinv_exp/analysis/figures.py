@@ -92,8 +92,9 @@ def load_images(run_dir: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
 
-def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figure:
-    """Ground truth, then each run's final reconstruction titled by its label and PSNR.
+def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: str = "") -> Figure:
+    """Ground truth, then each run's final reconstruction titled by its label and PSNR;
+    ``note`` (e.g. that bundled photos stood in for the data set) titles the figure.
 
     A run without images (failed, missing) keeps its panel, titled with its status. When
     runs attacked different images, each run's panel shows its own truth above it.
@@ -121,22 +122,26 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figu
         suffix = "" if status == "ok" else f" ({status})"
         show(ax, shown, f"{name}\n{score}{suffix}")
         ax.title.set_fontsize(7)
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()) -> Figure:
+def curves(
+    points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = (), note: str = ""
+) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
     per combination of the ``lines`` columns' values, the 95% interval of the mean as a
     band; settings without a strength (no defense) are dashed reference lines with their
-    bands.
+    bands; ``note`` titles the figure.
 
     ``points`` has one row per (defense, strength, *lines) with the metric pooled over
     all trials of its runs (``summary.pool``).
     """
     if points.empty or metric not in points:  # every run failed: empty panels, not an error
         points = pd.DataFrame(
-            columns=["defense", "strength", "strength_key", "strength_log", metric]
+            columns=["defense", "strength", "strength_key", "strength_log", metric, *lines]
         )
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     points = points.assign(**{c: points.get(c, np.nan) for c in (low, high)})
@@ -168,8 +173,11 @@ def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
         ax.set(xlabel=f"{defense}: {key}", ylabel=axis_label(metric), title=defense)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # an empty panel has no legend
+            ax.legend(fontsize=7)
     fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return fig
 

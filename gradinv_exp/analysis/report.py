@@ -57,6 +57,26 @@ def offline_note(row: Mapping[str, Any], configured: str | None) -> str:
     return f" (offline: bundled {source} stand in for {configured})"
 
 
+def stand_in(frame: pd.DataFrame) -> str:
+    """``offline: bundled photos stand in for cifar100`` when any run of ``frame`` (rows of
+    ``summary.collect``, with ``data_source`` and ``config.dataset.name``) attacked a
+    stand-in for its configured data set, else ''; the figures' titles say it."""
+    notes = {
+        offline_note(row, row.get("config.dataset.name")).strip(" ()")
+        for _, row in frame.iterrows()
+    }
+    return "; ".join(sorted(n for n in notes if n))
+
+
+def run_title(metrics: Mapping[str, Any]) -> str:
+    """reconstruction.png's title: status, PSNR and SSIM, and the offline note."""
+    configured = (metrics.get("config") or {}).get("dataset.name")
+    return (
+        f"{metrics['status']}  PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}"
+        + offline_note(metrics, configured)
+    )
+
+
 def result_line(metrics: Mapping[str, Any]) -> str:
     """One line for a finished run's metrics.json: status, PSNR, SSIM, label accuracy and
     success rate (each with its interval when defined), and the offline note."""

@@ -20,7 +20,7 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradinv_exp.analysis import figures, uncertainty
+from gradinv_exp.analysis import figures, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS, names
 from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
@@ -91,6 +91,8 @@ def row(
     """A run's table row from its overrides, metrics.json ({}: none) and flat config."""
     where = axis(cfg)
     scalars = {k: v for k, v in metrics.items() if k not in SKIPPED_KEYS}
+    if "data_source" in metrics:  # True: bundled photos stood in for the configured data
+        scalars["offline"] = bool(report.offline_note(metrics, cfg.get("dataset.name")))
     return {
         "run": str(run_dir),
         **overrides,
@@ -316,11 +318,12 @@ def write(
         artifacts.write_text(written[-1], text)
     labels = [label(row, varying(frame)) for _, row in frame.iterrows()]
     written.append(out_dir / "comparison.png")
-    artifacts.save_figure(written[-1], figures.comparison(frame, labels))
+    note = report.stand_in(frame)  # the figures' titles say when photos stood in
+    artifacts.save_figure(written[-1], figures.comparison(frame, labels, note=note))
     written.append(out_dir / "curves.png")
     lines = [group_by] if group_by else line_keys(frame)
     points = pool(frame, ["defense", "strength", *lines])
-    artifacts.save_figure(written[-1], figures.curves(points, metric, lines))
+    artifacts.save_figure(written[-1], figures.curves(points, metric, lines, note=note))
     return written
 
 

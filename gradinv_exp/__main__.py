@@ -257,9 +257,11 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
     elif (plan.folder / "summary.csv").is_file():
+        from gradinv_exp import tracking
         from gradinv_exp.analysis import report
 
         print(report.sweep_report(plan.folder), flush=True)
+        tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""
         elsewhere = (

@@ -30,6 +30,7 @@ from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
+from gradinv_exp.tracking import TRACKERS, TrackingConfig
 
 
 def conf_dir() -> Path:
@@ -220,6 +221,7 @@ class Config:
     client: ClientConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     attack: AttackConfig = MISSING
+    tracking: TrackingConfig = MISSING  # where runs are logged besides their folder
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
@@ -368,3 +370,5 @@ def register() -> None:
         cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)
     for entry in CLIENTS:
         cs.store(group="schema/client", name=entry.name, node=entry.schema)
+    for entry in TRACKERS:
+        cs.store(group="schema/tracking", name=entry.name, node=entry.schema)

@@ -22,6 +22,7 @@ from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import preflight
+from gradinv_exp.tracking import TRACKERS
 
 
 def groups() -> dict[str, object]:
@@ -46,7 +47,7 @@ def make(cls, **values):
 @pytest.mark.parametrize(
     ("group", "registry"),
     [("defense", DEFENSES), ("model", models.MODELS), ("dataset", data.DATASETS),
-     ("optimizer", OPTIMIZERS), ("client", CLIENTS)],
+     ("optimizer", OPTIMIZERS), ("client", CLIENTS), ("tracking", TRACKERS)],
 )  # fmt: skip
 def test_each_groups_yaml_files_and_registry_name_the_same_options(group, registry):
     assert preflight.options(group) == registry.names()  # conf/<group>/<name>.yaml

@@ -78,6 +78,6 @@ def test_help_run_and_a_users_presets_and_a_wrong_group(tmp_path):
     proc = cli(["--help", "defence"], tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        "gradinv-exp: error: --help GROUP='defence' is not allowed: choose one of defense, "
-        "model, dataset, client, optimizer, attack, experiment, defense_level, run"
+        "gradinv-exp: error: --help GROUP='defence' is not allowed: choose one of "
+        + ", ".join([*preflight.GROUPS, "run"])
     ]

@@ -39,7 +39,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradinv_exp import config
+from gradinv_exp import config, tracking
 from gradinv_exp.runs import display, faults, resume
 from gradinv_exp.runs import job as runs_job
 
@@ -337,6 +337,7 @@ def run_batch(batch: list[Prepared]) -> list[float]:
             psnrs.append(
                 experiment.finish(p.typed, p.job.run_dir, p.progress, result, status)["psnr"]
             )
+            tracking.log_run(p.typed.tracking, p.job.run_dir)  # as runs.job.run does
         except Exception as err:
             with faults.logged("the failure could not be recorded in metrics.json"):
                 faults.record_failure(p.job.run_dir, err, config.flat(p.typed))

@@ -6,7 +6,9 @@ holding a finished run is read, never run again, and its lock is not even touche
 otherwise the job's lock is held while it runs (a second process waits), leftovers of an
 attempt killed while writing are removed, and the folder is checked once more (it may
 have finished while this process waited). The config becomes typed values the same way
-(``typed``: a value that fails its checks is recorded in metrics.json as ``failed``).
+(``typed``: a value that fails its checks is recorded in metrics.json as ``failed``),
+and a finished run is logged to the experiment tracker its config selects
+(``tracking``).
 Hydra writes a job's ``.hydra/`` files before its task runs; the Python API composes the
 job itself and writes the same files (``compose``, ``save_hydra_files``). ``run`` is the
 whole of it for a single job.
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gradinv_exp import config
+from gradinv_exp import config, tracking
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import faults, locks, preflight, resume
 
@@ -73,7 +75,10 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
         if "hydra" in cfg:
             save_hydra_files(cfg, run_dir)
             cfg = task(cfg)
-        return experiment.run(typed(cfg, run_dir), run_dir), True
+        settings = typed(cfg, run_dir)
+        metrics = experiment.run(settings, run_dir)
+    tracking.log_run(settings.tracking, run_dir)  # tracking=mlflow|tensorboard
+    return metrics, True
 
 
 def compose(job: list[str], run_dir: Path) -> DictConfig:

@@ -12,6 +12,7 @@ switch ``TQDM_DISABLE=1`` turns the bar off: the run then logs its lines.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -45,14 +46,11 @@ def kind(stream: TextIO | None = None) -> str:
 def new_bar(total: int, initial: int) -> Any:
     """A tqdm bar of ``total`` attack steps from ``initial`` (a resumed attack's step): a
     notebook widget when there is one, else text on stderr."""
-    if in_notebook():
-        try:
-            from tqdm.notebook import tqdm
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
 
-            return tqdm(total=total, initial=initial, desc="attack", unit="step")
-        except ImportError:  # no ipywidgets: the text bar, which Jupyter shows too
-            pass
-    from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc="attack", unit="step")
+    from tqdm import tqdm  # no ipywidgets: the text bar, which Jupyter shows too
 
     # a terminal that reports a size of 0 would hide the bar: draw it 100 x 24 there
     columns, rows = size(sys.stderr)

@@ -77,12 +77,24 @@ def run_title(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def _batch(metrics: Mapping[str, Any]) -> int:
+    """Images behind one attacked update (clients x batch) in a run's metrics.json."""
+    labels = metrics.get("labels") or [[]]
+    return len(labels[0])
+
+
 def result_line(metrics: Mapping[str, Any]) -> str:
     """One line for a finished run's metrics.json: status, PSNR, SSIM, label accuracy and
     success rate (each with its interval when defined), and the offline note."""
     configured = (metrics.get("config") or {}).get("dataset.name")
     parts = [f"{m.title} {_value(metrics, m.name, m.fmt, unit(m.unit))}" for m in shown()]
     parts.append(f"success {_value(metrics, 'success_rate', '.2f')}")
+    if _number(metrics.get("batch_recovered_min")) is not None and _batch(metrics) > 1:
+        worst, best = metrics["batch_recovered_min"], metrics["batch_recovered_max"]
+        parts.append(
+            f"of a batch recovered {_value(metrics, 'batch_recovered', '.2f')} "
+            f"(worst {worst:.2f}, best {best:.2f})"
+        )
     criterion = metrics.get("success_criterion")
     tail = f" ({criterion})" if criterion else ""
     status = metrics.get("status", "?")
@@ -104,6 +116,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
                 "status": str(row.get("status", "?")),
                 METRICS["psnr"].label: _value(row, "psnr", METRICS["psnr"].fmt),
                 "success": _value(row, "success_rate", ".2f"),
+                "batch recovered": _value(row, "batch_recovered", ".2f"),
                 "data": str(row.get("data_source", "?"))
                 + (" (offline)" if offline_note(row, configured) else ""),
             }

@@ -243,12 +243,10 @@ def batchable(cfg: Any) -> bool:
     """Whether a job can share a batch with jobs that differ in their defense: its attack
     family says so (``Attack.batchable``: the optimisation engine, whose objective is the
     same function of each job's own target, unless it runs the job's own defense inside
-    it), against an honest server with one client. Any other job runs alone; see
-    docs/batched_sweeps.md."""
+    it). Any other job runs alone; see docs/batched_sweeps.md."""
     from gradinv_exp.attacks import ATTACKS
 
-    honest = cfg.server.name == "honest" and cfg.clients == 1
-    return honest and ATTACKS[cfg.attack.family].batchable(cfg.attack)
+    return ATTACKS[cfg.attack.family].batchable(cfg.attack)
 
 
 def prepare(cfg: Any) -> dict[str, Any]:
@@ -370,7 +368,7 @@ def attack_jobs(
 
     first = observed[0]
     shape, num_classes = first.shape, first.num_classes
-    simulator = client.Simulator(server.model, first.protocol, server.params)
+    simulator = client.Simulator(server.model, first.protocol, server.params, clients=first.clients)
     jobs, trials, restarts = len(observed), shape[0], cfg.restarts
     device = first.update[0].device
     mode = LABELS[cfg.labels]

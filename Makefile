@@ -12,7 +12,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev,parallel,slurm]"
+	$(PY) -m pip install --quiet -e ".[dev,parallel,slurm,tracking]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradinv_exp import config
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import faults, locks, preflight, resume, workers
+from gradinv_exp.runs import job as runs_job
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +75,20 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def job(cfg: DictConfig, hydra_cfg: Any) -> float:
-    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before."""
-    from gradinv_exp import experiment  # heavy: after the checks (module docstring)
-
+    """Run the job in ``hydra_cfg.runtime.output_dir`` unless it finished before (the
+    steps the Python API shares: ``runs.job``)."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    previous = resume.finished_run(run_dir)  # finished before: not even its lock is touched
-    if previous is not None:
-        return previous["psnr"]
-    with locks.job(run_dir):
-        for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
-            left.unlink()
-        try:
-            typed = experiment.to_config(cfg)
-        except ConfigError as err:  # preflight checked every job; only a changed config gets here
-            faults.record_failure(run_dir, err, config.flat(cfg))
-            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-        previous = resume.finished_run(run_dir)  # finished while this process waited
-        if previous is not None:
-            return previous["psnr"]
-        try:
-            metrics = experiment.run(typed, run_dir)
-        except ConfigError as err:  # e.g. the data set is not on this machine
-            return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
-        except Exception as err:
-            return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
-        if hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
-            from gradinv_exp.analysis import report
+    try:
+        metrics, ran = runs_job.run(cfg, run_dir)
+    except ConfigError as err:  # a config changed since preflight; the data set not here
+        return failed(hydra_cfg, err, str(err), EXIT_CONFIG)
+    except Exception as err:
+        return failed(hydra_cfg, err, faults.error_line(err), faults.EXIT_FAILED)
+    if ran and hydra_cfg.mode != RunMode.MULTIRUN:  # a sweep prints its table when it ends
+        from gradinv_exp.analysis import report
 
-            print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
-        return metrics["psnr"]
+        print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
+    return metrics["psnr"]
 
 
 def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
@@ -188,10 +174,33 @@ def groups_help() -> str:
     return "\n".join(lines)
 
 
+def group_page(argv: list[str]) -> str | None:
+    """``--help GROUP`` (or ``--help run``): that group's page (``group_help``); None when
+    ``--help`` is not followed by a group's name (Hydra's own ``--help`` page)."""
+    if "--help" not in argv:
+        return None
+    at = argv.index("--help") + 1
+    if at >= len(argv) or "=" in argv[at] or argv[at].startswith("-"):
+        return None
+    group = argv[at].lstrip("+")
+    from gradinv_exp import group_help
+    from gradinv_exp.options import one_of
+
+    one_of("--help GROUP", group, [*preflight.GROUPS, group_help.TOP])
+    return group_help.page(group, argv[: at - 1] + argv[at + 1 :])
+
+
 def main() -> None:
     config.register()
     OmegaConf.register_new_resolver("gradinv_groups", groups_help, replace=True)
     argv = sys.argv[1:]
+    try:
+        page = group_page(argv)
+    except ConfigError as err:
+        fail(str(err))
+    if page is not None:
+        print(page)
+        return
     with faults.interruptible() as stop:
         try:
             plan = preflight.plan(argv)
@@ -248,9 +257,11 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
     if unwritten:
         print(f"gradinv-exp: error: {unwritten}", file=sys.stderr)
     elif (plan.folder / "summary.csv").is_file():
+        from gradinv_exp import tracking
         from gradinv_exp.analysis import report
 
         print(report.sweep_report(plan.folder), flush=True)
+        tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""
         elsewhere = (

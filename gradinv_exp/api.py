@@ -16,7 +16,6 @@ process, as the command line does.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import warnings
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import Tensor
 
-JOB_NAME = "gradinv_exp"  # the log file's name, <job name>.log, as Hydra names it
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
 
 
@@ -72,7 +70,7 @@ def run(*overrides: str, out: str | os.PathLike[str] | None = None) -> Run:
     """
     from gradinv_exp import config, experiment
     from gradinv_exp.options import ConfigError
-    from gradinv_exp.runs import locks, preflight, resume
+    from gradinv_exp.runs import locks, preflight
 
     config.register()
     argv = list(overrides)
@@ -89,38 +87,20 @@ def run(*overrides: str, out: str | os.PathLike[str] | None = None) -> Run:
         )
     preflight.check_jobs(plan, experiment.check)
     with locks.claim(plan.folder, "out"):  # the command line's locks: one writer per folder
-        if resume.finished(plan.folder) is None:
-            with locks.job(plan.folder):
-                execute(plan.jobs[0], plan.folder)
+        execute(plan.jobs[0], plan.folder)
     return Run.load(plan.folder)
 
 
-def execute(job: list[str], folder: Path) -> None:
-    """Run the job ``job`` (override lines) into ``folder``, writing what a Hydra job
-    writes besides the run's own files: ``.hydra/config.yaml``, ``hydra.yaml`` and
-    ``overrides.yaml``, and the log."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict, read_write
+def execute(job: list[str], folder: Path) -> dict[str, Any]:
+    """Run the job ``job`` (override lines) into ``folder`` unless it finished there before,
+    as the command line's Hydra job does (``runs.job.run``: locks, resume, typed config,
+    the ``.hydra/`` files), with the package's log in ``folder/gradinv_exp.log``. Returns
+    the run's metrics.json."""
+    from gradinv_exp.runs import job as runs_job
 
-    from gradinv_exp import experiment
-    from gradinv_exp.config import CONF_DIR
-    from gradinv_exp.runs import preflight
-
-    pinned = [*job, f"hydra.run.dir={preflight.quoted(str(folder))}"]  # ${now:} ticks on
-    with initialize_config_dir(str(CONF_DIR), job_name=JOB_NAME, version_base="1.3"):
-        cfg = compose("config", overrides=pinned, return_hydra_config=True)
-    task = copy.deepcopy(cfg)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(folder.resolve())
-    saved = folder / ".hydra"
-    saved.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task, saved / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), saved / "hydra.yaml")
-    OmegaConf.save(cfg.hydra.overrides.task, saved / "overrides.yaml")
-    with logging_to(folder / f"{JOB_NAME}.log"):
-        experiment.run(experiment.to_config(task), folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with logging_to(folder / f"{runs_job.JOB_NAME}.log"):
+        return runs_job.run(runs_job.compose(job, folder), folder)[0]
 
 
 @contextmanager

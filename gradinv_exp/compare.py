@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradinv_exp.analysis import summary, tradeoff
+from gradinv_exp.analysis import metric_table, summary, tradeoff
 from gradinv_exp.runs import artifacts
 
 
@@ -23,7 +23,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run folders and/or sweep folders")
     parser.add_argument(
-        "--metric", default="psnr", choices=summary.METRICS, help="metric of the curves"
+        "--metric",
+        default="psnr",
+        choices=metric_table.names(),
+        help="metric of the table's first columns and of the curves",
     )
     parser.add_argument(
         "--group-by", help="config key, e.g. model.name or seed: one curve per value"

@@ -25,12 +25,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp import imprint  # noqa: F401  (registers server=imprint and attack=imprint)
+from gradinv_exp.analysis.metric_table import METRICS, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
 from gradinv_exp.server import SERVERS, ServerConfig
+from gradinv_exp.tracking import TRACKERS, TrackingConfig
 
 
 def conf_dir() -> Path:
@@ -169,9 +171,6 @@ def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
 
 # --- metrics -------------------------------------------------------------------------
 
-# Per-image metrics a success criterion may use: True where higher is better.
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "lpips": False}
-
 
 @dataclass
 class MetricsConfig:
@@ -190,7 +189,7 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         one_of("metrics.lpips", self.lpips, ("auto", "required", "off"))
-        one_of("metrics.success_metric", self.success_metric, tuple(HIGHER_IS_BETTER))
+        one_of("metrics.success_metric", self.success_metric, criteria())
         require(
             math.isfinite(self.success_threshold),
             "metrics.success_threshold",
@@ -207,7 +206,7 @@ class MetricsConfig:
     @property
     def criterion(self) -> str:
         """The success criterion as text, e.g. ``psnr >= 20``."""
-        sign = ">=" if HIGHER_IS_BETTER[self.success_metric] else "<="
+        sign = METRICS[self.success_metric].sign()
         return f"{self.success_metric} {sign} {self.success_threshold:g}"
 
 
@@ -228,6 +227,7 @@ class Config:
     # clients whose updates the server sees only summed (secure aggregation); each holds
     # dataset.batch_size images of its own
     clients: int = 1
+    tracking: TrackingConfig = MISSING  # where runs are logged besides their folder
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
@@ -393,3 +393,5 @@ def register() -> None:
         cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)
     for entry in CLIENTS:
         cs.store(group="schema/client", name=entry.name, node=entry.schema)
+    for entry in TRACKERS:
+        cs.store(group="schema/tracking", name=entry.name, node=entry.schema)

@@ -25,14 +25,13 @@ from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models, plugins, server
-from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
-from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
+from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertainty
+from gradinv_exp.analysis.metric_table import METRICS
+from gradinv_exp.config import Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
-from gradinv_exp.runs import artifacts, checkpoints, faults, provenance
+from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 
 log = logging.getLogger(__name__)
-
-METRICS = ("mse", "psnr", "ssim", "lpips", "label_acc")  # per image, then mean per trial
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -271,15 +270,8 @@ def score(
 def passed(cfg: Config, scores: dict[str, np.ndarray]) -> np.ndarray:
     """Per image ``(T, B)``: did the attack reconstruct it (``metrics`` success criterion)?
     An image whose metric is missing (LPIPS without weights) did not pass."""
-    values = scores[cfg.metrics.success_metric]
-    threshold = cfg.metrics.success_threshold
-    with np.errstate(invalid="ignore"):
-        ok = (
-            values >= threshold
-            if HIGHER_IS_BETTER[cfg.metrics.success_metric]
-            else values <= threshold
-        )
-    return ok & ~np.isnan(values)
+    chosen = cfg.metrics.success_metric
+    return METRICS[chosen].passes(scores[chosen], cfg.metrics.success_threshold)
 
 
 def attack_backend(cfg: Config, device: torch.device, jobs: int = 1) -> attacks.Backend:
@@ -352,10 +344,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def recorder(
-    cfg: Config, images: Tensor, progress: Progress
+    cfg: Config, images: Tensor, progress: Progress, show: str | None = None
 ) -> Callable[[int, Tensor, Tensor], None]:
     """The attack's ``on_snapshot`` for a run attacking ``images`` ``(T, B, C, H, W)``: each
-    snapshot becomes a history row and a progress image in ``progress`` (one log line)."""
+    snapshot becomes a history row and a progress image in ``progress``, and moves the
+    progress bar or logs one line (``display.kind``; ``show`` picks one)."""
+    shown = display.Display(attack_entry(cfg).steps(cfg.attack), log, show)
 
     def on_snapshot(step: int, grad_loss: Tensor, recon: Tensor) -> None:
         recon = recon.detach().cpu().clone()
@@ -369,10 +363,7 @@ def recorder(
         progress.snapshots.append((step, recon))
         progress.rows.append(row)
         progress.losses = grad_loss.detach().cpu().clone()
-        log.info(
-            "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
-            step, attack_entry(cfg).steps(cfg.attack), row["grad_loss"], row["psnr"],
-        )  # fmt: skip
+        shown(step, row["grad_loss"], row["psnr"])
 
     return on_snapshot
 
@@ -446,8 +437,8 @@ def finish(
         "trials": cfg.trials,
         "trials_diverged": int(result.diverged.sum()),
     }
-    for name in METRICS:
-        summary |= uncertainty.per_image_summary(name, scores[name])
+    for metric in METRICS:
+        summary |= uncertainty.per_image_summary(metric.name, scores[metric.name])
     ok = passed(cfg, scores)
     summary |= uncertainty.success(ok)
     summary |= uncertainty.summary("batch_recovered", ok.mean(1))  # per trial's batch
@@ -489,7 +480,7 @@ def write(
 
     ``truth`` and ``recon`` are ``(T, B, C, H, W)``, ``recon`` already matched to truth.
     """
-    title = f"{summary['status']}  PSNR {summary['psnr']:.2f} dB  SSIM {summary['ssim']:.3f}"
+    title = report.run_title(summary)  # says so when bundled photos stood in for the data
     artifacts.write_csv(run_dir / "history.csv", history)
     artifacts.save_figure(run_dir / "progress.png", figures.progress(snapshots))
     artifacts.save_figure(

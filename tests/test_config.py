@@ -23,6 +23,7 @@ from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import preflight
 from gradinv_exp.server import SERVERS, HonestConfig
+from gradinv_exp.tracking import TRACKERS
 
 
 def groups() -> dict[str, object]:
@@ -48,7 +49,8 @@ def make(cls, **values):
 @pytest.mark.parametrize(
     ("group", "registry"),
     [("defense", DEFENSES), ("model", models.MODELS), ("dataset", data.DATASETS),
-     ("optimizer", OPTIMIZERS), ("client", CLIENTS), ("server", SERVERS)],
+     ("optimizer", OPTIMIZERS), ("client", CLIENTS), ("server", SERVERS),
+     ("tracking", TRACKERS)],
 )  # fmt: skip
 def test_each_groups_yaml_files_and_registry_name_the_same_options(group, registry):
     assert preflight.options(group) == registry.names()  # conf/<group>/<name>.yaml

@@ -46,3 +46,38 @@ def test_help_examples_are_valid_commands(page, monkeypatch):
         command, *args = shlex.split(line)
         assert command == "gradinv-exp"
         assert preflight_check(args) is not None, line
+
+
+def test_help_group_lists_each_options_fields_defaults_and_allowed_values(tmp_path):
+    import dataclasses
+
+    from gradinv_exp.defenses import DEFENSES
+
+    proc = cli(["--help", "defense"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "defense=prune\n  Zero the entries whose |g|" in text
+    assert "  defense.ratio: float = 0.2\n      fraction of entries (smallest |g|) set to zero; " \
+           "allowed: must be in [0, 1)" in text  # fmt: skip
+    assert "defense.scope: str = 'layer'" in text and "allowed: one of layer, global" in text
+    assert "defense.target: str = ??? (required)" in text  # custom: the user names it
+    for entry in DEFENSES:  # every option, with every field of its schema
+        assert f"\ndefense={entry.name}\n" in text
+        for field in dataclasses.fields(entry.schema):
+            assert field.name == "name" or f"defense.{field.name}: " in text, entry.name
+
+
+def test_help_run_and_a_users_presets_and_a_wrong_group(tmp_path):
+    from gradinv_exp import group_help
+
+    top = group_help.page("run")
+    assert "  trials: int = 1\n" in top and "allowed: must be >= 1" in top
+    searchpath = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"
+    mine = group_help.page("defense", [searchpath])
+    assert "defense=soft_prune\n" in mine and "defense.params: dict[str, Any] = {'p': 0.01" in mine
+    proc = cli(["--help", "defence"], tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "gradinv-exp: error: --help GROUP='defence' is not allowed: choose one of "
+        + ", ".join([*preflight.GROUPS, "run"])
+    ]

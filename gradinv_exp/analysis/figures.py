@@ -20,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
+from gradinv_exp.analysis import metric_table
+
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -68,7 +70,7 @@ def loss(history: pd.DataFrame) -> Figure:
     left.semilogy(history["step"], history["grad_loss"].clip(lower=1e-30))
     left.set(xlabel="step", ylabel="gradient matching loss", title="attack objective")
     right.plot(history["step"], history["psnr"])
-    right.set(xlabel="step", ylabel="PSNR [dB]", title="reconstruction quality")
+    right.set(xlabel="step", ylabel=metric_table.label("psnr"), title="reconstruction quality")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -102,8 +104,9 @@ def extremes(truth: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, to
 BATCH_SHOWN = 2  # a panel shows a batch larger than this by its best and worst image
 
 
-def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figure:
-    """Ground truth, then each run's final reconstruction titled by its label and PSNR.
+def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: str = "") -> Figure:
+    """Ground truth, then each run's final reconstruction titled by its label and PSNR;
+    ``note`` (e.g. that bundled photos stood in for the data set) titles the figure.
 
     A run without images (failed, missing) keeps its panel, titled with its status. When
     runs attacked different images, each run's panel shows its own truth above it. A
@@ -142,22 +145,26 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figu
             suffix += f"\nbest | worst, {recovered:.0%} of batch"
         show(ax, shown, f"{name}\n{score}{suffix}")
         ax.title.set_fontsize(7)
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()) -> Figure:
+def curves(
+    points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = (), note: str = ""
+) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
     per combination of the ``lines`` columns' values, the 95% interval of the mean as a
     band; settings without a strength (no defense) are dashed reference lines with their
-    bands.
+    bands; ``note`` titles the figure.
 
     ``points`` has one row per (defense, strength, *lines) with the metric pooled over
     all trials of its runs (``summary.pool``).
     """
     if points.empty or metric not in points:  # every run failed: empty panels, not an error
         points = pd.DataFrame(
-            columns=["defense", "strength", "strength_key", "strength_log", metric]
+            columns=["defense", "strength", "strength_key", "strength_log", metric, *lines]
         )
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     points = points.assign(**{c: points.get(c, np.nan) for c in (low, high)})
@@ -187,12 +194,22 @@ def curves(points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = ()
         if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
-        ax.set(xlabel=f"{defense}: {key}", ylabel=metric, title=defense)
+        ax.set(xlabel=f"{defense}: {key}", ylabel=axis_label(metric), title=defense)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # an empty panel has no legend
+            ax.legend(fontsize=7)
     fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def axis_label(metric: str) -> str:
+    """``PSNR [dB] (higher is better)``: the table's label and direction of ``metric``."""
+    if metric not in metric_table.METRICS:
+        return metric
+    return f"{metric_table.label(metric)} ({metric_table.METRICS[metric].direction})"
 
 
 def setting(keys: Sequence[str], values: Any) -> str:

@@ -77,9 +77,9 @@ def evaluate(
     recon, recon_labels = recon[order], recon_labels[order]
     nan = np.full(len(truth), np.nan)
     return {
-        "mse": mse(truth, recon),
-        "psnr": psnr(truth, recon),
+        "psnr": psnr(truth, recon),  # in the order of metric_table.METRICS
         "ssim": ssim(truth, recon),
+        "mse": mse(truth, recon),
         "lpips": perceptual.distance(lpips, truth, recon).double().numpy() if lpips else nan,
         "label_acc": (labels.cpu() == recon_labels.cpu()).double().numpy(),
         "order": order.cpu().numpy(),

@@ -12,6 +12,10 @@ from typing import Any
 
 import pandas as pd
 
+from gradinv_exp.analysis.metric_table import METRICS, Metric
+
+RESULT_METRICS = ("psnr", "ssim", "label_acc")  # the result line's, in the table's terms
+
 
 def _number(value: Any) -> float | None:
     """``value`` as a finite float, or None (missing, NaN, not a number)."""
@@ -34,6 +38,16 @@ def _value(row: Mapping[str, Any], key: str, fmt: str, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}{_interval(row, key, fmt)}"
 
 
+def shown() -> list[Metric]:
+    """The metrics of a result line (``RESULT_METRICS``) as entries of the metric table."""
+    return [METRICS[name] for name in RESULT_METRICS]
+
+
+def unit(text: str) -> str:
+    """`` dB`` after a value, or nothing for a unitless metric."""
+    return f" {text}" if text else ""
+
+
 def offline_note(row: Mapping[str, Any], configured: str | None) -> str:
     """``" (offline: bundled photos stand in for cifar100)"`` when the data a run attacked
     is not the data set its config names, else nothing."""
@@ -41,6 +55,26 @@ def offline_note(row: Mapping[str, Any], configured: str | None) -> str:
     if not configured or not isinstance(source, str) or source == configured:
         return ""
     return f" (offline: bundled {source} stand in for {configured})"
+
+
+def stand_in(frame: pd.DataFrame) -> str:
+    """``offline: bundled photos stand in for cifar100`` when any run of ``frame`` (rows of
+    ``summary.collect``, with ``data_source`` and ``config.dataset.name``) attacked a
+    stand-in for its configured data set, else ''; the figures' titles say it."""
+    notes = {
+        offline_note(row, row.get("config.dataset.name")).strip(" ()")
+        for _, row in frame.iterrows()
+    }
+    return "; ".join(sorted(n for n in notes if n))
+
+
+def run_title(metrics: Mapping[str, Any]) -> str:
+    """reconstruction.png's title: status, PSNR and SSIM, and the offline note."""
+    configured = (metrics.get("config") or {}).get("dataset.name")
+    return (
+        f"{metrics['status']}  PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}"
+        + offline_note(metrics, configured)
+    )
 
 
 def _batch(metrics: Mapping[str, Any]) -> int:
@@ -53,12 +87,8 @@ def result_line(metrics: Mapping[str, Any]) -> str:
     """One line for a finished run's metrics.json: status, PSNR, SSIM, label accuracy and
     success rate (each with its interval when defined), and the offline note."""
     configured = (metrics.get("config") or {}).get("dataset.name")
-    parts = [
-        f"PSNR {_value(metrics, 'psnr', '.1f', ' dB')}",
-        f"SSIM {_value(metrics, 'ssim', '.3f')}",
-        f"label acc {_value(metrics, 'label_acc', '.2f')}",
-        f"success {_value(metrics, 'success_rate', '.2f')}",
-    ]
+    parts = [f"{m.title} {_value(metrics, m.name, m.fmt, unit(m.unit))}" for m in shown()]
+    parts.append(f"success {_value(metrics, 'success_rate', '.2f')}")
     if _number(metrics.get("batch_recovered_min")) is not None and _batch(metrics) > 1:
         worst, best = metrics["batch_recovered_min"], metrics["batch_recovered_max"]
         parts.append(
@@ -84,7 +114,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
                 "defense": str(row.get("defense", "?")),
                 "strength": label,
                 "status": str(row.get("status", "?")),
-                "PSNR [dB]": _value(row, "psnr", ".1f"),
+                METRICS["psnr"].label: _value(row, "psnr", METRICS["psnr"].fmt),
                 "success": _value(row, "success_rate", ".2f"),
                 "batch recovered": _value(row, "batch_recovered", ".2f"),
                 "data": str(row.get("data_source", "?"))

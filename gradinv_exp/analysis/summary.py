@@ -20,15 +20,14 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradinv_exp.analysis import figures, uncertainty
-from gradinv_exp.config import HIGHER_IS_BETTER
+from gradinv_exp.analysis import figures, report, uncertainty
+from gradinv_exp.analysis.metric_table import METRICS, names
 from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.resume import FINISHED, RunError, read_metrics
 
 log = logging.getLogger(__name__)
 
-METRICS = ("psnr", "ssim", "mse", "lpips", "label_acc")
 # non-scalar parts of metrics.json (``pool`` reads the per-image values from the folder)
 SKIPPED_KEYS = ("config", "per_image", "per_trial", "labels", "recovered_labels")
 MISSING = "missing"  # a job folder without metrics.json: crashed or killed before the end
@@ -92,6 +91,8 @@ def row(
     """A run's table row from its overrides, metrics.json ({}: none) and flat config."""
     where = axis(cfg)
     scalars = {k: v for k, v in metrics.items() if k not in SKIPPED_KEYS}
+    if "data_source" in metrics:  # True: bundled photos stood in for the configured data
+        scalars["offline"] = bool(report.offline_note(metrics, cfg.get("dataset.name")))
     return {
         "run": str(run_dir),
         **overrides,
@@ -229,7 +230,7 @@ def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None
     interval = [f"{metric}_ci_low", f"{metric}_ci_high"]
     rate = ["success_rate", "success_rate_ci_low", "success_rate_ci_high"]
     rate += ["batch_recovered", "batch_recovered_min", "batch_recovered_max"]
-    others = [m for m in METRICS if m != metric]
+    others = [m for m in names() if m != metric]
     columns = [*front, "defense", "strength_key", "strength", "status", "runs", "trials"]
     columns += [metric, *interval, *rate, *others, "wall_s"]
     columns = [c for c in dict.fromkeys(columns) if c in frame]
@@ -253,10 +254,10 @@ def per_image(run_dir: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     cfg = metrics.get("config", {})
     key = cfg.get("metrics.success_metric", "psnr")
     threshold = cfg.get("metrics.success_threshold", 20.0)
+    if key not in METRICS:  # a criterion this version does not know: nothing passes
+        return values, np.zeros(np.shape(values.get("psnr", [[0]])), dtype=bool)
     chosen = values.get(key, np.full((1, 1), np.nan))
-    with np.errstate(invalid="ignore"):
-        ok = chosen >= threshold if HIGHER_IS_BETTER.get(key, True) else chosen <= threshold
-    return values, ok & ~np.isnan(chosen)
+    return values, METRICS[key].passes(chosen, threshold)
 
 
 def members(row: pd.Series) -> list[str]:
@@ -281,7 +282,7 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         row = group.iloc[0].to_dict()
         row |= {"runs": len(loaded), "trials": sum(len(v["psnr"]) for v, _ in loaded)}
         row["pooled_runs"] = ";".join(folders)
-        for metric in METRICS:
+        for metric in names():
             if all(metric in values for values, _ in loaded):
                 blocks = [v[metric] for v, _ in loaded]  # (T, B) per run
                 row |= uncertainty.per_image_summary(metric, *blocks)
@@ -320,11 +321,12 @@ def write(
         artifacts.write_text(written[-1], text)
     labels = [label(row, varying(frame)) for _, row in frame.iterrows()]
     written.append(out_dir / "comparison.png")
-    artifacts.save_figure(written[-1], figures.comparison(frame, labels))
+    note = report.stand_in(frame)  # the figures' titles say when photos stood in
+    artifacts.save_figure(written[-1], figures.comparison(frame, labels, note=note))
     written.append(out_dir / "curves.png")
     lines = [group_by] if group_by else line_keys(frame)
     points = pool(frame, ["defense", "strength", *lines])
-    artifacts.save_figure(written[-1], figures.curves(points, metric, lines))
+    artifacts.save_figure(written[-1], figures.curves(points, metric, lines, note=note))
     return written
 
 

@@ -23,6 +23,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from gradinv_exp.analysis.metric_table import METRICS
+
 LEVEL = 0.95
 
 
@@ -65,18 +67,15 @@ def summary(name: str, values: np.ndarray) -> dict[str, float]:
     }
 
 
-PROPORTIONS = ("label_acc",)  # per-image 0/1 outcomes: a Wilson interval over images
-
-
 def per_image_summary(name: str, *runs: np.ndarray) -> dict[str, float]:
     """``summary`` of one score per image, given per run as ``(T, B)`` (runs pooled may
     differ in T and B): the mean, std, min and max are over all the per-trial means;
-    the interval is the t interval of that mean, or for a proportion in ``PROPORTIONS``
+    the interval is the t interval of that mean, or for a proportion (``metric_table``)
     the Wilson interval over all images."""
     blocks = [np.asarray(r, dtype=float) for r in runs]
     row = summary(name, np.concatenate([b.mean(axis=1) for b in blocks]))
     images = np.concatenate([b.ravel() for b in blocks])
-    if name in PROPORTIONS and not np.isnan(images).any():
+    if name in METRICS and METRICS[name].proportion and not np.isnan(images).any():
         correct = int(np.rint(images).sum())
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = rate_interval(correct, images.size)
     return row

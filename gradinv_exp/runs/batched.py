@@ -39,8 +39,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradinv_exp import config
-from gradinv_exp.runs import faults, locks, resume
+from gradinv_exp import config, tracking
+from gradinv_exp.runs import display, faults, resume
+from gradinv_exp.runs import job as runs_job
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +221,12 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
 
 def enter(held: ExitStack, cfg: DictConfig, run_dir: Path, box: dict[str, Any]) -> float:
     """A batch member's start, inside Hydra's ``run_job`` (its folder and ``.hydra`` files
-    made): skip it if finished, else hold its lock for the batch and prepare it (into
-    ``box``). Returns its PSNR when it finished before, NaN while it is still to run or
-    when it failed (its metrics.json says so)."""
+    made): skip it if finished, else hold its lock for the batch (``runs.job.started``, as
+    every job starts) and prepare it (into ``box``). Returns its PSNR when it finished
+    before, NaN while it is still to run or when it failed (its metrics.json says so)."""
     from gradinv_exp import experiment
 
-    previous = resume.finished_run(run_dir)
-    if previous is not None:
-        return previous["psnr"]
-    held.enter_context(locks.job(run_dir))
-    for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
-        left.unlink()
-    previous = resume.finished_run(run_dir)
+    previous = held.enter_context(runs_job.started(run_dir))
     if previous is not None:
         return previous["psnr"]
     try:
@@ -305,8 +300,9 @@ def run_batch(batch: list[Prepared]) -> list[float]:
             cfg=first.attack,
             optimizer=first.optimizer,
             generators=[experiment.generator(p.typed.seed, "attack") for p in batch],
-            on_snapshots=[
-                experiment.recorder(p.typed, p.progress.images, p.progress) for p in batch
+            on_snapshots=[  # many jobs at once: log lines, not one bar each
+                experiment.recorder(p.typed, p.progress.images, p.progress, display.LINES)
+                for p in batch
             ],
             backend=backend,
         )
@@ -334,6 +330,7 @@ def run_batch(batch: list[Prepared]) -> list[float]:
             psnrs.append(
                 experiment.finish(p.typed, p.job.run_dir, p.progress, result, status)["psnr"]
             )
+            tracking.log_run(p.typed.tracking, p.job.run_dir)  # as runs.job.run does
         except Exception as err:
             with faults.logged("the failure could not be recorded in metrics.json"):
                 faults.record_failure(p.job.run_dir, err, config.flat(p.typed))

@@ -47,7 +47,11 @@ def load(run_dir: Path, config: dict[str, Any], device: torch.device) -> dict[st
     except Exception as err:
         log.warning("%s cannot be read (%s): starting from step 0", path, faults.error_line(err))
         return None
-    differ = [k for k in {**saved, **config} if k not in FREE and saved.get(k) != config.get(k)]
+    differ = [
+        k
+        for k in {**saved, **config}
+        if k not in FREE and not k.startswith("tracking.") and saved.get(k) != config.get(k)
+    ]  # where a run is logged does not change it
     if differ:
         key = differ[0]
         log.warning(

@@ -42,6 +42,20 @@ def test_reconstructions_are_clamped_to_the_valid_range():
     assert metrics.mse(x, x + 10)[0] == pytest.approx(((1 - x) ** 2).mean().item(), rel=1e-6)
 
 
+def test_every_metric_scores_the_image_that_is_saved():
+    """The attack's pixels may leave [0, 1]; the saved reconstruction is clamped
+    (images.npz, reconstruction.png), and every metric scores that same clamped image."""
+    truth = images(3, 2)
+    recon = 3 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    saved = recon.clamp(0, 1)
+    labels = torch.tensor([0, 1])
+    raw, clamped = (metrics.evaluate(truth, labels, r, labels) for r in (recon, saved))
+    for name in ("mse", "psnr", "ssim"):
+        assert raw[name] == pytest.approx(clamped[name], rel=1e-12), name
+    assert metrics.psnr(truth, recon) == pytest.approx(metrics.psnr(truth, saved), rel=1e-12)
+    assert (metrics.mse(truth, recon) <= 1).all()  # [0, 1] images differ by at most 1
+
+
 def test_match_recovers_a_known_permutation():
     truth = images(2, 4)
     perm = torch.tensor([2, 0, 3, 1])

@@ -71,3 +71,35 @@ def test_a_run_prints_its_folder_and_a_sweep_its_table_and_figures(tmp_path):
         f"figure: {sweep / 'comparison.png'}",
         f"figure: {sweep / 'curves.png'}",
     ]
+
+
+def test_offline_stand_in_reaches_summary_csv_and_every_figures_title(tmp_path):
+    """A run whose configured data set was replaced by the bundled photos says so in its
+    reconstruction's title, in summary.csv (``offline``) and in the sweep figures' titles."""
+    import json
+
+    from gradinv_exp.analysis import figures, summary
+
+    offline = report.run_title(METRICS)
+    assert (
+        offline == "ok  PSNR 23.46 dB  SSIM 0.812 (offline: bundled photos stand in for cifar100)"
+    )
+    same = {**METRICS, "config": {"dataset.name": "photos"}}
+    assert "offline" not in report.run_title(same)
+    for name, metrics in (("a", METRICS), ("b", same)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    frame, _ = summary.collect([tmp_path])
+    assert frame.set_index(frame["run"].map(lambda r: r[-1]))["offline"].to_dict() == {
+        "a": True,
+        "b": False,
+    }
+    note = report.stand_in(frame)
+    assert note == "offline: bundled photos stand in for cifar100"
+    assert report.stand_in(frame[frame["offline"] == False]) == ""  # noqa: E712
+    written = summary.write(frame, tmp_path)
+    assert pd.read_csv(written[0])["offline"].tolist() == frame["offline"].tolist()
+    labels = [summary.label(row, []) for _, row in frame.iterrows()]
+    assert figures.comparison(frame, labels, note=note).get_suptitle() == note
+    assert figures.curves(frame, "psnr", note=note).get_suptitle() == note
+    assert figures.curves(frame, "psnr").get_suptitle() == ""

@@ -1,0 +1,80 @@
+"""The one table of reconstruction metrics: each metric's name (its key in metrics.json,
+history.csv and summary.csv), how it reads (title, unit, number format), its direction
+(is higher better?) and whether it is a proportion (a per-image 0/1 outcome).
+
+Everything that lists, orders, labels or judges metrics reads this table: the run's
+metrics.json (``experiment``), the intervals (``uncertainty``: a proportion gets a Wilson
+interval), the success criterion (``config.MetricsConfig``), sweep summaries and compare
+(``summary``, ``compare --metric``), result lines (``report``) and figure axes
+(``figures``, ``tradeoff``). A new metric is one entry here plus its per-image function
+in ``metrics.evaluate`` (tests/analysis/test_metric_table.py ties the two).
+
+No torch, numpy only: ``config`` checks ``metrics.success_metric`` against this table
+before the command line loads torch (see ``__main__``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradinv_exp.options import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One per-image metric (values of shape ``(T, B)`` per run, see ``metrics.evaluate``)."""
+
+    name: str  # the key in metrics.json, history.csv, summary.csv
+    title: str  # how a reader calls it: "PSNR"
+    higher_is_better: bool
+    unit: str = ""  # "dB"; "" for unitless
+    proportion: bool = False  # a 0/1 outcome per image: its interval is Wilson's
+    criterion: bool = True  # may decide ``success_rate`` (``metrics.success_metric``)
+    fmt: str = ".3f"  # how one value prints in a result line or a table
+
+    @property
+    def label(self) -> str:
+        """The axis label: ``PSNR [dB]``, ``SSIM``."""
+        return f"{self.title} [{self.unit}]" if self.unit else self.title
+
+    @property
+    def direction(self) -> str:
+        """``higher is better`` or ``lower is better``, for axes and help texts."""
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    def passes(self, values: np.ndarray, threshold: float) -> np.ndarray:
+        """Elementwise: does each value meet ``threshold`` in this metric's direction
+        (``>=`` when higher is better, else ``<=``)? A NaN value (not computed) never does."""
+        values = np.asarray(values, dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok = values >= threshold if self.higher_is_better else values <= threshold
+        return ok & ~np.isnan(values)
+
+    def sign(self) -> str:
+        """The comparison ``passes`` makes: ``>=`` or ``<=``."""
+        return ">=" if self.higher_is_better else "<="
+
+
+METRICS: Registry[Metric] = Registry("metric")
+METRICS.add(Metric("psnr", "PSNR", higher_is_better=True, unit="dB", fmt=".1f"))
+METRICS.add(Metric("ssim", "SSIM", higher_is_better=True))
+METRICS.add(Metric("mse", "MSE", higher_is_better=False, fmt=".4f"))
+METRICS.add(Metric("lpips", "LPIPS", higher_is_better=False))
+METRICS.add(Metric("label_acc", "label acc", True, proportion=True, criterion=False, fmt=".2f"))
+
+
+def names() -> tuple[str, ...]:
+    """Every metric's name in the table's order (the order of columns and of metrics.json)."""
+    return tuple(m.name for m in METRICS)
+
+
+def criteria() -> tuple[str, ...]:
+    """The metrics a success criterion may use (``metrics.success_metric``)."""
+    return tuple(m.name for m in METRICS if m.criterion)
+
+
+def label(name: str) -> str:
+    """``name``'s axis label (``PSNR [dB]``); a name not in the table labels itself."""
+    return METRICS[name].label if name in METRICS else name

@@ -68,7 +68,9 @@ class Protocol:
     so label recovery reads it with its sign flipped. ``per_example``: the share is the
     mean of the examples' gradients, so a per-example defense may recompute them.
     ``assumed(cfg)``: the protocol the attacker simulates (the client's own, unless the
-    attacker is not told its hyperparameters).
+    attacker is not told its hyperparameters). ``scale(cfg)``: the share's size relative
+    to one FedSGD gradient (an update after E steps of SGD at lr is about lr x E
+    gradients), so that count-aware label recovery can read the share as a gradient.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Protocol:
     descent: bool
     per_example: bool
     assumed: Callable[[ClientConfig], ClientConfig]
+    scale: Callable[[ClientConfig], float]
 
 
 CLIENTS: Registry[Protocol] = Registry("client")
@@ -88,11 +91,13 @@ def protocol(
     descent: bool,
     per_example: bool,
     assumed: Callable[[ClientConfig], ClientConfig] = lambda cfg: cfg,
+    scale: Callable[[ClientConfig], float] = lambda cfg: 1.0,
 ) -> Callable[[Update], Update]:
     """Register the decorated ``update`` as the client ``schema`` configures."""
 
     def register(fn: Update) -> Update:
-        CLIENTS.add(Protocol(option_name(schema), schema, fn, descent, per_example, assumed))
+        name = option_name(schema)
+        CLIENTS.add(Protocol(name, schema, fn, descent, per_example, assumed, scale))
         return fn
 
     return register
@@ -138,7 +143,14 @@ def _blind(cfg: ClientConfig) -> ClientConfig:
     return FedAvgConfig(local_steps=1, local_batch=None, local_lr=cfg.local_lr)
 
 
-@protocol(FedAvgConfig, descent=True, per_example=False, assumed=_blind)
+def _steps(cfg: ClientConfig) -> float:
+    """lr x E: one full-batch step's update is exactly -lr x the gradient; E steps of a
+    model that barely moves add about E of them."""
+    assert isinstance(cfg, FedAvgConfig)
+    return cfg.local_lr * cfg.local_steps
+
+
+@protocol(FedAvgConfig, descent=True, per_example=False, assumed=_blind, scale=_steps)
 def fedavg(loss: Loss, params: Params, x: Tensor, y: Tensor, cfg: ClientConfig) -> Params:
     """theta_E - theta_0 after E local SGD steps; step e uses ``local_batch`` images taken in
     order from the B images, cycling (step e starts at image e * local_batch mod B).
@@ -276,6 +288,8 @@ class Simulator:
         return [out[k] for k in names]
 
     def as_gradient(self, shared: list[Tensor]) -> list[Tensor]:
-        """``shared`` with the sign of a gradient (label recovery reads signs)."""
-        descent = CLIENTS[self.protocol.name].descent
-        return [-s for s in shared] if descent else list(shared)
+        """``shared`` read as one gradient: with a gradient's sign (label recovery reads
+        signs) and divided by the protocol's ``scale`` (count-aware recovery reads sizes)."""
+        entry = CLIENTS[self.protocol.name]
+        factor = (-1.0 if entry.descent else 1.0) / entry.scale(self.protocol)
+        return [s * factor for s in shared] if factor != 1.0 else list(shared)

@@ -213,7 +213,9 @@ def attack(
     x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
     mode = LABELS[cfg.labels]
     gradient = simulator.as_gradient(list(shared))
-    evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, generator)
+    evidence = Evidence(
+        simulator.model, gradient, shape[1], num_classes, known_labels, generator, shape[2:]
+    )
     y0 = mode.start(evidence, restarts).to(device)
     timings: dict[str, float] = {}
     problem = build_problem(

@@ -383,7 +383,9 @@ def attack_jobs(
     for share, gen in zip(shares, generators):
         x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=gen))
         gradient = simulator.as_gradient(list(share))
-        evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, gen)
+        evidence = Evidence(
+            simulator.model, gradient, shape[1], num_classes, known_labels, gen, shape[2:]
+        )
         y0s.append(mode.start(evidence, restarts))
 
     def rows(parts: list[Any]) -> Any:  # J x (R*T, ...) -> (R*J*T, ...), restart-major

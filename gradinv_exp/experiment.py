@@ -26,6 +26,7 @@ from torchvision.transforms import Normalize
 
 from gradinv_exp import attacks, client, data, defenses, models, plugins
 from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
+from gradinv_exp.attacks import objectives
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
@@ -58,6 +59,7 @@ def check(cfg: Config) -> None:
     )  # fmt: skip
     if cfg.model.checkpoint is not None:
         build_model(cfg)  # loads the checkpoint: a wrong file fails here, before any job
+    objectives.check_model(cfg.attack.priors, lambda: build_model(cfg), cfg.model.name)
     if cfg.metrics.lpips == "required":
         require(
             cfg.dataset.image_size >= perceptual.MIN_SIZE,
@@ -134,8 +136,9 @@ def pretrain(cfg: Config, net: nn.Module, device: torch.device) -> None:
     x, y = data.load_after(ds, cfg.attacked, cfg.model.pretrain_images)
     onehot = nn.functional.one_hot(y, ds.num_classes).float().to(device)
     models.pretrain(
-        net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr
-    )
+        net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr,
+        batch_norm=cfg.model.pretrain_bn,
+    )  # fmt: skip
 
 
 def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:

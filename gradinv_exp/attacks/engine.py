@@ -23,6 +23,7 @@ continues from it (``attacks/checkpoint.py``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from gradinv_exp.attacks import checkpoint
 from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
 from gradinv_exp.attacks.labels import LABELS, Evidence
-from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
+from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS, Scene
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
 from gradinv_exp.options import one_of, require
 
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from gradinv_exp.client import Simulator
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+
+log = logging.getLogger(__name__)
 
 DefenseModel = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "list[Tensor]"]
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
@@ -209,6 +212,7 @@ def attack(
     as the defense would have shared it; the objective compares that with the share.
     """
     device = shared[0].device
+    backend = eager_if_needed(backend, cfg)
     trials, restarts = shape[0], cfg.restarts
     x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
     mode = LABELS[cfg.labels]
@@ -231,6 +235,16 @@ def attack(
         compiled=backend.compile and not timings.get("compile_failed"),
         compile_s=timings.get("compile_s", 0.0),
     )
+
+
+def eager_if_needed(backend: Backend, cfg: AttackConfig) -> Backend:
+    """``backend`` without torch.compile when a prior in use cannot be compiled (``bn``:
+    forward hooks); one INFO line says so."""
+    eager = [n for n, w in cfg.priors.items() if w and not PRIORS[n].compiles]
+    if backend.compile and eager:
+        log.info("compile: off (attack.priors.%s runs eager)", eager[0])
+        return dataclasses.replace(backend, compile=False)
+    return backend
 
 
 def build_problem(
@@ -259,7 +273,8 @@ def build_problem(
     objective = OBJECTIVES[cfg.objective].fn
     if defense_model is not None:
         objective = adaptive_objective(objective, defense_model)
-    priors = [(PRIORS[name].fn, w) for name, w in cfg.priors.items() if w]
+    scene = Scene(simulator.model, restarts=len(x0) // len(shared[0]))
+    priors = [(PRIORS[name].batched(scene), w) for name, w in cfg.priors.items() if w]
     size = math.prod(shape[1:])
 
     def loss(v: Tensor) -> Tensor:
@@ -267,7 +282,7 @@ def build_problem(
         labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
         total = torch.func.vmap(objective)(simulator(x, labels), goal)
         for prior, weight in priors:
-            total = total + weight * torch.func.vmap(prior)(x)
+            total = total + weight * prior(x)
         return total
 
     opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)

@@ -376,6 +376,7 @@ def attack_jobs(
     from gradinv_exp.attacks.backend import convolution
     from gradinv_exp.attacks.labels import LABELS, Evidence
 
+    backend = engine.eager_if_needed(backend, cfg)
     jobs, trials, restarts = len(shares), shape[0], cfg.restarts
     device = shares[0][0].device
     mode = LABELS[cfg.labels]

@@ -17,7 +17,10 @@ Label accuracy is the multiset match, |true labels and restored labels in common
 pairs with the 95% t interval (``analysis.uncertainty.mean_interval``) and the number of
 pairs n.
 
-    python scripts/bench_labels.py [--seeds 5] [--client fedsgd|fedavg]
+``--client fedavg`` shares the update after ``--local-steps`` full-batch SGD steps at lr
+0.1 (one step is exactly -0.1 x the gradient; more steps move the model in between).
+
+    python scripts/bench_labels.py [--seeds 5] [--client fedsgd|fedavg] [--local-steps 1]
         [--models lenet convnet resnet18]
 """
 
@@ -101,15 +104,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="pairs per model")
     parser.add_argument("--client", choices=("fedsgd", "fedavg"), default="fedsgd")
+    parser.add_argument("--local-steps", type=int, default=1, help="fedavg: local SGD steps")
     parser.add_argument("--models", nargs="+", default=["lenet", "convnet", "resnet18"])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    protocol = client.FedSGDConfig() if args.client == "fedsgd" else client.FedAvgConfig()
+    fedavg = client.FedAvgConfig(local_steps=args.local_steps)
+    protocol = client.FedSGDConfig() if args.client == "fedsgd" else fedavg
     pool = photos()
+    steps = f" ({args.local_steps} local steps, lr 0.1)" if args.client == "fedavg" else ""
     print(
         f"# bench_labels: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}, "
         f"{platform.machine()} {platform.processor() or platform.system()}, torch "
-        f"{torch.__version__}; client {args.client}; models {' '.join(args.models)}; "
+        f"{torch.__version__}; client {args.client}{steps}; models {' '.join(args.models)}; "
         f"{args.seeds} seed(s) each"
     )
     print()

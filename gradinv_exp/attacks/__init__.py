@@ -1,9 +1,9 @@
 """The ``attack`` and ``optimizer`` groups: one optimisation engine and its parts.
 
-``conf/attack/<preset>.yaml`` (dlg, idlg, ig) are configurations of ``engine.attack``;
-objectives and priors (``objectives.py``), label modes and recovery (``labels.py``) and
-optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small
-registries it draws from.
+``conf/attack/<preset>.yaml`` (dlg, idlg, ig, gradinversion) are configurations of
+``engine.attack``; objectives and priors (``objectives.py``), label modes and recovery
+(``labels.py``) and optimisers (``optimizers.py``, with the batched L-BFGS in
+``lbfgs.py``) are small registries it draws from.
 """
 
 from gradinv_exp.attacks.backend import Backend

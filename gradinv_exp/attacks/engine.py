@@ -1,8 +1,8 @@
 """The one optimisation attack: recover images (and labels) from what a client shared.
 
-DLG, iDLG and Inverting Gradients are presets of this engine (``conf/attack/*.yaml``),
-in the way breaching keeps attack variants as configs over one reconstructor. A preset
-chooses an objective (``objectives.OBJECTIVES``), priors with weights
+DLG, iDLG, Inverting Gradients and GradInversion are presets of this engine
+(``conf/attack/*.yaml``), in the way breaching keeps attack variants as configs over one
+reconstructor. A preset chooses an objective (``objectives.OBJECTIVES``), priors with weights
 (``objectives.PRIORS``), a label mode (``labels.LABELS``), the optimiser (the
 ``optimizer`` group), and the step rules ``signed`` (step on the sign of the image
 gradient), ``boxed`` (clamp images to [0, 1] after each step), ``lr_decay`` (lr x0.1 at
@@ -63,7 +63,8 @@ class AttackConfig:
     name: str = MISSING  # the preset's name, for tables
     objective: str = "l2"  # a name in objectives.OBJECTIVES, or module:function (yours)
     priors: dict[str, float] = field(default_factory=dict)  # prior (or module.function) -> weight
-    labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
+    # joint: optimised; given: the true ones; idlg, yin, llg: read from the gradient
+    labels: str = "joint"
     restarts: int = 1  # independent starts per trial; the lowest final objective wins
     # run the known defense's differentiable model (its registry entry's ``model``) on
     # the dummy's gradient before matching (docs/adaptive_attacks.md)

@@ -85,7 +85,7 @@ def test_the_bn_prior_makes_the_attack_eager():
 
 
 def test_bn_prior_on_a_model_without_batch_norm_fails_before_any_job():
-    with pytest.raises(ConfigError, match=r"attack.priors.bn=0.01 is not allowed: .*model=lenet"):
+    with pytest.raises(ConfigError, match=r"attack.priors.bn=0.1 is not allowed: .*model=lenet"):
         preflight_check([*FAST, "attack=gradinversion", "model=lenet"])
     preflight_check([*FAST, "attack=gradinversion", "model=lenet", "attack.priors.bn=0"])
 

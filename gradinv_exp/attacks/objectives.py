@@ -219,9 +219,14 @@ PRIORS.add(Prior("group", build=group_consistency))
 def check_model(priors: Mapping[str, float], build: Callable[[], nn.Module], name: str) -> None:
     """ConfigError unless the model (option ``name``; ``build()`` makes it, only when a
     prior with a weight > 0 has ``needs``) has what each such prior needs."""
-    needs = [(p, w, PRIORS[p].needs) for p, w in priors.items() if w and PRIORS[p].needs]
-    model = build() if needs else None
-    for prior, weight, (test, what) in needs:  # type: ignore[misc]
+    needs = {p: (w, PRIORS[p].needs) for p, w in priors.items() if w}
+    needs = {p: (w, need) for p, (w, need) in needs.items() if need is not None}
+    if not needs:
+        return
+    model = build()
+    for prior, (weight, need) in needs.items():
+        assert need is not None
+        test, what = need
         if not test(model):
             why = f"it needs a model with {what} (model={name} has none); set it to 0"
             raise not_allowed(f"attack.priors.{prior}", weight, why)

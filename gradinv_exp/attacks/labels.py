@@ -39,7 +39,7 @@ class Evidence:
     gradient: Sequence[Tensor]  # the shares with a gradient's sign, (T, *param.shape) each
     batch: int  # B
     num_classes: int
-    known: Tensor | None  # (T, B) true labels; only the runner's to give, for ``given``
+    known: Tensor | None  # (T, B) true labels, where the threat model grants them
     generator: torch.Generator
     image: tuple[int, ...] = ()  # (C, H, W) of one image, for modes that probe the model
 
@@ -47,11 +47,15 @@ class Evidence:
 @dataclass(frozen=True)
 class LabelMode:
     """``start(evidence, restarts)`` -> ``(restarts * T, B, num_classes)``, restart-major:
-    logits when ``optimised``, else fixed label distributions."""
+    logits when ``optimised``, else fixed label distributions. ``granted``: it needs the
+    true labels, which the threat model then grants the server. ``reads_last_linear``: it
+    reads the gradient of the model's last ``nn.Linear`` (which the model must have)."""
 
     name: str
     optimised: bool
     start: Callable[[Evidence, int], Tensor]
+    granted: bool = False
+    reads_last_linear: bool = False
 
 
 LABELS: Registry[LabelMode] = Registry("attack.labels")
@@ -71,7 +75,7 @@ def _idlg(evidence: Evidence, restarts: int) -> Tensor:
 
 def _given(evidence: Evidence, restarts: int) -> Tensor:
     if evidence.known is None:
-        raise ValueError("attack.labels=given needs the true labels")
+        raise ValueError("attack.labels=given needs the true labels, which were not granted")
     return _onehot(evidence.known, evidence.num_classes).repeat(restarts, 1, 1)
 
 
@@ -90,10 +94,10 @@ def _llg(evidence: Evidence, restarts: int) -> Tensor:
 
 
 LABELS.add(LabelMode("joint", optimised=True, start=_joint))
-LABELS.add(LabelMode("idlg", optimised=False, start=_idlg))
-LABELS.add(LabelMode("given", optimised=False, start=_given))
-LABELS.add(LabelMode("yin", optimised=False, start=_yin))
-LABELS.add(LabelMode("llg", optimised=False, start=_llg))
+LABELS.add(LabelMode("idlg", optimised=False, start=_idlg, reads_last_linear=True))
+LABELS.add(LabelMode("given", optimised=False, start=_given, granted=True))
+LABELS.add(LabelMode("yin", optimised=False, start=_yin, reads_last_linear=True))
+LABELS.add(LabelMode("llg", optimised=False, start=_llg, reads_last_linear=True))
 
 
 def _onehot(labels: Tensor, num_classes: int) -> Tensor:

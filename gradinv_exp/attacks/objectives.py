@@ -216,19 +216,13 @@ PRIORS.add(
 PRIORS.add(Prior("group", build=group_consistency))
 
 
-def check_model(priors: Mapping[str, float], build: Callable[[], nn.Module], name: str) -> None:
-    """ConfigError unless the model (option ``name``; ``build()`` makes it, only when a
-    prior with a weight > 0 has ``needs``) has what each such prior needs."""
-    needs = {p: (w, PRIORS[p].needs) for p, w in priors.items() if w}
-    needs = {p: (w, need) for p, (w, need) in needs.items() if need is not None}
-    if not needs:
-        return
-    model = build()
-    for prior, (weight, need) in needs.items():
-        assert need is not None
-        test, what = need
-        if not test(model):
-            why = f"it needs a model with {what} (model={name} has none); set it to 0"
+def check_model(priors: Mapping[str, float], model: nn.Module, name: str) -> None:
+    """ConfigError unless ``model`` (option ``name``) has what each prior with a weight > 0
+    needs (``bn``: batch norm layers)."""
+    for prior, weight in priors.items():
+        needs = PRIORS[prior].needs
+        if weight and needs is not None and not needs[0](model):
+            why = f"it needs a model with {needs[1]} (model={name} has none); set it to 0"
             raise not_allowed(f"attack.priors.{prior}", weight, why)
 
 

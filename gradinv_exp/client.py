@@ -70,7 +70,10 @@ class Protocol:
     ``assumed(cfg)``: the protocol the attacker simulates (the client's own, unless the
     attacker is not told its hyperparameters). ``plain_gradient``: the share is the
     gradient of the batch's mean loss, so one problem may be simulated with plain
-    autograd, and N clients' mean share is one batch of all their images.
+    autograd, and N clients' mean share is one batch of all their images. ``scale(cfg)``:
+    the share's size relative to one FedSGD gradient (an update after E steps of SGD at
+    lr is about lr x E gradients), so that count-aware label recovery can read the share
+    as a gradient.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Protocol:
     per_example: bool
     assumed: Callable[[ClientConfig], ClientConfig]
     plain_gradient: bool = False
+    scale: Callable[[ClientConfig], float] = lambda cfg: 1.0
 
 
 CLIENTS: Registry[Protocol] = Registry("client")
@@ -92,12 +96,14 @@ def protocol(
     per_example: bool,
     assumed: Callable[[ClientConfig], ClientConfig] = lambda cfg: cfg,
     plain_gradient: bool = False,
+    scale: Callable[[ClientConfig], float] = lambda cfg: 1.0,
 ) -> Callable[[Update], Update]:
     """Register the decorated ``update`` as the client ``schema`` configures."""
 
     def register(fn: Update) -> Update:
         name = option_name(schema)
-        CLIENTS.add(Protocol(name, schema, fn, descent, per_example, assumed, plain_gradient))
+        entry = Protocol(name, schema, fn, descent, per_example, assumed, plain_gradient, scale)
+        CLIENTS.add(entry)
         return fn
 
     return register
@@ -143,7 +149,14 @@ def _blind(cfg: ClientConfig) -> ClientConfig:
     return FedAvgConfig(local_steps=1, local_batch=None, local_lr=cfg.local_lr)
 
 
-@protocol(FedAvgConfig, descent=True, per_example=False, assumed=_blind)
+def _steps(cfg: ClientConfig) -> float:
+    """lr x E: one full-batch step's update is exactly -lr x the gradient; E steps of a
+    model that barely moves add about E of them."""
+    assert isinstance(cfg, FedAvgConfig)
+    return cfg.local_lr * cfg.local_steps
+
+
+@protocol(FedAvgConfig, descent=True, per_example=False, assumed=_blind, scale=_steps)
 def fedavg(loss: Loss, params: Params, x: Tensor, y: Tensor, cfg: ClientConfig) -> Params:
     """theta_E - theta_0 after E local SGD steps; step e uses ``local_batch`` images taken in
     order from the B images, cycling (step e starts at image e * local_batch mod B).
@@ -295,6 +308,8 @@ class Simulator:
         return [out[k] for k in names]
 
     def as_gradient(self, shared: list[Tensor]) -> list[Tensor]:
-        """``shared`` with the sign of a gradient (label recovery reads signs)."""
-        descent = CLIENTS[self.protocol.name].descent
-        return [-s for s in shared] if descent else list(shared)
+        """``shared`` read as one gradient: with a gradient's sign (label recovery reads
+        signs) and divided by the protocol's ``scale`` (count-aware recovery reads sizes)."""
+        entry = CLIENTS[self.protocol.name]
+        factor = (-1.0 if entry.descent else 1.0) / entry.scale(self.protocol)
+        return [s * factor for s in shared] if factor != 1.0 else list(shared)

@@ -68,6 +68,9 @@ class ModelConfig:
     pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
     pretrain_lr: float = 0.01
     pretrain_images: int = 8  # the images right after the attacked ones (wrapping around)
+    # pretrain with batch norm in train mode, so its running statistics learn the data's
+    # (false: eval mode throughout, running statistics stay those of the init: 0 and 1)
+    pretrain_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.activation is not None:  # which options need null: models.construct

@@ -140,8 +140,9 @@ def pretrain(cfg: Config, net: nn.Module, device: torch.device) -> None:
     x, y = data.load_after(ds, cfg.attacked, cfg.model.pretrain_images)
     onehot = nn.functional.one_hot(y, ds.num_classes).float().to(device)
     models.pretrain(
-        net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr
-    )
+        net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr,
+        batch_norm=cfg.model.pretrain_bn,
+    )  # fmt: skip
 
 
 def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:

@@ -389,20 +389,31 @@ def load_checkpoint(net: nn.Module, path: str) -> None:
 # --- pretraining --------------------------------------------------------------------
 
 
-def pretrain(net: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float) -> list[float]:
+def pretrain(
+    net: nn.Module, x: Tensor, onehot: Tensor, *, steps: int, lr: float, batch_norm: bool = False
+) -> list[float]:
     """``steps`` of full-batch SGD on images ``x`` ``(N, C, H, W)`` with label distributions
     ``onehot`` ``(N, num_classes)``, in place, on the client's soft cross-entropy: real
     clients share gradients of models trained for a while, not of a random init. Nothing
     is sampled, so the seed alone fixes the trained model. Returns the ``steps + 1`` losses
-    before each step and after the last; the log gives the first and the last."""
+    before each step and after the last; the log gives the first and the last.
+
+    ``batch_norm``: the batch norm layers train as in normal training (batch statistics,
+    running statistics updated with their momentum), then return to eval mode; without
+    it they stay in eval mode and keep their running statistics."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     losses = []
+    for m in norms if batch_norm else []:
+        m.train()
     for _ in range(steps):
         opt.zero_grad()
         loss = soft_cross_entropy(net(x), onehot)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    for m in norms:
+        m.eval()
     with torch.no_grad():
         losses.append(float(soft_cross_entropy(net(x), onehot)))
     log.info("pretrained %d steps: loss %.4f -> %.4f", steps, losses[0], losses[-1])

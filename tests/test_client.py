@@ -200,3 +200,14 @@ def test_each_trial_with_its_own_model_gets_the_result_it_gets_alone(protocol):
         )  # fmt: skip
         assert torch.allclose(batched.images[n], alone.images[0], atol=2e-4)
         assert batched.grad_loss[n] == pytest.approx(float(alone.grad_loss[0]), rel=1e-3)
+
+
+def test_a_one_step_update_read_as_a_gradient_is_the_fedsgd_gradient():
+    model = lenet()
+    images, onehot, _ = batch()
+    cfg = FedAvgConfig(local_steps=1, local_lr=0.3)
+    update = share(Client(model, images, onehot), cfg)
+    read = Simulator(model, cfg).as_gradient([u[None] for u in update])
+    grads = share(Client(model, images, onehot), FedSGDConfig())
+    for r, g in zip(read, grads, strict=True):
+        assert torch.allclose(r[0], g, atol=1e-6, rtol=1e-4)

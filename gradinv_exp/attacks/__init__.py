@@ -2,10 +2,10 @@
 
 Every attack is an entry of ``ATTACKS`` (``contract.py``): ``reconstruct(observed, server,
 cfg, context)``. The optimisation family is one engine (``engine.py``), with
-``conf/attack/<preset>.yaml`` (dlg, idlg, ig) as its configurations; objectives and
-priors (``objectives.py``), label modes and recovery (``labels.py``) and optimisers
-(``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small registries it
-draws from.
+``conf/attack/<preset>.yaml`` (dlg, idlg, ig, gradinversion) as its configurations;
+objectives and priors (``objectives.py``), label modes and recovery (``labels.py``) and
+optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small
+registries it draws from.
 """
 
 from gradinv_exp.attacks import analytic  # noqa: F401  (registers attack=analytic)

@@ -1,8 +1,8 @@
 """The one optimisation attack: recover images (and labels) from what a client shared.
 
-DLG, iDLG and Inverting Gradients are presets of this engine (``conf/attack/*.yaml``),
-in the way breaching keeps attack variants as configs over one reconstructor. A preset
-chooses an objective (``objectives.OBJECTIVES``), priors with weights
+DLG, iDLG, Inverting Gradients and GradInversion are presets of this engine
+(``conf/attack/*.yaml``), in the way breaching keeps attack variants as configs over one
+reconstructor. A preset chooses an objective (``objectives.OBJECTIVES``), priors with weights
 (``objectives.PRIORS``), a label mode (``labels.LABELS``), the optimiser (the
 ``optimizer`` group), and the step rules ``signed`` (step on the sign of the image
 gradient), ``boxed`` (clamp images to [0, 1] after each step), ``lr_decay`` (lr x0.1 at
@@ -23,6 +23,7 @@ continues from it (``attacks/checkpoint.py``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, valu
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
 from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
 from gradinv_exp.attacks.labels import LABELS, Evidence
-from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
+from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS, Scene, check_model
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
 from gradinv_exp.options import one_of, require
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
+log = logging.getLogger(__name__)
+
 DefenseModel = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "list[Tensor]"]
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
 EAGER = Backend()
@@ -62,7 +65,8 @@ class AttackConfig(BaseAttackConfig):
     family: str = "optimization"
     objective: str = "l2"  # a name in objectives.OBJECTIVES, or module:function (yours)
     priors: dict[str, float] = field(default_factory=dict)  # prior (or module.function) -> weight
-    labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
+    # joint: optimised; given: the true ones; idlg, yin, llg: read from the gradient
+    labels: str = "joint"
     restarts: int = 1  # independent starts per trial; the lowest final objective wins
     # run the known defense's differentiable model (its registry entry's ``model``) on
     # the dummy's gradient before matching (docs/adaptive_attacks.md)
@@ -197,11 +201,14 @@ def attack(
     as the defense would have shared it; the objective compares that with the share.
     """
     device = shared[0].device
+    backend = eager_if_needed(backend, cfg)
     trials, restarts = shape[0], cfg.restarts
     x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
     mode = LABELS[cfg.labels]
     gradient = simulator.as_gradient(list(shared))
-    evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, generator)
+    evidence = Evidence(
+        simulator.model, gradient, shape[1], num_classes, known_labels, generator, shape[2:]
+    )
     y0 = mode.start(evidence, restarts).to(device)
     timings: dict[str, float] = {}
     problem = build_problem(
@@ -217,6 +224,16 @@ def attack(
         compiled=backend.compile and not timings.get("compile_failed"),
         compile_s=timings.get("compile_s", 0.0),
     )
+
+
+def eager_if_needed(backend: Backend, cfg: AttackConfig) -> Backend:
+    """``backend`` without torch.compile when a prior in use cannot be compiled (``bn``:
+    forward hooks); one INFO line says so."""
+    eager = [n for n, w in cfg.priors.items() if w and not PRIORS[n].compiles]
+    if backend.compile and eager:
+        log.info("compile: off (attack.priors.%s runs eager)", eager[0])
+        return dataclasses.replace(backend, compile=False)
+    return backend
 
 
 @family(
@@ -268,6 +285,7 @@ def _check(cfg: Config, net: nn.Module) -> None:
     from gradinv_exp import plugins
 
     plugins.check_attack(cfg, net)
+    check_model(cfg.attack.priors, net, cfg.model.name)
 
 
 def build_problem(
@@ -296,7 +314,8 @@ def build_problem(
     objective = OBJECTIVES[cfg.objective].fn
     if defense_model is not None:
         objective = adaptive_objective(objective, defense_model)
-    priors = [(PRIORS[name].fn, w) for name, w in cfg.priors.items() if w]
+    scene = Scene(simulator.model, restarts=len(x0) // len(shared[0]))
+    priors = [(PRIORS[name].batched(scene), w) for name, w in cfg.priors.items() if w]
     size = math.prod(shape[1:])
 
     def loss(v: Tensor) -> Tensor:
@@ -304,7 +323,7 @@ def build_problem(
         labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
         total = torch.func.vmap(objective)(simulator(x, labels), goal)
         for prior, weight in priors:
-            total = total + weight * torch.func.vmap(prior)(x)
+            total = total + weight * prior(x)
         return total
 
     opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)

@@ -366,6 +366,7 @@ def attack_jobs(
     from gradinv_exp.attacks.backend import convolution
     from gradinv_exp.attacks.labels import LABELS, Evidence
 
+    backend = engine.eager_if_needed(backend, cfg)
     first = observed[0]
     shape, num_classes = first.shape, first.num_classes
     simulator = client.Simulator(server.model, first.protocol, server.params, clients=first.clients)
@@ -376,7 +377,9 @@ def attack_jobs(
     for seen, gen in zip(observed, generators):
         x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=gen))
         gradient = simulator.as_gradient(list(seen.update))
-        evidence = Evidence(simulator.model, gradient, shape[1], num_classes, seen.labels, gen)
+        evidence = Evidence(
+            simulator.model, gradient, shape[1], num_classes, seen.labels, gen, shape[2:]
+        )
         y0s.append(mode.start(evidence, restarts))
 
     def rows(parts: list[Any]) -> Any:  # J x (R*T, ...) -> (R*J*T, ...), restart-major

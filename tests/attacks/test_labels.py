@@ -1,12 +1,19 @@
-"""Label recovery from the shared gradient: iDLG for one image, the batch rule for B > 1;
-the label modes of the attack (joint, idlg, given)."""
+"""Label recovery from the shared gradient: iDLG for one image, the batch rules for B > 1
+(idlg, yin, llg); the label modes of the attack (joint, idlg, given, yin, llg)."""
 
 import pytest
 import torch
 
 from gradinv_exp import data, models
-from gradinv_exp.attacks.labels import LABELS, Evidence, idlg_labels, last_linear_weight
-from gradinv_exp.client import Client, gradient
+from gradinv_exp.attacks.labels import (
+    LABELS,
+    Evidence,
+    count_labels,
+    idlg_labels,
+    last_linear_weight,
+    yin_labels,
+)
+from gradinv_exp.client import Client, FedAvgConfig, Simulator, gradient, share
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
 
@@ -77,3 +84,67 @@ def test_label_modes_start_from_the_gradient_the_truth_or_noise():
     assert not LABELS["given"].optimised
     with pytest.raises(ValueError, match="needs the true labels"):
         LABELS["given"].start(Evidence(model, target, 1, 100, None, generator(0, "a")), 1)
+
+
+def test_yin_reads_distinct_labels_from_row_minima_on_real_models():
+    images, _, _ = data.load(DatasetConfig(name="photos", index=0), 8)
+    distinct = torch.tensor([3, 41, 7, 88, 12, 60, 99, 0])
+    for name, activation in (("lenet", "sigmoid"), ("resnet18", "relu")):
+        model, target = shared_gradient(name, images, distinct, 100, activation)
+        found = yin_labels(target[last_linear_weight(model)], 8)[0]
+        assert sorted(found.tolist()) == sorted(distinct.tolist())
+
+
+def test_yin_takes_the_most_negative_row_minimum_not_the_row_sum():
+    grad = torch.ones(1, 4, 3)  # (T, K, features)
+    grad[0, 1] = torch.tensor([-5.0, 4.0, 4.0])  # minimum -5, sum +3: present (one image)
+    grad[0, 2] = torch.tensor([-1.0, -1.0, -1.0])  # minimum -1, sum -3
+    assert yin_labels(grad, 2).tolist() == [[1, 2]]
+    assert idlg_labels(grad, 1).tolist() == [[2]]  # a sum rule would rank them the other way
+
+
+def uniform_head(classes=10):
+    """A convnet whose last layer is zero: every image predicts 1/K for every class."""
+    model = models.build(
+        "convnet", channels=3, num_classes=classes, image_size=16, activation="relu",
+        init="default", generator=generator(0, "model"),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[-1].weight.zero_()
+        model[-1].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    "labels", [[0, 0, 0, 0, 0, 0, 1, 2], [4, 4, 9, 9, 9, 1, 1, 1], [3, 3, 3, 3, 3, 3, 3, 3]]
+)
+def test_llg_counts_repeated_labels_exactly_when_the_predictions_are_known(labels):
+    images, _, _ = data.load(DatasetConfig(name="photos", index=0, image_size=16), 8)
+    model = uniform_head()
+    onehot = torch.nn.functional.one_hot(torch.tensor(labels), 10).float()
+    target = [g[None] for g in gradient(Client(model, images, onehot))]
+    evidence = Evidence(model, target, 8, 10, None, generator(0, "a"), (3, 16, 16))
+    found = LABELS["llg"].start(evidence, 1)[0].argmax(-1)
+    assert sorted(found.tolist()) == sorted(labels)
+
+
+def test_count_labels_rounds_estimated_counts_to_the_batch():
+    offset = torch.full((5,), 0.2, dtype=torch.float64)  # uniform predictions, K = 5
+    counts = torch.tensor([3, 0, 1, 0, 0])  # B = 4
+    bias = offset - counts / 4  # s_k = pbar_k - n_k / B
+    assert count_labels(bias[None], 4, offset, 1.0).tolist() == [[0, 0, 0, 2]]  # by count
+    wrong = count_labels(bias[None], 4, offset, 4.0)  # a share 4x too big: too few repeats
+    assert sorted(wrong[0].tolist()) != [0, 0, 0, 2]
+
+
+@pytest.mark.parametrize("mode", ["yin", "llg"])
+def test_gradient_label_modes_read_a_fedavg_update(mode):
+    images, _, _ = data.load(DatasetConfig(name="photos", index=2, image_size=16), 4)
+    model = uniform_head()
+    labels = torch.tensor([5, 5, 2, 8]) if mode == "llg" else torch.tensor([5, 1, 2, 8])
+    onehot = torch.nn.functional.one_hot(labels, 10).float()
+    cfg = FedAvgConfig(local_steps=1, local_lr=0.3)
+    update = share(Client(model, images, onehot), cfg)
+    shared = Simulator(model, cfg).as_gradient([u[None] for u in update])
+    evidence = Evidence(model, shared, 4, 10, None, generator(0, "a"), (3, 16, 16))
+    assert sorted(LABELS[mode].start(evidence, 1)[0].argmax(-1).tolist()) == sorted(labels.tolist())

@@ -27,4 +27,5 @@ def test_total_variation_known_value():
 def test_registries_name_the_functions():
     assert OBJECTIVES["l2"].fn is l2_distance and OBJECTIVES["cosine"].fn is cosine_distance
     assert PRIORS["tv"].fn is total_variation
-    assert OBJECTIVES.names() == ["cosine", "l2"] and PRIORS.names() == ["tv"]
+    assert OBJECTIVES.names() == ["cosine", "l2"]
+    assert PRIORS.names() == ["bn", "group", "norm", "tv"]

@@ -68,7 +68,9 @@ class Protocol:
     so label recovery reads it with its sign flipped. ``per_example``: the share is the
     mean of the examples' gradients, so a per-example defense may recompute them.
     ``assumed(cfg)``: the protocol the attacker simulates (the client's own, unless the
-    attacker is not told its hyperparameters).
+    attacker is not told its hyperparameters). ``plain_gradient``: the share is the
+    gradient of the batch's mean loss, so one problem may be simulated with plain
+    autograd, and N clients' mean share is one batch of all their images.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Protocol:
     descent: bool
     per_example: bool
     assumed: Callable[[ClientConfig], ClientConfig]
+    plain_gradient: bool = False
 
 
 CLIENTS: Registry[Protocol] = Registry("client")
@@ -88,11 +91,13 @@ def protocol(
     descent: bool,
     per_example: bool,
     assumed: Callable[[ClientConfig], ClientConfig] = lambda cfg: cfg,
+    plain_gradient: bool = False,
 ) -> Callable[[Update], Update]:
     """Register the decorated ``update`` as the client ``schema`` configures."""
 
     def register(fn: Update) -> Update:
-        CLIENTS.add(Protocol(option_name(schema), schema, fn, descent, per_example, assumed))
+        name = option_name(schema)
+        CLIENTS.add(Protocol(name, schema, fn, descent, per_example, assumed, plain_gradient))
         return fn
 
     return register
@@ -103,7 +108,7 @@ class FedSGDConfig(ClientConfig):
     name: str = "fedsgd"
 
 
-@protocol(FedSGDConfig, descent=False, per_example=True)
+@protocol(FedSGDConfig, descent=False, per_example=True, plain_gradient=True)
 def fedsgd(loss: Loss, params: Params, x: Tensor, y: Tensor, cfg: ClientConfig) -> Params:
     """The gradient of the mean loss over the client's batch at the global weights."""
     return torch.func.grad(loss)(params, x, y)
@@ -234,30 +239,44 @@ class Simulator:
     ``simulator(x, y)`` gives, for dummies ``x`` ``(N, B, C, H, W)`` with label
     distributions ``y`` ``(N, B, num_classes)`` (N a multiple of T; row n is trial n % T),
     what each would share: one ``(N, *param.shape)`` tensor per parameter, with a graph
-    back to ``x`` and ``y`` whatever the grad mode. ``functional``: always the torch.func
-    path (inside torch.func transforms and torch.compile, where the cheaper plain
-    autograd path for one FedSGD problem cannot run).
+    back to ``x`` and ``y`` whatever the grad mode. With ``clients`` > 1 the B images are
+    that many clients' batches in turn and the share is the mean of their updates (what
+    a secure aggregation reveals, divided by the known number of clients).
+    ``functional``: always the torch.func path (inside torch.func transforms and
+    torch.compile, where the cheaper plain autograd path for one problem cannot run).
     """
 
     model: nn.Module
     protocol: ClientConfig
     params: Params | None = None
+    clients: int = 1
     functional: bool = False
 
     def __call__(self, x: Tensor, y: Tensor) -> list[Tensor]:
         names = [k for k, _ in self.model.named_parameters()]
-        plain = self.params is None and self.protocol.name == "fedsgd" and len(x) == 1
+        entry = CLIENTS[self.protocol.name]
+        # a mean of equal batches' mean-loss gradients is the gradient of all of them
+        split = self.clients > 1 and not entry.plain_gradient
+        plain = self.params is None and entry.plain_gradient and len(x) == 1
         if plain and not self.functional:
             # one problem: plain autograd, ~30% cheaper than vmap, nothing to batch
             with torch.enable_grad():
                 loss = soft_cross_entropy(self.model(x[0]), y[0])
                 grads = torch.autograd.grad(loss, list(self.model.parameters()), create_graph=True)
             return [g[None] for g in grads]
-        update = CLIENTS[self.protocol.name].update
+        update = entry.update
         loss = loss_of(self.model)
 
-        def one(p: Params, xi: Tensor, yi: Tensor) -> Params:
+        def client(p: Params, xi: Tensor, yi: Tensor) -> Params:
             return update(loss, p, xi, yi, self.protocol)
+
+        def one(p: Params, xi: Tensor, yi: Tensor) -> Params:
+            if not split:
+                return client(p, xi, yi)
+            xs = xi.view(self.clients, -1, *xi.shape[1:])
+            ys = yi.view(self.clients, -1, *yi.shape[1:])
+            each = torch.func.vmap(client, in_dims=(None, 0, 0))(p, xs, ys)
+            return {k: v.mean(0) for k, v in each.items()}
 
         with torch.enable_grad():
             if self.params is None:

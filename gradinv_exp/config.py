@@ -24,11 +24,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradinv_exp.attacks import OPTIMIZERS, AttackConfig, OptimizerConfig, check_optimizer
+from gradinv_exp import imprint  # noqa: F401  (registers server=imprint and attack=imprint)
+from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.options import ConfigError, one_of, positive, require
+from gradinv_exp.server import SERVERS, ServerConfig
 
 
 def conf_dir() -> Path:
@@ -221,7 +223,11 @@ class Config:
     dataset: DatasetConfig = MISSING
     client: ClientConfig = MISSING
     optimizer: OptimizerConfig = MISSING
-    attack: AttackConfig = MISSING
+    attack: BaseAttackConfig = MISSING
+    server: ServerConfig = MISSING  # honest, or a malicious server that modifies the model
+    # clients whose updates the server sees only summed (secure aggregation); each holds
+    # dataset.batch_size images of its own
+    clients: int = 1
     seed: int = 0  # every random draw (model init, data picks, dummy init, noise)
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 1  # torch intra-op threads; 1 is fastest for these small models
@@ -242,7 +248,17 @@ class Config:
         one_of("trials_vary", self.trials_vary, ("images", "models", "both"))
         one_of("compile", self.compile, ("auto", "on", "off"))
         one_of("conv_backend", self.conv_backend, ("auto", "onednn", "native"))
+        require(self.clients >= 1, "clients", self.clients, "must be >= 1")
         # rules that span groups
+        attack = ATTACKS[self.attack.family]
+        require(
+            self.server.name in attack.servers,
+            "server",
+            self.server.name,
+            f"attack={self.attack.name} works with server={'|'.join(attack.servers)}",
+        )
+        if attack.rules is not None:
+            attack.rules(self)
         require(
             self.model.checkpoint is None or not self.models_vary,
             "trials_vary",
@@ -250,7 +266,6 @@ class Config:
             "gives every trial its own model init, but model.checkpoint replaces it "
             "(every trial would attack the same weights): use trials_vary=images",
         )
-        check_optimizer(self.attack, self.optimizer)
         check_range(self.dataset, self.attacked)
         check_order(self.defense, self.dataset.batch_size)
         check_batch(self.client, self.dataset.batch_size)
@@ -270,11 +285,16 @@ class Config:
         return self.trials_vary in ("models", "both")
 
     @property
+    def images(self) -> int:
+        """Images behind each attacked update: clients x dataset.batch_size."""
+        return self.clients * self.dataset.batch_size
+
+    @property
     def attacked(self) -> int:
-        """Distinct images under attack: trials x dataset.batch_size, or one batch when
-        only the models vary."""
+        """Distinct images under attack: trials x clients x dataset.batch_size, or one
+        trial's when only the models vary."""
         images_vary = self.trials_vary in ("images", "both")
-        return (self.trials if images_vary else 1) * self.dataset.batch_size
+        return (self.trials if images_vary else 1) * self.images
 
 
 def _default_compared() -> list[Any]:
@@ -363,7 +383,10 @@ def register() -> None:
     cs.store(name="utility_schema", node=UtilityConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
     cs.store(group="schema", name="dataset", node=DatasetConfig)
-    cs.store(group="schema", name="attack", node=AttackConfig)
+    for family in ATTACKS:
+        cs.store(group="schema/attack", name=family.name, node=family.schema)
+    for entry in SERVERS:
+        cs.store(group="schema/server", name=entry.name, node=entry.schema)
     for entry in DEFENSES:
         cs.store(group="schema/defense", name=entry.name, node=entry.schema)
     for entry in OPTIMIZERS:

@@ -313,16 +313,19 @@ def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
     return (*_items(dataset, cfg.index, count), source)
 
 
-def load_after(cfg: DatasetConfig, attacked: int, count: int) -> tuple[Tensor, Tensor]:
+def load_after(
+    cfg: DatasetConfig, attacked: int, count: int, key: str = "model.pretrain_images"
+) -> tuple[Tensor, Tensor]:
     """The ``count`` images ``(count, C, H, W)`` and labels ``(count,)`` right after the
     ``attacked`` ones from ``cfg.index`` on, wrapping around: never an attacked one (the
-    data the model is pretrained on)."""
+    data the model is pretrained on, the data a server has of its own). ``key`` is the
+    setting that asked for ``count`` (named when there are not enough)."""
     dataset, source = open_dataset(cfg)
     require(
         attacked + count <= len(dataset),
-        "model.pretrain_images",
+        key,
         count,
         f"{source} has {len(dataset)} images and {attacked} are attacked, so at most "
-        f"{len(dataset) - attacked} are left to pretrain on",
+        f"{len(dataset) - attacked} are left",
     )
     return _items(dataset, cfg.index + attacked, count)

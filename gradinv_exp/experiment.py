@@ -9,6 +9,7 @@ independent stream per purpose (``generator``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -24,9 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
-from gradinv_exp import attacks, client, data, defenses, models, plugins
+from gradinv_exp import attacks, client, data, defenses, models, plugins, server
 from gradinv_exp.analysis import figures, metrics, perceptual, uncertainty
-from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.config import HIGHER_IS_BETTER, Config, UtilityConfig, flat
 from gradinv_exp.options import one_of, require
 from gradinv_exp.runs import artifacts, checkpoints, faults, provenance
@@ -67,8 +67,16 @@ def check(cfg: Config) -> None:
             f"(dataset.image_size={cfg.dataset.image_size})",
         )
         require(perceptual.load()[0] is not None, "metrics.lpips", "required", perceptual.load()[1])
+    net = build_model(cfg) if plugins.used(cfg) or attack_entry(cfg).check else None
     if plugins.used(cfg):
-        plugins.check(cfg, build_model(cfg))
+        plugins.check(cfg, net)
+    if attack_entry(cfg).check is not None:
+        attack_entry(cfg).check(cfg, net)
+
+
+def attack_entry(cfg: Config) -> attacks.contract.Attack:
+    """The attack family ``cfg.attack`` configures (its ``ATTACKS`` entry)."""
+    return attacks.ATTACKS[cfg.attack.family]
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -91,14 +99,14 @@ def device_of(name: str) -> torch.device:
 
 
 def load_data(cfg: Config) -> tuple[Tensor, Tensor, str]:
-    """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name.
+    """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name;
+    B = ``cfg.images`` (clients x dataset.batch_size, client k's batch in turn).
 
     Trials take consecutive batches from ``dataset.index`` on, or all the same batch when
     only the models vary (``trials_vary=models``)."""
-    ds = cfg.dataset
-    flat_images, flat_labels, source = data.load(ds, cfg.attacked)
-    images = flat_images.reshape(-1, ds.batch_size, *flat_images.shape[1:])
-    labels = flat_labels.reshape(-1, ds.batch_size)
+    flat_images, flat_labels, source = data.load(cfg.dataset, cfg.attacked)
+    images = flat_images.reshape(-1, cfg.images, *flat_images.shape[1:])
+    labels = flat_labels.reshape(-1, cfg.images)
     if len(images) < cfg.trials:  # one batch, attacked through every trial's model
         images = images.expand(cfg.trials, *images.shape[1:])
         labels = labels.expand(cfg.trials, -1)
@@ -149,37 +157,98 @@ def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:
     return nets
 
 
-def share(
-    cfg: Config, nets: list[nn.Module], images: Tensor, labels: Tensor
-) -> tuple[list[Tensor], list[Tensor]]:
-    """What each trial's client computes and what its defense lets it share: two lists
-    with one ``(T, *param.shape)`` tensor per parameter (true, shared). Trial t's client
-    holds ``images[t]`` and the model ``nets[t]`` (or the one shared model)."""
+def send(cfg: Config, nets: list[nn.Module]) -> server.Server:
+    """What the server sends the clients (``cfg.server``: the models as they are, or
+    modified by a malicious server, which may use images of its own: those right after
+    the attacked ones, never an attacked one) and what it keeps."""
+    option = server.SERVERS[cfg.server.name]
+    count = option.public_images(cfg.server)
+    public = data.load_after(cfg.dataset, cfg.attacked, count, "server")[0] if count else None
     device = next(nets[0].parameters()).device
+    sent, secrets = option.send(cfg.server, nets, public, generator(cfg.seed, "server"))
+    return server.controlled(cfg.server.name, [net.to(device) for net in sent], secrets)
+
+
+def share(
+    cfg: Config, sent: server.Server, images: Tensor, labels: Tensor
+) -> tuple[list[Tensor], list[Tensor]]:
+    """What each trial's clients compute on the model the server ``sent`` and what their
+    defense lets them share: two lists with one ``(T, *param.shape)`` tensor per parameter
+    (true, shared). Trial t's ``cfg.clients`` clients hold ``images[t]`` in turn,
+    ``dataset.batch_size`` each; each client's update goes through the defense, and the
+    server sees their mean (a secure aggregation's sum over the known number of clients).
+    """
+    device = next(sent.model.parameters()).device
     onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float().to(device)
     noise = generator(cfg.seed, "defense")
     per_example = client.CLIENTS[cfg.client.name].per_example
+    size = cfg.dataset.batch_size
     true, shared = [], []
     for t in range(cfg.trials):
-        net = nets[t % len(nets)]
-        who = client.Client(net, images[t].to(device), onehot[t], per_example=per_example)
-        g = client.share(who, cfg.client)
-        true.append(g)
-        shared.append(defenses.apply(g, cfg.defense, generator=noise, client=who))
+        net = sent.model if sent.params is None else with_params(sent.model, sent.params, t)
+        updates, defended = [], []
+        for k in range(cfg.clients):
+            rows = slice(k * size, (k + 1) * size)
+            who = client.Client(
+                net, images[t, rows].to(device), onehot[t, rows], per_example=per_example
+            )
+            g = client.share(who, cfg.client)
+            updates.append(g)
+            defended.append(defenses.apply(g, cfg.defense, generator=noise, client=who))
+        true.append(mean_update(updates))
+        shared.append(mean_update(defended))
     return [torch.stack(p) for p in zip(*true)], [torch.stack(p) for p in zip(*shared)]
 
 
-def simulator(cfg: Config, nets: list[nn.Module]) -> client.Simulator:
-    """The attacker's model of the clients: the architecture, each trial's weights, and
-    the protocol it assumes (``client.known_hyperparameters``)."""
-    assumed = client.CLIENTS[cfg.client.name].assumed(cfg.client)
-    if len(nets) == 1:
-        return client.Simulator(nets[0], assumed)
-    names = [k for k, _ in nets[0].named_parameters()]
-    params = {
-        k: torch.stack([dict(net.named_parameters())[k].detach() for net in nets]) for k in names
+def mean_update(updates: list[list[Tensor]]) -> list[Tensor]:
+    """The mean of clients' updates, parameter by parameter (one client: its own)."""
+    if len(updates) == 1:
+        return updates[0]
+    return [torch.stack(p).mean(0) for p in zip(*updates)]
+
+
+def with_params(model: nn.Module, params: dict[str, Tensor], t: int) -> nn.Module:
+    """A copy of ``model`` holding trial ``t``'s weights from ``params`` ``(T, ...)``."""
+    net = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(params[name][t])
+    return net
+
+
+def observe(cfg: Config, shared: list[Tensor], labels: Tensor) -> attacks.Observed:
+    """What the server observes (``shared``: the aggregated, defended updates) and what the
+    threat model grants it: the true labels only when the attack's configuration asks for
+    them (``attack.labels=given``), the clients' local hyperparameters only when
+    ``client.known_hyperparameters``, the defense always (Kerckhoffs)."""
+    ds = cfg.dataset
+    granted = attack_entry(cfg).labels_granted(cfg.attack)
+    return attacks.Observed(
+        update=shared,
+        protocol=client.CLIENTS[cfg.client.name].assumed(cfg.client),
+        images=cfg.images,
+        image_shape=(ds.channels, ds.image_size, ds.image_size),
+        num_classes=ds.num_classes,
+        defense=cfg.defense,
+        clients=cfg.clients,
+        labels=labels.clone().to(shared[0].device) if granted else None,
+    )
+
+
+def threat_model(cfg: Config) -> dict[str, Any]:
+    """metrics.json's record of the threat model (flat keys for summary.csv and compare):
+    the server (honest or malicious), what the attacker was told, what it modelled."""
+    entry = attack_entry(cfg)
+    return {
+        "threat.server": cfg.server.name,
+        "threat.malicious": server.SERVERS[cfg.server.name].malicious,
+        "threat.labels_known": entry.labels_granted(cfg.attack),
+        "threat.hyperparameters_known": (
+            client.CLIENTS[cfg.client.name].assumed(cfg.client) == cfg.client
+        ),
+        "threat.defense_modelled": entry.models_defense(cfg.attack),
+        "threat.clients": cfg.clients,
     }
-    return client.Simulator(nets[0], assumed, params)
 
 
 def lpips_network(cfg: Config) -> nn.Module | None:
@@ -221,17 +290,18 @@ def passed(cfg: Config, scores: dict[str, np.ndarray]) -> np.ndarray:
     return ok & ~np.isnan(values)
 
 
-def attack_backend(cfg: Config, device: torch.device) -> attacks.Backend:
-    """Compiled or eager, and which CPU convolution, for this run's attack (the fixed
-    rules of ``attacks.backend.choose``)."""
-    steps = cfg.optimizer.max_iter if isinstance(cfg.optimizer, LBFGSConfig) else 1
+def attack_backend(cfg: Config, device: torch.device, jobs: int = 1) -> attacks.Backend:
+    """Compiled or eager, and which CPU convolution, for this run's attack (with ``jobs``
+    runs like it batched together): the fixed rules of ``attacks.backend.choose`` on the
+    model's registry facts and the attack's batched problems and objective evaluations."""
+    entry = attack_entry(cfg)
     return attacks.choose_backend(
         cfg.compile,
         cfg.conv_backend,
         model=cfg.model.name,
         device=device.type,
-        problems=cfg.trials * cfg.attack.restarts,
-        closures=cfg.attack.iterations * steps,
+        problems=jobs * cfg.trials * entry.restarts(cfg.attack),
+        closures=entry.closures(cfg.attack, cfg.optimizer),
     )
 
 
@@ -309,7 +379,7 @@ def recorder(
         progress.losses = grad_loss.detach().cpu().clone()
         log.info(
             "step %4d/%d  grad_loss %.3e  psnr %6.2f dB",
-            step, cfg.attack.iterations, row["grad_loss"], row["psnr"],
+            step, attack_entry(cfg).steps(cfg.attack), row["grad_loss"], row["psnr"],
         )  # fmt: skip
 
     return on_snapshot
@@ -329,11 +399,14 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
         cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
     )  # fmt: skip
-    nets = build_models(cfg, device)
-    true, shared = share(cfg, nets, images, labels)
+    sent = send(cfg, build_models(cfg, device))
+    true, shared = share(cfg, sent, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
-    progress.facts["adaptive"] = cfg.attack.adaptive
+    progress.facts |= threat_model(cfg)
+    progress.facts["adaptive"] = progress.facts["threat.defense_modelled"]
+    observed = observe(cfg, shared, labels)
+    del true, shared  # the attack sees ``observed`` only
 
     on_snapshot = recorder(cfg, images, progress)
     backend = attack_backend(cfg, device)
@@ -349,22 +422,15 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     def save_checkpoint(state: dict[str, Any]) -> None:
         checkpoints.save(run_dir, config, {"attack": state, "progress": progress.state()})
 
-    result = attacks.attack(
-        simulator(cfg, nets),
-        shared,
-        shape=tuple(images.shape),
-        num_classes=cfg.dataset.num_classes,
-        cfg=cfg.attack,
-        optimizer=cfg.optimizer,
+    context = attacks.Context(
         generator=generator(cfg.seed, "attack"),
         on_snapshot=on_snapshot,
-        known_labels=labels.to(device),
+        optimizer=cfg.optimizer,
         backend=backend,
-        checkpoints=attacks.Checkpoints(
-            cfg.attack.checkpoint_every, save_checkpoint, None if saved is None else saved["attack"]
-        ),
-        defense_model=defenses.attacker_model(cfg.defense) if cfg.attack.adaptive else None,
+        save_state=save_checkpoint,
+        saved_state=None if saved is None else saved["attack"],
     )
+    result = attack_entry(cfg).reconstruct(observed, sent, cfg.attack, context)
     progress.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
     status = "diverged" if result.diverged.any() else "ok"
     summary = finish(cfg, run_dir, progress, result, status)
@@ -390,10 +456,13 @@ def finish(
     }
     for name in METRICS:
         summary |= uncertainty.per_image_summary(name, scores[name])
-    summary |= uncertainty.success(passed(cfg, scores))
+    ok = passed(cfg, scores)
+    summary |= uncertainty.success(ok)
+    summary |= uncertainty.summary("batch_recovered", ok.mean(1))  # per trial's batch
     summary["success_criterion"] = cfg.metrics.criterion
     summary |= uncertainty.summary("grad_loss", result.grad_loss.numpy())
     summary |= {"steps": int(result.steps.max()), "wall_s": wall}
+    summary |= result.assumed
     summary |= {"ended": provenance.now(), "run_s": time.perf_counter() - progress.begun}
     summary |= {k: v for k, v in progress.facts.items() if k not in summary}
     # per image: every metric that could be computed (LPIPS may have no weights)

@@ -49,21 +49,28 @@ class Architecture:
     """One option of the ``model`` group. A built-in has ``build``; an option that builds
     what ``model.target`` names has ``load(target)``, which returns a builder of that
     model with its own activations. Defaults (activation, init) are fields of its YAML,
-    ``conf/model/<name>.yaml``."""
+    ``conf/model/<name>.yaml``. How the attack runs on it (``attacks.backend.choose``,
+    measured: docs/performance.md): ``compiles``, its closure compiles in under a minute
+    and runs faster compiled; ``native_conv``, one eager problem runs faster on torch's
+    native convolutions than on oneDNN (small convolutions)."""
 
     name: str
     build: Builder | None = None
     load: Callable[[str], Shaped] | None = None
+    compiles: bool = False
+    native_conv: bool = False
 
 
 MODELS: Registry[Architecture] = Registry("model")
 
 
-def model(name: str) -> Callable[[Builder], Builder]:
+def model(
+    name: str, *, compiles: bool = False, native_conv: bool = False
+) -> Callable[[Builder], Builder]:
     """Register the decorated builder as model ``name``."""
 
     def register(fn: Builder) -> Builder:
-        MODELS.add(Architecture(name, fn))
+        MODELS.add(Architecture(name, fn, compiles=compiles, native_conv=native_conv))
         return fn
 
     return register
@@ -92,22 +99,28 @@ def _lenet(
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(12 * side * side, num_classes))
 
 
-@model("lenet")
+@model("lenet", compiles=True, native_conv=True)
 def lenet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """The seed's LeNet: convs with strides 2, 2, 1, 1 (768 features at 32x32)."""
     return _lenet((2, 2, 1, 1), channels, num_classes, image_size, activation)
 
 
-@model("lenet_dlg")
+@model("lenet_dlg", compiles=True, native_conv=True)
 def lenet_dlg(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """The original DLG LeNet: convs with strides 2, 2, 1 (768 features at 32x32)."""
     return _lenet((2, 2, 1), channels, num_classes, image_size, activation)
 
 
+@model("linear", compiles=True)
+def linear(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
+    """Softmax regression: flatten, one linear layer (no activation to replace)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size * image_size, num_classes))
+
+
 MLP_WIDTH = 1024  # two hidden layers of this width
 
 
-@model("mlp")
+@model("mlp", compiles=True)
 def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """Fully connected: flatten, two hidden layers of ``MLP_WIDTH``, linear classifier."""
     width, act = MLP_WIDTH, ACTIVATIONS[activation]
@@ -119,7 +132,7 @@ def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn
     )  # fmt: skip
 
 
-@model("convnet")
+@model("convnet", compiles=True)
 def convnet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """A small CIFAR ConvNet without batch norm: 3x3 convs 32-64-(pool)-128-(pool)-128,
     global average pooling, one linear layer (~0.3 M parameters)."""

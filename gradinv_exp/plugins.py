@@ -3,7 +3,8 @@
 A run may name the user's own defense (``defense=custom``), model (``model=custom``; a
 torchvision architecture, ``model=torchvision``, is checked the same way), objective or
 priors (``module:function``). The schemas check only how such a name is written;
-``check`` imports each callable, checks its signature and runs it once on a probe, as
+``check`` (the model and defense) and ``check_attack`` (the optimisation family's
+objective and priors) import each callable, checks its signature and runs it once on a probe, as
 the run will call it, so a bad plugin stops the command with one line (exit 2) instead
 of failing in every job. The probe is the run's own model (seeded, with its checkpoint)
 on random images of the data's shape.
@@ -17,9 +18,9 @@ import torch
 
 from gradinv_exp import client, defenses
 from gradinv_exp.attacks import objectives
-from gradinv_exp.attacks.labels import last_linear_weight
+from gradinv_exp.attacks.labels import LABELS, last_linear_weight
 from gradinv_exp.models import MODELS
-from gradinv_exp.options import is_target, not_allowed
+from gradinv_exp.options import not_allowed
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -28,30 +29,34 @@ if TYPE_CHECKING:
 
 
 def used(cfg: Config) -> bool:
-    """Whether the run names code that is not built in (and so needs a probe)."""
-    return (
-        MODELS[cfg.model.name].load is not None
-        or defenses.has_checks(cfg.defense)
-        or is_target(cfg.attack.objective)
-        or any(is_target(name) for name in cfg.attack.priors)
-    )
+    """Whether the run's model or defense is code that is not built in (and so needs a
+    probe; an attack's own plugins are its family's ``check``)."""
+    return MODELS[cfg.model.name].load is not None or defenses.has_checks(cfg.defense)
 
 
-def check(cfg: Config, net: nn.Module) -> None:
-    """Run the user's defense, objective and priors once on a probe client of ``net`` (the
-    run's model), and check that the attack can work on a model that is not built in.
-    Raises a one-line ConfigError naming the key, the callable and the problem."""
+def probe_client(cfg: Config, net: nn.Module) -> client.Client:
+    """A client of ``net`` holding random images of the data's shape, labels 0, 1, ..."""
     ds = cfg.dataset
     shape = (ds.batch_size, ds.channels, ds.image_size, ds.image_size)
     images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(ds.batch_size) % ds.num_classes
-    onehot = torch.nn.functional.one_hot(labels, ds.num_classes).float()
-    probe = client.Client(net, images, onehot)
-    defenses.check(cfg.defense, probe)
+    return client.Client(net, images, torch.nn.functional.one_hot(labels, ds.num_classes).float())
+
+
+def check(cfg: Config, net: nn.Module) -> None:
+    """Run the user's defense once on a probe client of ``net`` (the run's model). Raises
+    a one-line ConfigError naming the key, the callable and the problem."""
+    defenses.check(cfg.defense, probe_client(cfg, net))
+
+
+def check_attack(cfg: Config, net: nn.Module) -> None:
+    """The optimisation family's preflight: the user's objective and priors once on a
+    probe, and, on a model that is not built in, that the engine can attack it."""
+    probe = probe_client(cfg, net)
     grads = [g.detach() for g in client.gradient(probe)]
-    objectives.check(cfg.attack.objective, cfg.attack.priors, grads, images)
+    objectives.check(cfg.attack.objective, cfg.attack.priors, grads, probe.images)
     if MODELS[cfg.model.name].load is not None:
-        attackable(cfg, net, images, onehot)
+        attackable(cfg, net, probe.images, probe.targets)
 
 
 def attackable(cfg: Config, net: nn.Module, images: Tensor, onehot: Tensor) -> None:
@@ -60,11 +65,14 @@ def attackable(cfg: Config, net: nn.Module, images: Tensor, onehot: Tensor) -> N
     differentiable in the dummy images, as the attacker's ``client.Simulator`` computes it
     for the run's client protocol and number of problems (one, or several under vmap)."""
     key, target = "model.target", cfg.model.target
-    if cfg.attack.labels == "idlg":
+    if LABELS[cfg.attack.labels].reads_last_linear:
         try:
             last_linear_weight(net)
         except ValueError:
-            why = "attack.labels=idlg reads the gradient of its last nn.Linear, and it has none"
+            why = (
+                f"attack.labels={cfg.attack.labels} reads the gradient of its last "
+                "nn.Linear, and it has none"
+            )
             raise not_allowed(key, target, why) from None
     problems = 2 if cfg.trials * cfg.attack.restarts > 1 else 1
     dummy = images.expand(problems, *images.shape).clone().requires_grad_(True)

@@ -22,6 +22,7 @@ from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import preflight
+from gradinv_exp.server import SERVERS, HonestConfig
 
 
 def groups() -> dict[str, object]:
@@ -32,6 +33,7 @@ def groups() -> dict[str, object]:
         "dataset": DatasetConfig(name="photos"),  # size null: no range check
         "optimizer": LBFGSConfig(),
         "attack": AttackConfig(name="dlg"),
+        "server": HonestConfig(),
     }
 
 
@@ -46,7 +48,7 @@ def make(cls, **values):
 @pytest.mark.parametrize(
     ("group", "registry"),
     [("defense", DEFENSES), ("model", models.MODELS), ("dataset", data.DATASETS),
-     ("optimizer", OPTIMIZERS), ("client", CLIENTS)],
+     ("optimizer", OPTIMIZERS), ("client", CLIENTS), ("server", SERVERS)],
 )  # fmt: skip
 def test_each_groups_yaml_files_and_registry_name_the_same_options(group, registry):
     assert preflight.options(group) == registry.names()  # conf/<group>/<name>.yaml

@@ -90,15 +90,35 @@ def load_images(run_dir: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
 
+def extremes(truth: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best and the worst reconstructed image of the first trial's batch (by PSNR;
+    ``recon`` is matched to ``truth``), as ``(1, 2, C, H, W)`` each: a large batch's
+    panel shows how much of it came back, not a wall of thumbnails."""
+    errors = (truth[0] - recon[0]).pow(2).flatten(1).mean(1)
+    index = torch.stack([errors.argmin(), errors.argmax()])
+    return truth[:1, index], recon[:1, index]
+
+
+BATCH_SHOWN = 2  # a panel shows a batch larger than this by its best and worst image
+
+
 def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figure:
     """Ground truth, then each run's final reconstruction titled by its label and PSNR.
 
     A run without images (failed, missing) keeps its panel, titled with its status. When
-    runs attacked different images, each run's panel shows its own truth above it.
+    runs attacked different images, each run's panel shows its own truth above it. A
+    batch of more than ``BATCH_SHOWN`` images is shown by its best and worst
+    reconstruction (``extremes``), each above its own truth, with the fraction of the
+    batch recovered.
     """
     images = [load_images(run) for run in frame["run"]]
+    large = any(p is not None and p[0].shape[1] > BATCH_SHOWN for p in images)
+    if large:
+        images = [None if p is None else extremes(*p) for p in images]
     truths = [pair[0] for pair in images if pair is not None]
-    shared = all(t.shape == truths[0].shape and torch.equal(t, truths[0]) for t in truths)
+    shared = not large and all(
+        t.shape == truths[0].shape and torch.equal(t, truths[0]) for t in truths
+    )
     panels = len(frame) + 1
     cols = min(columns, panels)
     rows = math.ceil(panels / cols)
@@ -117,6 +137,9 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6) -> Figu
         psnr = row.get("psnr")
         score = f"PSNR {psnr:.1f} dB" if pd.notna(psnr) else "PSNR n/a"
         suffix = "" if status == "ok" else f" ({status})"
+        recovered = row.get("batch_recovered")
+        if large and pd.notna(recovered):
+            suffix += f"\nbest | worst, {recovered:.0%} of batch"
         show(ax, shown, f"{name}\n{score}{suffix}")
         ax.title.set_fontsize(7)
     fig.tight_layout()

@@ -43,6 +43,12 @@ def offline_note(row: Mapping[str, Any], configured: str | None) -> str:
     return f" (offline: bundled {source} stand in for {configured})"
 
 
+def _batch(metrics: Mapping[str, Any]) -> int:
+    """Images behind one attacked update (clients x batch) in a run's metrics.json."""
+    labels = metrics.get("labels") or [[]]
+    return len(labels[0])
+
+
 def result_line(metrics: Mapping[str, Any]) -> str:
     """One line for a finished run's metrics.json: status, PSNR, SSIM, label accuracy and
     success rate (each with its interval when defined), and the offline note."""
@@ -53,6 +59,12 @@ def result_line(metrics: Mapping[str, Any]) -> str:
         f"label acc {_value(metrics, 'label_acc', '.2f')}",
         f"success {_value(metrics, 'success_rate', '.2f')}",
     ]
+    if _number(metrics.get("batch_recovered_min")) is not None and _batch(metrics) > 1:
+        worst, best = metrics["batch_recovered_min"], metrics["batch_recovered_max"]
+        parts.append(
+            f"of a batch recovered {_value(metrics, 'batch_recovered', '.2f')} "
+            f"(worst {worst:.2f}, best {best:.2f})"
+        )
     criterion = metrics.get("success_criterion")
     tail = f" ({criterion})" if criterion else ""
     status = metrics.get("status", "?")
@@ -74,6 +86,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
                 "status": str(row.get("status", "?")),
                 "PSNR [dB]": _value(row, "psnr", ".1f"),
                 "success": _value(row, "success_rate", ".2f"),
+                "batch recovered": _value(row, "batch_recovered", ".2f"),
                 "data": str(row.get("data_source", "?"))
                 + (" (offline)" if offline_note(row, configured) else ""),
             }

@@ -228,6 +228,7 @@ def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None
         front.append(group_by)
     interval = [f"{metric}_ci_low", f"{metric}_ci_high"]
     rate = ["success_rate", "success_rate_ci_low", "success_rate_ci_high"]
+    rate += ["batch_recovered", "batch_recovered_min", "batch_recovered_max"]
     others = [m for m in METRICS if m != metric]
     columns = [*front, "defense", "strength_key", "strength", "status", "runs", "trials"]
     columns += [metric, *interval, *rate, *others, "wall_s"]
@@ -285,6 +286,8 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                 blocks = [v[metric] for v, _ in loaded]  # (T, B) per run
                 row |= uncertainty.per_image_summary(metric, *blocks)
         row |= uncertainty.success(np.concatenate([ok.ravel() for _, ok in loaded]))
+        recovered = np.concatenate([ok.mean(1) for _, ok in loaded])  # per trial's batch
+        row |= uncertainty.summary("batch_recovered", recovered)
         if "diverged" in set(group["status"]):
             row["status"] = "diverged"
         rows.append(row)

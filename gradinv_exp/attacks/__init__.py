@@ -1,20 +1,31 @@
-"""The ``attack`` and ``optimizer`` groups: one optimisation engine and its parts.
+"""The ``attack`` and ``optimizer`` groups: the attacker contract and its families.
 
-``conf/attack/<preset>.yaml`` (dlg, idlg, ig) are configurations of ``engine.attack``;
-objectives and priors (``objectives.py``), label modes and recovery (``labels.py``) and
-optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small
-registries it draws from.
+Every attack is an entry of ``ATTACKS`` (``contract.py``): ``reconstruct(observed, server,
+cfg, context)``. The optimisation family is one engine (``engine.py``), with
+``conf/attack/<preset>.yaml`` (dlg, idlg, ig) as its configurations; objectives and
+priors (``objectives.py``), label modes and recovery (``labels.py``) and optimisers
+(``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small registries it
+draws from.
 """
 
+from gradinv_exp.attacks import analytic  # noqa: F401  (registers attack=analytic)
 from gradinv_exp.attacks.backend import Backend
 from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.checkpoint import Checkpoints
-from gradinv_exp.attacks.engine import AttackConfig, AttackResult, attack, check_optimizer
+from gradinv_exp.attacks.contract import (
+    ATTACKS,
+    AttackResult,
+    BaseAttackConfig,
+    Context,
+    Observed,
+)
+from gradinv_exp.attacks.engine import AttackConfig, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
 
 __all__ = [
+    "ATTACKS",
     "LABELS",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -22,7 +33,10 @@ __all__ = [
     "AttackConfig",
     "AttackResult",
     "Backend",
+    "BaseAttackConfig",
     "Checkpoints",
+    "Context",
+    "Observed",
     "OptimizerConfig",
     "attack",
     "check_optimizer",

@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 ValueAndGrad = Callable[["Tensor"], tuple["Tensor", "Tensor"]]  # (N, D) -> losses (N,), grad
 
-# Models whose closure compiles in under a minute and runs faster compiled (measured);
-# resnet18 takes minutes to compile and is left eager unless compile=on.
-COMPILED_MODELS = ("lenet", "lenet_dlg", "mlp", "convnet")
-NATIVE_CONV_MODELS = ("lenet", "lenet_dlg")  # 12-channel convs: native beats oneDNN alone
 MIN_CLOSURES = 1000  # compile when the attack evaluates at least this many closures
 
 
@@ -58,10 +54,12 @@ def choose(
     compile: str, conv: str, *, model: str, device: str, problems: int, closures: int
 ) -> Backend:
     """The backend for an attack: ``compile`` and ``conv`` as configured (``on``/``off``,
-    ``onednn``/``native``) or, for ``auto``, by the fixed rules: compile on the CPU for the
-    small models when the attack evaluates at least ``MIN_CLOSURES`` closures (so the
-    compile time pays off); native convolution for one eager problem (``problems`` =
-    trials x restarts) on the LeNets, oneDNN otherwise. On CUDA ``auto`` stays eager (not
+    ``onednn``/``native``) or, for ``auto``, by the fixed rules: compile on the CPU for a
+    model that ``compiles`` (its ``models.MODELS`` entry: the small models; resnet18 takes
+    minutes and is left eager unless compile=on) when the attack evaluates at least
+    ``MIN_CLOSURES`` closures (so the compile time pays off); native convolution for one
+    eager problem (``problems`` = trials x restarts) on a model with ``native_conv`` (the
+    LeNets' 12-channel convolutions), oneDNN otherwise. On CUDA ``auto`` stays eager (not
     measured yet) and the CPU convolution setting has no effect.
 
     Compiled, one LeNet problem runs 1.7x faster still with ``native`` (README,
@@ -70,12 +68,15 @@ def choose(
     chaotic and on that rounding the default run's start (seed 0) falls into DLG's
     saturated-sigmoid failure (4.9 dB instead of 48 dB). Over 20 (image, model) pairs the
     two reconstruct equally often."""
+    from gradinv_exp.models import MODELS  # torchvision: only once an attack runs
+
+    facts = MODELS[model]
     if compile == "auto":
-        compiled = device == "cpu" and model in COMPILED_MODELS and closures >= MIN_CLOSURES
+        compiled = device == "cpu" and facts.compiles and closures >= MIN_CLOSURES
     else:
         compiled = compile == "on"
     if conv == "auto":
-        native = not compiled and problems == 1 and model in NATIVE_CONV_MODELS
+        native = not compiled and problems == 1 and facts.native_conv
         conv = "native" if native else "onednn"
     return Backend(compiled, conv)
 

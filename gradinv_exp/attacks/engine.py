@@ -28,12 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from omegaconf import MISSING
-
 from gradinv_exp import lazy
 from gradinv_exp.attacks import checkpoint
 from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
+from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
@@ -41,10 +40,12 @@ from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
     import torch
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
+    from gradinv_exp.config import Config
+    from gradinv_exp.server import Server
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -54,10 +55,11 @@ EAGER = Backend()
 
 
 @dataclass
-class AttackConfig:
-    """One attack: a preset in ``conf/attack/`` sets these; every field can be overridden."""
+class AttackConfig(BaseAttackConfig):
+    """The optimisation family: a preset in ``conf/attack/`` sets these; every field can be
+    overridden."""
 
-    name: str = MISSING  # the preset's name, for tables
+    family: str = "optimization"
     objective: str = "l2"  # a name in objectives.OBJECTIVES, or module:function (yours)
     priors: dict[str, float] = field(default_factory=dict)  # prior (or module.function) -> weight
     labels: str = "joint"  # joint: optimised; idlg: read from the gradient; given: the true ones
@@ -110,20 +112,6 @@ def check_optimizer(attack: AttackConfig, optimizer: OptimizerConfig) -> None:
         optimizer.name,
         f"attack={attack.name} sets {' and '.join(rules)}, which needs optimizer={firsts}",
     )
-
-
-@dataclass
-class AttackResult:
-    """Outcome of T attacks on T shared gradients."""
-
-    images: Tensor  # (T, B, C, H, W): per trial, the last reconstruction with a finite loss
-    labels: Tensor  # (T, B) recovered labels
-    grad_loss: Tensor  # (T,) objective at ``images``
-    steps: Tensor  # (T,) optimiser steps taken
-    diverged: Tensor  # (T,) bool: the loss became NaN/inf and the trial stopped there
-    restart: Tensor  # (T,) index of the winning restart
-    compiled: bool = False  # the closure ran compiled (False also after a failed compile)
-    compile_s: float = 0.0  # seconds spent compiling it
 
 
 @dataclass
@@ -229,6 +217,57 @@ def attack(
         compiled=backend.compile and not timings.get("compile_failed"),
         compile_s=timings.get("compile_s", 0.0),
     )
+
+
+@family(
+    AttackConfig,
+    labels_granted=lambda cfg: LABELS[cfg.labels].granted,
+    closures=lambda cfg, opt: cfg.iterations * OPTIMIZERS[opt.name].evaluations(opt),
+    batchable=lambda cfg: not cfg.adaptive,  # the adaptive model is each job's own defense
+    steps=lambda cfg: cfg.iterations,
+    restarts=lambda cfg: cfg.restarts,
+    models_defense=lambda cfg: cfg.adaptive,
+    rules=lambda run: check_optimizer(run.attack, run.optimizer),
+    check=lambda cfg, net: _check(cfg, net),
+)
+def reconstruct(
+    observed: Observed, server: Server, cfg: AttackConfig, context: Context
+) -> AttackResult:
+    """The optimisation family behind the attacker contract: simulate the clients on the
+    model the server sent (``client.Simulator``, the protocol ``observed`` says the clients
+    follow) and run ``attack`` on the observed update; an adaptive attacker runs the known
+    defense's model (its registry entry's ``model``) on its dummy's update."""
+    from gradinv_exp import client, defenses
+
+    assert context.optimizer is not None, "the optimisation family needs the optimizer group"
+    simulator = client.Simulator(
+        server.model, observed.protocol, server.params, clients=observed.clients
+    )
+    return attack(
+        simulator,
+        observed.update,
+        shape=observed.shape,
+        num_classes=observed.num_classes,
+        cfg=cfg,
+        optimizer=context.optimizer,
+        generator=context.generator,
+        on_snapshot=context.on_snapshot,
+        known_labels=observed.labels,
+        backend=context.backend,
+        checkpoints=None
+        if context.save_state is None
+        else Checkpoints(cfg.checkpoint_every, context.save_state, context.saved_state),
+        defense_model=defenses.attacker_model(observed.defense) if cfg.adaptive else None,
+    )
+
+
+def _check(cfg: Config, net: nn.Module) -> None:
+    """Preflight: the user's objective and priors on a probe, and that the engine can
+    attack the run's model (``plugins.attackable``); imported here, on first use, because
+    the config checks that import this module load no torch."""
+    from gradinv_exp import plugins
+
+    plugins.check_attack(cfg, net)
 
 
 def build_problem(

@@ -37,18 +37,22 @@ class Evidence:
     gradient: Sequence[Tensor]  # the shares with a gradient's sign, (T, *param.shape) each
     batch: int  # B
     num_classes: int
-    known: Tensor | None  # (T, B) true labels; only the runner's to give, for ``given``
+    known: Tensor | None  # (T, B) true labels, where the threat model grants them
     generator: torch.Generator
 
 
 @dataclass(frozen=True)
 class LabelMode:
     """``start(evidence, restarts)`` -> ``(restarts * T, B, num_classes)``, restart-major:
-    logits when ``optimised``, else fixed label distributions."""
+    logits when ``optimised``, else fixed label distributions. ``granted``: it needs the
+    true labels, which the threat model then grants the server. ``reads_last_linear``: it
+    reads the gradient of the model's last ``nn.Linear`` (which the model must have)."""
 
     name: str
     optimised: bool
     start: Callable[[Evidence, int], Tensor]
+    granted: bool = False
+    reads_last_linear: bool = False
 
 
 LABELS: Registry[LabelMode] = Registry("attack.labels")
@@ -68,13 +72,13 @@ def _idlg(evidence: Evidence, restarts: int) -> Tensor:
 
 def _given(evidence: Evidence, restarts: int) -> Tensor:
     if evidence.known is None:
-        raise ValueError("attack.labels=given needs the true labels")
+        raise ValueError("attack.labels=given needs the true labels, which were not granted")
     return _onehot(evidence.known, evidence.num_classes).repeat(restarts, 1, 1)
 
 
 LABELS.add(LabelMode("joint", optimised=True, start=_joint))
-LABELS.add(LabelMode("idlg", optimised=False, start=_idlg))
-LABELS.add(LabelMode("given", optimised=False, start=_given))
+LABELS.add(LabelMode("idlg", optimised=False, start=_idlg, reads_last_linear=True))
+LABELS.add(LabelMode("given", optimised=False, start=_given, granted=True))
 
 
 def _onehot(labels: Tensor, num_classes: int) -> Tensor:

@@ -52,22 +52,29 @@ OptimizerFn = Callable[["Tensor", OptimizerConfig], Optimizer]
 
 @dataclass(frozen=True)
 class OptimizerOption:
+    """``first_order``: steps along a gradient with a learning rate. ``evaluations(cfg)``:
+    objective evaluations (closures) one step makes at most."""
+
     name: str
     fn: OptimizerFn
     schema: type[OptimizerConfig]
     first_order: bool
+    evaluations: Callable[[Any], int] = lambda cfg: 1
 
 
 OPTIMIZERS: Registry[OptimizerOption] = Registry("optimizer")
 
 
 def optimizer(
-    schema: type[OptimizerConfig], *, first_order: bool
+    schema: type[OptimizerConfig],
+    *,
+    first_order: bool,
+    evaluations: Callable[[Any], int] = lambda cfg: 1,
 ) -> Callable[[OptimizerFn], OptimizerFn]:
     """Register the decorated factory ``(variables (N, D), cfg) -> Optimizer``."""
 
     def register(fn: OptimizerFn) -> OptimizerFn:
-        OPTIMIZERS.add(OptimizerOption(option_name(schema), fn, schema, first_order))
+        OPTIMIZERS.add(OptimizerOption(option_name(schema), fn, schema, first_order, evaluations))
         return fn
 
     return register
@@ -95,7 +102,7 @@ class LBFGSConfig(OptimizerConfig):
             require(math.isfinite(tol) and tol >= 0, key, tol, "must be a finite number >= 0")
 
 
-@optimizer(LBFGSConfig, first_order=False)
+@optimizer(LBFGSConfig, first_order=False, evaluations=lambda cfg: cfg.max_iter)
 def lbfgs(variables: Tensor, cfg: LBFGSConfig) -> Optimizer:
     """N copies of ``torch.optim.LBFGS`` (no line search), batched: ``lbfgs.BatchedLBFGS``."""
     from gradinv_exp.attacks.lbfgs import BatchedLBFGS  # torch-heavy; not needed to check configs

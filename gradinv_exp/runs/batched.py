@@ -81,8 +81,8 @@ class Prepared:
     ret: JobReturn
     typed: Any  # experiment's Config
     progress: Any  # experiment.Progress
-    nets: list[Any]
-    shared: list[Any]  # one (T, *param.shape) tensor per parameter
+    server: Any  # server.Server: the model(s) sent, the same for every member
+    observed: Any  # attacks.Observed: what the server sees of this member
 
 
 class BatchedLauncher(Launcher):
@@ -245,14 +245,13 @@ def enter(held: ExitStack, cfg: DictConfig, run_dir: Path, box: dict[str, Any]) 
 
 
 def batchable(cfg: Any) -> bool:
-    """Whether a job can share a batch with jobs that differ in their defense: an attack of
-    the optimisation engine, exactly its config type (``engine.AttackConfig``), whose
-    objective is the same function of each job's own target. Any other attack family
-    (closed form, a malicious server's read-out, one that runs the job's own defense
-    inside its objective) runs alone; see docs/batched_sweeps.md."""
-    from gradinv_exp.attacks.engine import AttackConfig
+    """Whether a job can share a batch with jobs that differ in their defense: its attack
+    family says so (``Attack.batchable``: the optimisation engine, whose objective is the
+    same function of each job's own target, unless it runs the job's own defense inside
+    it). Any other job runs alone; see docs/batched_sweeps.md."""
+    from gradinv_exp.attacks import ATTACKS
 
-    return type(cfg.attack) is AttackConfig and not getattr(cfg.attack, "adaptive", False)
+    return ATTACKS[cfg.attack.family].batchable(cfg.attack)
 
 
 def prepare(cfg: Any) -> dict[str, Any]:
@@ -274,12 +273,14 @@ def prepare(cfg: Any) -> dict[str, Any]:
         "batch member: data %s | model %s | defense %s | attack %s/%s | device %s",
         source, cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
     )  # fmt: skip
-    nets = experiment.build_models(cfg, device)
-    true, shared = experiment.share(cfg, nets, images, labels)
+    sent = experiment.send(cfg, experiment.build_models(cfg, device))
+    true, shared = experiment.share(cfg, sent, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)
+    progress.facts |= experiment.threat_model(cfg)
     progress.facts["adaptive"] = False  # adaptive attacks never join a batch
-    return {"typed": cfg, "progress": progress, "nets": nets, "shared": shared}
+    observed = experiment.observe(cfg, shared, labels)
+    return {"typed": cfg, "progress": progress, "server": sent, "observed": observed}
 
 
 def run_batch(batch: list[Prepared]) -> list[float]:
@@ -287,34 +288,26 @@ def run_batch(batch: list[Prepared]) -> list[float]:
     into its own folder. Returns each member's PSNR (NaN for one that failed to be
     written). A stop signal saves every member as interrupted and goes on to the caller;
     an error in the attack records every member as failed."""
-    from gradinv_exp import attacks, experiment
-    from gradinv_exp.attacks.optimizers import LBFGSConfig
+    from gradinv_exp import experiment
 
     first = batch[0].typed
     device = experiment.device_of(first.device)
     # the rules of attack_backend for the batch's rows: eager, one problem alone takes
     # native convolution, a batch oneDNN (vmap over native convolutions is slow)
-    steps = first.optimizer.max_iter if isinstance(first.optimizer, LBFGSConfig) else 1
-    backend = attacks.choose_backend(
-        first.compile, first.conv_backend, model=first.model.name, device=device.type,
-        problems=sum(p.job.problems for p in batch), closures=first.attack.iterations * steps,
-    )  # fmt: skip
+    backend = experiment.attack_backend(first, device, jobs=len(batch))
     for p in batch:
         p.progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
         p.progress.start = time.perf_counter()
     try:
         results = attack_jobs(
-            experiment.simulator(first, batch[0].nets),
-            [p.shared for p in batch],
-            shape=tuple(batch[0].progress.images.shape),
-            num_classes=first.dataset.num_classes,
+            batch[0].server,
+            [p.observed for p in batch],
             cfg=first.attack,
             optimizer=first.optimizer,
             generators=[experiment.generator(p.typed.seed, "attack") for p in batch],
             on_snapshots=[
                 experiment.recorder(p.typed, p.progress.images, p.progress) for p in batch
             ],
-            known_labels=batch[0].progress.labels.to(device),
             backend=backend,
         )
     except faults.Interrupted as stop:
@@ -349,21 +342,20 @@ def run_batch(batch: list[Prepared]) -> list[float]:
 
 
 def attack_jobs(
-    simulator: Any,
-    shares: list[list[Any]],
+    server: Any,
+    observed: list[Any],
     *,
-    shape: tuple[int, ...],
-    num_classes: int,
     cfg: Any,
     optimizer: Any,
     generators: list[Any],
     on_snapshots: list[Callable[[int, Any, Any], None]],
-    known_labels: Any,
     backend: Any,
 ) -> list[Any]:
-    """``engine.attack`` for J jobs at once: job j attacks ``shares[j]`` (one
-    ``(T, *param.shape)`` tensor per parameter) from the start its own ``generators[j]``
-    draws, as ``engine.attack`` would alone; ``shape`` = (T, B, C, H, W) is every job's.
+    """The optimisation family's ``reconstruct`` for J jobs at once: job j attacks what
+    ``observed[j]`` holds (its update, one ``(T, *param.shape)`` tensor per parameter, and
+    what its threat model grants) on the model ``server`` sent to every job, from the
+    start its own ``generators[j]`` draws, as it would alone; every job's reconstruction
+    has the same shape (T, B, C, H, W).
 
     The rows are restart-major over (job, trial): row ``r * J*T + j * T + t``, so the
     engine sees J*T trials; per-trial weights (``simulator.params``, T rows) repeat J
@@ -372,18 +364,22 @@ def attack_jobs(
 
     import torch
 
+    from gradinv_exp import client
     from gradinv_exp.attacks import engine
     from gradinv_exp.attacks.backend import convolution
     from gradinv_exp.attacks.labels import LABELS, Evidence
 
-    jobs, trials, restarts = len(shares), shape[0], cfg.restarts
-    device = shares[0][0].device
+    first = observed[0]
+    shape, num_classes = first.shape, first.num_classes
+    simulator = client.Simulator(server.model, first.protocol, server.params, clients=first.clients)
+    jobs, trials, restarts = len(observed), shape[0], cfg.restarts
+    device = first.update[0].device
     mode = LABELS[cfg.labels]
     x0s, y0s = [], []
-    for share, gen in zip(shares, generators):
+    for seen, gen in zip(observed, generators):
         x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=gen))
-        gradient = simulator.as_gradient(list(share))
-        evidence = Evidence(simulator.model, gradient, shape[1], num_classes, known_labels, gen)
+        gradient = simulator.as_gradient(list(seen.update))
+        evidence = Evidence(simulator.model, gradient, shape[1], num_classes, seen.labels, gen)
         y0s.append(mode.start(evidence, restarts))
 
     def rows(parts: list[Any]) -> Any:  # J x (R*T, ...) -> (R*J*T, ...), restart-major
@@ -391,7 +387,7 @@ def attack_jobs(
         return stacked.reshape(restarts * jobs * trials, *parts[0].shape[1:])
 
     x0, y0 = rows(x0s).to(device), rows([y.to(device) for y in y0s])
-    shared = [torch.cat(p) for p in zip(*shares)]  # (J*T, *param.shape)
+    shared = [torch.cat(p) for p in zip(*(seen.update for seen in observed))]  # (J*T, ...)
     if simulator.params is not None:
         simulator = dataclasses.replace(
             simulator, params={k: torch.cat([v] * jobs) for k, v in simulator.params.items()}

@@ -41,8 +41,11 @@ def comparable(metrics: dict) -> dict:
     return {k: near(v) for k, v in metrics.items() if k not in TIMING}
 
 
-def test_each_batched_job_equals_its_run_alone_under_eager_adam(tmp_path):
-    cfgs = [typed_config(*ADAM, d) for d in DEFENSES]
+@pytest.mark.parametrize(
+    "extra", [[], ["clients=2", "client=fedavg"]], ids=["one-client", "aggregate-fedavg"]
+)
+def test_each_batched_job_equals_its_run_alone_under_eager_adam(tmp_path, extra):
+    cfgs = [typed_config(*ADAM, *extra, d) for d in DEFENSES]
     alone = [experiment.run(cfg, tmp_path / f"alone{i}") for i, cfg in enumerate(cfgs)]
     members = []
     for i, cfg in enumerate(cfgs):

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from helpers import FAST, REPO, typed_config
 
-from gradinv_exp import attacks, experiment
+from gradinv_exp import experiment
+from gradinv_exp.attacks import engine
 from gradinv_exp.runs import artifacts, faults, workers
 
 RUN_FILES = ("history.csv", "progress.png", "reconstruction.png", "loss.png", "metrics.json")
@@ -107,7 +108,7 @@ def test_single_run_crash_is_recorded_as_failed(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory\nwhile allocating")
 
-    monkeypatch.setattr(attacks, "attack", broken)
+    monkeypatch.setattr(engine, "attack", broken)
     cfg = typed_config(*FAST)
     with pytest.raises(RuntimeError):
         experiment.run(cfg, tmp_path)
@@ -121,7 +122,7 @@ def test_interrupt_before_any_snapshot_still_writes_metrics(tmp_path, monkeypatc
     def stopped(*args, **kwargs):
         raise faults.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(attacks, "attack", stopped)
+    monkeypatch.setattr(engine, "attack", stopped)
     with pytest.raises(faults.Interrupted) as info:
         experiment.run(typed_config(*FAST), tmp_path)
     assert info.value.exit_code == 143

@@ -1,0 +1,183 @@
+"""The malicious server of "Robbing the Fed" (Fowl et al., ICLR 2022): ``server=imprint``
+sends the model with an imprint block in front, and ``attack=imprint`` reads images back.
+
+The block maps an image ``x`` (flattened, D values in [0, 1]) to ``k = server.bins`` units
+``h_i = ReLU(m . x - t_i)`` that share one measurement row ``m`` (``brightness``: the mean
+pixel; ``random``: a seeded random unit direction) and differ in their bias: thresholds
+``t_1 < ... < t_k`` at the quantiles of the measurement over images the server has of its
+own (never the clients' batch), so that about as many images fall between each pair.
+A linear layer with equal columns maps the units back to D values, reshaped to the image,
+in front of the model under attack; every unit therefore receives the same gradient
+``g_n`` from image n, and the update's rows are, for the units an image activates,
+
+    dL/dW_i = mean_n [m . x_n > t_i] g_n x_n,    dL/db_i = mean_n [m . x_n > t_i] g_n.
+
+Subtracting adjacent units leaves the images whose measurement lies in (t_i, t_i+1]:
+where that bin holds one image, ``(dW_i - dW_i+1) / (db_i - db_i+1)`` is that image
+exactly. A bin with two or more images gives their blend; the attack returns every bin
+that holds anything, most informative first. Local steps (FedAvg) keep this exact while
+no image changes bins between steps: each step adds ``g_n^(e) x_n`` for the same ``x_n``.
+A secure aggregation of N clients is one batch of their images to the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gradinv_exp import lazy
+from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
+from gradinv_exp.options import one_of, require
+from gradinv_exp.server import ServerConfig, server
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from gradinv_exp.config import Config
+    from gradinv_exp.server import Server
+else:
+    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+
+MEASUREMENTS = ("brightness", "random")
+
+
+@dataclass
+class ImprintServerConfig(ServerConfig):
+    """``bins``: units of the imprint block (at least the images behind one update);
+    ``measurement``: what the shared row measures; ``public_images``: images of its own
+    the server estimates the measurement's quantiles from."""
+
+    name: str = "imprint"
+    bins: int = 128
+    measurement: str = "brightness"
+    public_images: int = 64
+
+    def __post_init__(self) -> None:
+        require(self.bins >= 2, "server.bins", self.bins, "must be >= 2")
+        one_of("server.measurement", self.measurement, MEASUREMENTS)
+        require(
+            self.public_images >= 2,
+            "server.public_images",
+            self.public_images,
+            "must be >= 2 (the server estimates quantiles from them)",
+        )
+
+
+def imprinted(model: nn.Module, row: Tensor, cuts: Tensor, shape: torch.Size) -> nn.Module:
+    """``model`` with the imprint block in front: images ``(B, *shape)`` -> flattened ->
+    ``ReLU(row . x - cuts)`` (one unit per threshold) -> equal columns back to the
+    image's size -> ``model``. Its first two parameters are the imprint rows."""
+    bins, size = len(cuts), row.numel()
+    block = torch.nn.Linear(size, bins)
+    back = torch.nn.Linear(bins, size)
+    with torch.no_grad():
+        block.weight.copy_(row.flatten().expand(bins, size))
+        block.bias.copy_(-cuts)
+        back.weight.fill_(1.0 / bins)
+        back.bias.zero_()
+    layers = [torch.nn.Flatten(), block, torch.nn.ReLU(), back, torch.nn.Unflatten(1, shape)]
+    return torch.nn.Sequential(*layers, model)
+
+
+def measurement_row(cfg: ImprintServerConfig, size: int, generator: torch.Generator) -> Tensor:
+    """The measurement ``m`` ``(size,)``: the mean pixel, or a random unit direction."""
+    if cfg.measurement == "brightness":
+        return torch.full((size,), 1.0 / size)
+    row = torch.randn(size, generator=generator)
+    return row / row.norm()
+
+
+def thresholds(values: Tensor, bins: int) -> Tensor:
+    """``bins`` increasing thresholds ``(bins,)``: the lowest below every value the server
+    has seen, the others at the quantiles ``i / bins`` of ``values``."""
+    levels = torch.arange(bins, dtype=torch.float64) / bins
+    cuts = torch.quantile(values.double(), levels)
+    spread = float(values.max() - values.min()) or 1.0
+    cuts[0] = values.min() - spread  # every image activates the first unit
+    cuts = cuts.float()
+    for i in range(1, bins):  # equal quantiles (repeated values): keep them increasing
+        cuts[i] = torch.maximum(cuts[i], torch.nextafter(cuts[i - 1], cuts[i - 1] + 1))
+    return cuts
+
+
+@server(ImprintServerConfig, malicious=True, public_images=lambda cfg: cfg.public_images)
+def imprint(
+    cfg: ImprintServerConfig,
+    nets: Sequence[nn.Module],
+    public: Tensor,
+    generator: torch.Generator,
+) -> tuple[list[nn.Module], dict[str, Any]]:
+    """Each model with the same imprint block in front (thresholds from ``public``)."""
+    row = measurement_row(cfg, public[0].numel(), generator)
+    cuts = thresholds(public.flatten(1) @ row, cfg.bins)
+    sent = [imprinted(net, row, cuts, public.shape[1:]) for net in nets]
+    return sent, {"thresholds": cuts}
+
+
+@dataclass
+class ImprintAttackConfig(BaseAttackConfig):
+    """The read-out of ``server=imprint``; ``min_bias_grad``: a bin whose bias-gradient
+    difference is at most this (relative to the largest) holds no image."""
+
+    family: str = "imprint"
+    min_bias_grad: float = 1e-6
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.min_bias_grad < 1,
+            "attack.min_bias_grad",
+            self.min_bias_grad,
+            "must be in [0, 1)",
+        )
+
+
+def rules(cfg: Config) -> None:
+    """The images behind one update must fit the bins (a bin holds one image at best)."""
+    bins = cfg.server.bins  # type: ignore[attr-defined]  # server=imprint (its rules' own)
+    require(
+        cfg.images <= bins,
+        "dataset.batch_size",
+        cfg.dataset.batch_size,
+        f"the server reads one image per bin: clients x dataset.batch_size = {cfg.images} "
+        f"must be <= server.bins={bins}",
+    )
+
+
+def read_bins(weight: Tensor, bias: Tensor, floor: float) -> tuple[Tensor, Tensor]:
+    """Images ``(K, D)`` from the imprint rows ``weight`` ``(k, D)``, ``bias`` ``(k,)``
+    (thresholds increasing), one per bin with ``|bias difference| > floor x`` the largest,
+    and those differences ``(K,)``; the top unit is a bin of its own (above every
+    threshold)."""
+    dw = weight - torch.cat([weight[1:], torch.zeros_like(weight[:1])])
+    db = bias - torch.cat([bias[1:], torch.zeros_like(bias[:1])])
+    keep = db.abs() > floor * db.abs().max()
+    return dw[keep] / db[keep, None], db[keep]
+
+
+@family(ImprintAttackConfig, servers=("imprint",), rules=rules)
+def reconstruct(
+    observed: Observed, server: Server, cfg: ImprintAttackConfig, context: Context
+) -> AttackResult:
+    """Read up to ``observed.images`` images per trial, one per occupied bin (largest
+    bias-gradient difference first); missing ones are grey. Images ``(T, B, C, H, W)``."""
+    from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
+    from gradinv_exp.client import CLIENTS
+
+    sign = -1.0 if CLIENTS[observed.protocol.name].descent else 1.0
+    trials, count = observed.trials, observed.images
+    size = observed.update[0].shape[-1]  # D: the imprint rows' width, one image's pixels
+    out = torch.full((trials, count, size), 0.5)
+    found = []
+    for t in range(trials):
+        w = (sign * observed.update[0][t]).double().cpu()
+        b = (sign * observed.update[1][t]).double().cpu()
+        images, db = read_bins(w, b, cfg.min_bias_grad)
+        order = torch.argsort(db.abs(), descending=True)[:count]
+        out[t, : len(order)] = images[order].float()
+        found.append(len(order))
+    out = out.view(observed.shape).clamp(0, 1)
+    context.on_snapshot(0, torch.zeros(trials), out)
+    labels = idlg_labels(sign * observed.update[last_linear_weight(server.model)], count)
+    return AttackResult.read_out(out, labels, {"assumed.bins_occupied": float(sum(found)) / trials})

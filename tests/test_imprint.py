@@ -1,0 +1,92 @@
+"""server=imprint and attack=imprint (Robbing the Fed): every image alone in its bin comes
+back exactly, under FedSGD, FedAvg and a secure aggregation; bad settings are one line."""
+
+import pytest
+import torch
+from helpers import preflight_check, typed_config
+
+from gradinv_exp import experiment
+from gradinv_exp.analysis import metrics
+from gradinv_exp.attacks import ATTACKS, Context
+from gradinv_exp.imprint import thresholds
+from gradinv_exp.options import ConfigError
+
+BASE = ["server=imprint", "attack=imprint", "dataset=lfw", "dataset.image_size=16"]
+
+
+def attack(*overrides: str):
+    """Truth ``(T, B, C, H, W)``, the reconstruction, and per true image whether it is
+    alone in its bin (from the thresholds the server kept)."""
+    cfg = typed_config(*BASE, *overrides)
+    images, labels, _ = experiment.load_data(cfg)
+    sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
+    _, shared = experiment.share(cfg, sent, images, labels)
+    observed = experiment.observe(cfg, shared, labels)
+    context = Context(experiment.generator(cfg.seed, "attack"), lambda *a: None)
+    result = ATTACKS["imprint"].reconstruct(observed, sent, cfg.attack, context)
+    row = sent.model[1].weight[0].detach()
+    cuts = sent.secrets["thresholds"]
+    bins = torch.bucketize(images.flatten(2) @ row, cuts)  # (T, B): bin of each image
+    alone = torch.stack([(b[:, None] == b[None]).sum(1) == 1 for b in bins])
+    return images, result, alone
+
+
+# FedAvg's update is theta_1 - theta_0 in float32: its rounding leaves MSE ~1e-6
+@pytest.mark.parametrize(
+    ("overrides", "exact"),
+    [
+        (["dataset.batch_size=16", "server.bins=32"], 1e-8),
+        (["dataset.batch_size=4", "clients=4", "server.bins=32"], 1e-8),
+        (["dataset.batch_size=16", "server.bins=32", "client=fedavg"], 1e-5),
+        (["dataset.batch_size=8", "server.bins=16", "server.measurement=random", "trials=2"],
+         1e-8),
+    ],
+    ids=["fedsgd", "clients4", "fedavg1", "random"],
+)  # fmt: skip
+def test_every_image_alone_in_its_bin_is_read_back_exactly(overrides, exact):
+    images, result, alone = attack(*overrides)
+    assert alone.float().mean() > 0.25  # the quantile bins spread the images
+    for t in range(len(images)):
+        matched = metrics.matched(images[t], result.images[t])
+        errors = (matched - images[t]).pow(2).flatten(1).mean(1)
+        assert bool((errors[alone[t]] < exact).all()), errors[alone[t]]
+        assert bool((errors[~alone[t]] > exact).all())  # a shared bin gives a blend
+
+
+def test_local_steps_blur_the_read_out():
+    """FedAvg with 5 local steps: each step moves the imprint rows and the layer behind
+    them, so bins shift and units stop receiving equal gradients; an image alone in its
+    bin comes back close (most within MSE 1e-3, i.e. PSNR > 30 dB), not exactly."""
+    images, result, alone = attack(
+        "dataset.batch_size=16", "server.bins=32", "client=fedavg", "client.local_steps=5",
+        "client.local_batch=4",
+    )  # fmt: skip
+    matched = metrics.matched(images[0], result.images[0])
+    errors = (matched - images[0]).pow(2).flatten(1).mean(1)[alone[0]]
+    assert float((errors < 1e-3).float().mean()) >= 0.5
+    assert float(errors.max()) > 1e-6  # not exact any more
+
+
+def test_thresholds_increase_and_put_every_image_above_the_first():
+    values = torch.tensor([0.3, 0.3, 0.3, 0.5, 0.9])
+    cuts = thresholds(values, 4)
+    assert bool((cuts[1:] > cuts[:-1]).all()) and cuts[0] < values.min()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "start"),
+    [
+        (["server.bins=1"], "server.bins=1 is not allowed: must be >= 2"),
+        (["dataset.batch_size=64", "server.bins=32"],
+         "dataset.batch_size=64 is not allowed: the server reads one image per bin"),
+        (["dataset.batch_size=16", "clients=4", "server.bins=32"],
+         "dataset.batch_size=16 is not allowed: the server reads one image per bin"),
+        (["server=honest"], "server='honest' is not allowed: attack=imprint works with "
+         "server=imprint"),
+        (["server.measurement=edges"], "server.measurement='edges' is not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_one_line_before_any_job(overrides, start):
+    with pytest.raises(ConfigError) as info:
+        preflight_check([*BASE, *overrides])
+    assert str(info.value).startswith(start) and "\n" not in str(info.value)

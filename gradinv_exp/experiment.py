@@ -9,7 +9,6 @@ independent stream per purpose (``generator``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import time
@@ -157,35 +156,37 @@ def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:
     return nets
 
 
-def send(cfg: Config, nets: list[nn.Module]) -> server.Server:
+def send(cfg: Config, nets: list[nn.Module]) -> tuple[list[nn.Module], server.Server]:
     """What the server sends the clients (``cfg.server``: the models as they are, or
     modified by a malicious server, which may use images of its own: those right after
-    the attacked ones, never an attacked one) and what it keeps."""
+    the attacked ones, never an attacked one), in the order of ``nets``, and the
+    ``Server`` that the attack receives."""
     option = server.SERVERS[cfg.server.name]
     count = option.public_images(cfg.server)
     public = data.load_after(cfg.dataset, cfg.attacked, count, "server")[0] if count else None
     device = next(nets[0].parameters()).device
     sent, secrets = option.send(cfg.server, nets, public, generator(cfg.seed, "server"))
-    return server.controlled(cfg.server.name, [net.to(device) for net in sent], secrets)
+    sent = [net.to(device) for net in sent]
+    return sent, server.controlled(cfg.server.name, sent, secrets)
 
 
 def share(
-    cfg: Config, sent: server.Server, images: Tensor, labels: Tensor
+    cfg: Config, nets: list[nn.Module], images: Tensor, labels: Tensor
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """What each trial's clients compute on the model the server ``sent`` and what their
-    defense lets them share: two lists with one ``(T, *param.shape)`` tensor per parameter
-    (true, shared). Trial t's ``cfg.clients`` clients hold ``images[t]`` in turn,
-    ``dataset.batch_size`` each; each client's update goes through the defense, and the
-    server sees their mean (a secure aggregation's sum over the known number of clients).
-    """
-    device = next(sent.model.parameters()).device
+    """What each trial's clients compute on the model the server sent (``nets[t]``, or
+    the one shared model) and what their defense lets them share: two lists with one
+    ``(T, *param.shape)`` tensor per parameter (true, shared). Trial t's ``cfg.clients``
+    clients hold ``images[t]`` in turn, ``dataset.batch_size`` each; each client's update
+    goes through the defense, and the server sees their mean (a secure aggregation's sum
+    over the known number of clients)."""
+    device = next(nets[0].parameters()).device
     onehot = nn.functional.one_hot(labels, cfg.dataset.num_classes).float().to(device)
     noise = generator(cfg.seed, "defense")
     per_example = client.CLIENTS[cfg.client.name].per_example
     size = cfg.dataset.batch_size
     true, shared = [], []
     for t in range(cfg.trials):
-        net = sent.model if sent.params is None else with_params(sent.model, sent.params, t)
+        net = nets[t % len(nets)]
         updates, defended = [], []
         for k in range(cfg.clients):
             rows = slice(k * size, (k + 1) * size)
@@ -205,15 +206,6 @@ def mean_update(updates: list[list[Tensor]]) -> list[Tensor]:
     if len(updates) == 1:
         return updates[0]
     return [torch.stack(p).mean(0) for p in zip(*updates)]
-
-
-def with_params(model: nn.Module, params: dict[str, Tensor], t: int) -> nn.Module:
-    """A copy of ``model`` holding trial ``t``'s weights from ``params`` ``(T, ...)``."""
-    net = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(params[name][t])
-    return net
 
 
 def observe(cfg: Config, shared: list[Tensor], labels: Tensor) -> attacks.Observed:
@@ -399,8 +391,8 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
         source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
         cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
     )  # fmt: skip
-    sent = send(cfg, build_models(cfg, device))
-    true, shared = share(cfg, sent, images, labels)
+    nets, sent = send(cfg, build_models(cfg, device))
+    true, shared = share(cfg, nets, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
     progress.facts |= threat_model(cfg)

@@ -19,8 +19,8 @@ def attack(*overrides: str):
     alone in its bin (from the thresholds the server kept)."""
     cfg = typed_config(*BASE, *overrides)
     images, labels, _ = experiment.load_data(cfg)
-    sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
-    _, shared = experiment.share(cfg, sent, images, labels)
+    nets, sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
+    _, shared = experiment.share(cfg, nets, images, labels)
     observed = experiment.observe(cfg, shared, labels)
     context = Context(experiment.generator(cfg.seed, "attack"), lambda *a: None)
     result = ATTACKS["imprint"].reconstruct(observed, sent, cfg.attack, context)
@@ -90,3 +90,32 @@ def test_bad_settings_are_one_line_before_any_job(overrides, start):
     with pytest.raises(ConfigError) as info:
         preflight_check([*BASE, *overrides])
     assert str(info.value).startswith(start) and "\n" not in str(info.value)
+
+
+def test_a_run_reports_how_much_of_each_batch_came_back(tmp_path):
+    """batch_recovered: per trial, the fraction of its batch under the success criterion
+    (mean, worst, best); summary.csv and the comparison figure carry it."""
+    import json
+
+    from gradinv_exp.analysis import figures, summary
+
+    cfg = typed_config(*BASE, "dataset.batch_size=16", "server.bins=32", "trials=2")
+    metrics = experiment.run(cfg, tmp_path / "run")
+    psnr = torch.tensor(metrics["per_image"]["psnr"])  # (T, B)
+    per_trial = (psnr >= 20).float().mean(1)
+    assert 0 < metrics["batch_recovered"] < 1
+    assert metrics["batch_recovered"] == pytest.approx(float(per_trial.mean()))
+    assert metrics["batch_recovered_min"] == pytest.approx(float(per_trial.min()))
+    assert metrics["batch_recovered_max"] == pytest.approx(float(per_trial.max()))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["batch_recovered"]
+    frame, problems = summary.collect([tmp_path / "run"])
+    assert not problems
+    assert frame["batch_recovered"].tolist() == [metrics["batch_recovered"]]
+    pooled = summary.pool(frame, ["defense"])
+    assert pooled["batch_recovered"].tolist() == pytest.approx([metrics["batch_recovered"]])
+    fig = figures.comparison(frame, ["imprint"])
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 1  # no shared truth panel: the run's best and worst, over truth
+    height, width = shown[0].images[0].get_array().shape[:2]
+    assert width < height * 2  # two images side by side, not a row of 16
+    assert "best | worst" in shown[0].get_title()

@@ -164,31 +164,16 @@ class Attack:
 ATTACKS: Registry[Attack] = Registry("attack.family")
 
 
-def family(
-    schema: type[BaseAttackConfig],
-    *,
-    labels_granted: Callable[[Any], bool] = lambda cfg: False,
-    servers: tuple[str, ...] = ("honest",),
-    closures: Callable[[Any, Any], int] = lambda cfg, optimizer: 0,
-    batchable: Callable[[Any], bool] = lambda cfg: False,
-    steps: Callable[[Any], int] = lambda cfg: 0,
-    restarts: Callable[[Any], int] = lambda cfg: 1,
-    models_defense: Callable[[Any], bool] = lambda cfg: False,
-    rules: Callable[[Config], None] | None = None,
-    check: Check | None = None,
-) -> Callable[[Reconstruct], Reconstruct]:
+def family(schema: type[BaseAttackConfig], **facts: Any) -> Callable[[Reconstruct], Reconstruct]:
     """Register the decorated ``reconstruct`` as the attack family ``schema`` configures
-    (its ``family`` default is the entry's name)."""
+    (its ``family`` default is the entry's name), with ``facts``: the other fields of
+    ``Attack``."""
     name = schema.family
     if not isinstance(name, str) or name == MISSING:
         raise TypeError(f"{schema.__name__}.family needs the family's name as its default")
 
     def register(fn: Reconstruct) -> Reconstruct:
-        entry = Attack(
-            name, schema, fn, labels_granted, servers, closures, batchable, steps, restarts,
-            models_defense, rules, check,
-        )  # fmt: skip
-        ATTACKS.add(entry)
+        ATTACKS.add(Attack(name, schema, fn, **facts))
         return fn
 
     return register

@@ -273,8 +273,8 @@ def prepare(cfg: Any) -> dict[str, Any]:
         "batch member: data %s | model %s | defense %s | attack %s/%s | device %s",
         source, cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
     )  # fmt: skip
-    sent = experiment.send(cfg, experiment.build_models(cfg, device))
-    true, shared = experiment.share(cfg, sent, images, labels)
+    nets, sent = experiment.send(cfg, experiment.build_models(cfg, device))
+    true, shared = experiment.share(cfg, nets, images, labels)
     progress.facts |= defenses.cost(true, shared)
     progress.facts |= defenses.report(cfg.defense)
     progress.facts |= experiment.threat_model(cfg)

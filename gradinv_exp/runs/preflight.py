@@ -32,7 +32,8 @@ from gradinv_exp.runs import resume
 
 JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
 GROUPS = (
-    "defense", "model", "dataset", "client", "optimizer", "attack", "experiment", "defense_level"
+    "defense", "model", "dataset", "client", "optimizer", "attack", "server", "experiment",
+    "defense_level",
 )  # fmt: skip
 OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=NAME selects
 

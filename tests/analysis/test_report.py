@@ -44,7 +44,8 @@ def test_the_sweep_table_has_one_row_per_job_sorted_by_defense_and_strength():
         ]
     )
     lines = report.sweep_table(frame).splitlines()
-    assert lines[0].split() == ["defense", "strength", "status", "PSNR", "[dB]", "success", "data"]
+    header = ["defense", "strength", "status", "PSNR", "[dB]", "success", "batch", "recovered"]
+    assert lines[0].split() == [*header, "data"]
     assert lines[1].split()[:4] == ["none", "-", "failed", "n/a"]
     assert lines[2].split()[:6] == ["prune", "ratio=0.2", "ok", "23.5", "[20.0,", "26.9]"]
     assert lines[3].split()[:4] == ["prune", "ratio=0.9", "ok", "5.0"]

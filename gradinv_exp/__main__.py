@@ -108,12 +108,13 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
 def summarise(
     sweep_dir: Path, planned: list[tuple[Path, list[str], dict[str, Any]]] | None = None
 ) -> tuple[list[str], str | None, dict[str, int]]:
-    """Write the sweep's summary.csv and figures, with a ``missing`` row for each planned
-    job (folder, overrides, flat config) that never started. Returns one line per job
+    """Write the sweep's summary.csv, figures and verdict (verdict.csv/.md), with a
+    ``missing`` row for each planned job (folder, overrides, flat config) that never
+    started. Returns one line per job
     that did not finish, why the summary could not be written (None when it was), and
     the jobs' counts by outcome: the jobs are counted first, so a full disk never hides a
     failed job."""
-    from gradinv_exp.analysis import summary  # pandas, matplotlib: only when a sweep ends
+    from gradinv_exp.analysis import summary, verdict  # pandas, matplotlib: when a sweep ends
 
     frame, problems = summary.collect([sweep_dir])
     frame = summary.with_planned(frame, planned or [])
@@ -121,6 +122,9 @@ def summarise(
     counts = summary.counts(frame)
     try:
         summary.summarise_sweep(sweep_dir, frame, problems)
+        judged = verdict.verdict(frame)
+        if not judged.empty:
+            verdict.write(judged, sweep_dir)
     except Exception as err:
         return failures, f"the sweep summary could not be written: {faults.error_line(err)}", counts
     return failures, None, counts

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradinv_exp.analysis import metric_table, summary, tradeoff
+from gradinv_exp.analysis import metric_table, summary, tradeoff, verdict
 from gradinv_exp.runs import artifacts
 
 
@@ -44,7 +44,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="utility.csv of `python -m gradinv_exp.utility`: also join the attack metric "
         "with test accuracy per defense setting (privacy_utility.csv/.png with --out)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--verdict",
+        action="store_true",
+        help="write verdict.csv and verdict.md (into --out, else here): per defense setting "
+        "and attack, the naive and adaptive attackers' success with 95%% intervals, the "
+        "strongest, and whether the defense stops it (docs/adaptive_attacks.md)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=verdict.THRESHOLD,
+        help="--verdict: the defense stops an attack when the upper end of the strongest "
+        "attacker's success interval is at most this (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.threshold < 1:
+        parser.error(f"--threshold {args.threshold}: must be in [0, 1)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +99,24 @@ def main(argv: list[str] | None = None) -> int:
             markdown=True,
         )  # fmt: skip
         print("wrote " + ", ".join(str(p) for p in written))
-    if args.utility:
-        return privacy_utility(frame, pd.read_csv(args.utility), args.metric, args.out)
+    utility = pd.read_csv(args.utility) if args.utility else None
+    if args.verdict:
+        verdicts(frame, args.threshold, utility, args.out or Path("."))
+    if utility is not None:
+        return privacy_utility(frame, utility, args.metric, args.out)
     return 0
+
+
+def verdicts(
+    frame: pd.DataFrame, threshold: float, utility: pd.DataFrame | None, out: Path
+) -> None:
+    """Print the verdict table and write verdict.csv and verdict.md into ``out``."""
+    table = verdict.verdict(frame, threshold, utility)
+    if table.empty:
+        print("compare: no finished run to judge: no verdict written", file=sys.stderr)
+        return
+    print(verdict.markdown(table))
+    print("wrote " + ", ".join(str(p) for p in verdict.write(table, out)))
 
 
 def privacy_utility(

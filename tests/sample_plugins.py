@@ -12,6 +12,11 @@ def scale(grads, *, generator, client, factor=0.5):
     return [g * factor for g in grads]
 
 
+def drop_small(grads, *, generator, client):
+    """A sparsifying defense: zero the entries below each tensor's median |g|."""
+    return [torch.where(g.abs() < g.abs().median(), 0.0, g) for g in grads]
+
+
 def weighted_l2(grads, target):
     """An objective: squared L2 distance, layer i weighted by i + 1."""
     return sum((i + 1) * ((g - t) ** 2).sum() for i, (g, t) in enumerate(zip(grads, target)))

@@ -224,6 +224,7 @@ def test_flat_config_has_one_key_per_field():
 
 PRESET_JOBS = {  # conf/experiment/<name>.yaml -> the number of jobs its sweep runs
     "all_defenses": 21,
+    "defense_audit": 72,
     "dlg_defenses": 16,
     "dp_sweep": 6,
     "fedavg_sweep": 16,

@@ -35,7 +35,7 @@ def test_help_lists_every_groups_options_with_the_users_presets(page):
         assert all(name in listed for name in names), group
     assert "soft_prune," in listed and "soft_prune_sweep" in listed  # from hydra.searchpath
     assert "none (now)" in listed and "lenet (now)" in listed
-    assert "+defense_level dlg_noise" in listed
+    assert "+defense_level audit_clip_0," in listed and " dlg_noise," in listed
 
 
 def test_help_examples_are_valid_commands(page, monkeypatch):

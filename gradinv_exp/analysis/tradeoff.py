@@ -29,10 +29,16 @@ def join(runs: pd.DataFrame, utility: pd.DataFrame, metric: str) -> pd.DataFrame
     attack = runs.assign(setting=[setting(d, s) for d, s in zip(runs["defense"], runs["strength"])])
     attack = attack.groupby("setting")[metric].agg(["mean", "count"]).reset_index()
     attack.columns = ["setting", metric, "runs"]
+    return attack.merge(accuracy(utility), on="setting")
+
+
+def accuracy(utility: pd.DataFrame) -> pd.DataFrame:
+    """The utility runs keyed by defense setting: ``setting``, test ``accuracy`` (and
+    ``epsilon`` where recorded)."""
     places = [axis(row.dropna().to_dict()) for _, row in utility.iterrows()]
     extra = [c for c in ("epsilon",) if c in utility]
     acc = utility.assign(setting=[setting(a.defense, a.value) for a in places])
-    return attack.merge(acc[["setting", "accuracy", *extra]], on="setting")
+    return acc[["setting", "accuracy", *extra]]
 
 
 def figure(joined: pd.DataFrame, metric: str) -> Figure:

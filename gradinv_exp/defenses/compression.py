@@ -167,7 +167,30 @@ class SignConfig(DefenseConfig):
     name: str = "sign"
 
 
-@defense(SignConfig)
+def sign_model(dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: SignConfig) -> list[Tensor]:
+    """Adaptive model of ``sign``: match the signs, at the scale the share reveals.
+
+    Sign drops each entry's magnitude but keeps, per tensor, m = mean|g| (the share's
+    |entries|), so only the dummy's direction within each tensor is compared: it is
+    rescaled to the same L1 mean, d' = d * m / mean|d| (scale-free: d and a*d, a > 0,
+    give one d'). Then, as ``quantize_model`` does with its bin, d' counts as matching
+    anywhere on its share's half-line ([0, inf) where s > 0, (-inf, 0] where s < 0,
+    {0} where s = 0): returned s + (d' - clamp(d', lower, upper)). At the truth d' = g
+    and every sign agrees, so it equals the share and l2 is 0 (cosine 1); elsewhere l2 is
+    the squared distance of d' to the share's orthant, whose gradient is never zero
+    where a sign disagrees. Chosen over a smooth sign, tanh(d/tau), which is never
+    exactly the share (its objective is not zero at the truth for any tau > 0) and whose
+    gradient vanishes for |d| >> tau. Shapes as the parameters."""
+    out = []
+    for d, s in zip(dummy, shared, strict=True):
+        scaled = d * (s.abs().mean() / d.abs().mean().clamp_min(1e-30))
+        lower = torch.where(s < 0, -math.inf, 0.0)
+        upper = torch.where(s > 0, math.inf, 0.0)
+        out.append(s + (scaled - torch.clamp(scaled, lower, upper)))
+    return out
+
+
+@defense(SignConfig, model=sign_model)
 def sign(
     grads: Sequence[Tensor],
     cfg: SignConfig,

@@ -66,7 +66,22 @@ class ClipConfig(DefenseConfig):
         require(self.clip > 0, "defense.clip", self.clip, "must be > 0")
 
 
-@defense(ClipConfig, strength="clip", per_example=True)
+def clip_model(
+    dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: ClipConfig | DPConfig
+) -> list[Tensor]:
+    """Adaptive model of ``clip`` and of ``dp``'s clipping: the dummy's gradient (all
+    layers as one vector) scaled to L2 norm at most the known ``clip``. Exact for one
+    example per client (B = 1, the share is the clipped gradient) and for a FedAvg
+    update (clipped as a whole). For B > 1 the client clips each example before
+    averaging, but the attacker's objective sees only the dummy batch's mean gradient:
+    the model clips that mean instead, exact while no example exceeds the clip norm and
+    an approximation (a batch clip for per-example clips) once some do. ``dp``'s noise
+    is fresh and unknown: nothing models it, the attacker matches its clipped dummy to
+    the noisy share. Shapes as the parameters; differentiable in ``dummy``."""
+    return [g[0] for g in clip_norm([d[None] for d in dummy], cfg.clip)]
+
+
+@defense(ClipConfig, strength="clip", per_example=True, model=clip_model)
 def clip(
     grads: Sequence[Tensor],
     cfg: ClipConfig,
@@ -108,7 +123,14 @@ def report(steps: Sequence[DPConfig]) -> dict[str, float | str]:
     return {"epsilon": eps, "delta": delta, "accountant": used}
 
 
-@defense(DPConfig, strength="noise_multiplier", log_scale=True, per_example=True, report=report)
+@defense(
+    DPConfig,
+    strength="noise_multiplier",
+    log_scale=True,
+    per_example=True,
+    report=report,
+    model=clip_model,
+)
 def dp(
     grads: Sequence[Tensor],
     cfg: DPConfig,

@@ -1,0 +1,196 @@
+"""Verdicts: does a defense stop the strongest attacker measured against it?
+
+One row per defense setting (defense and strength) and attack family (``attack.name``:
+dlg, idlg, ig ...), pooling every finished run of that setting: per attacker, the naive
+one (matching the share as if it were the true gradient) and the adaptive one
+(``attack.adaptive=true``: the known defense modelled, docs/adaptive_attacks.md), the
+success rate over all (image, model) pairs with its 95% Wilson interval
+(``uncertainty.success``) and the mean PSNR. The strongest attacker is the one with the
+higher success rate (ties: higher mean PSNR); the verdict is measured against it only:
+
+- ``stops it``: the upper end of its interval is <= ``threshold``;
+- ``does not stop it``: the lower end is above ``threshold``;
+- ``inconclusive``: the interval contains ``threshold`` (more pairs would decide).
+
+``THRESHOLD`` = 0.05: a defense "stops" an attack only if, at 95% confidence, fewer than
+1 in 20 of the client's images can be reconstructed; the issue's goal (the strength at
+which adaptive DLG's success drops to <= 0.05) uses the same bound. A Wilson interval of
+0 successes in n pairs ends at z^2 / (n + z^2), so 0/n meets it from n = 73 on (0/20 ends
+at 0.16: inconclusive, not "stopped"). With one attacker measured, the verdict is against
+that one and ``against`` says the other was not measured.
+
+The defense's cost, where recorded: ``defense_rel_error`` and ``defense_cosine`` of
+metrics.json (mean over the setting's runs) and, given a utility.csv, its test accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradinv_exp.analysis import summary, tradeoff, uncertainty
+from gradinv_exp.runs import artifacts
+from gradinv_exp.runs.resume import FINISHED
+
+THRESHOLD = 0.05
+ATTACKERS = ("naive", "adaptive")
+COSTS = ("defense_rel_error", "defense_cosine", "epsilon")
+STOPS, NOT_STOPPED, INCONCLUSIVE = "stops it", "does not stop it", "inconclusive"
+
+
+def attacker(adaptive: Any) -> str:
+    """``adaptive`` or ``naive`` from a run's ``config.attack.adaptive`` (runs from before
+    adaptive attacks existed have none: naive)."""
+    return "adaptive" if adaptive is True or str(adaptive).lower() == "true" else "naive"
+
+
+def measured(folders: list[str]) -> dict[str, float] | None:
+    """One attacker's record over these run folders: successes and pairs (images), the
+    success rate with its 95% Wilson interval, and the mean PSNR over all images; None
+    when none of them has per-image values."""
+    loaded = [p for p in map(summary.per_image, folders) if p is not None]
+    if not loaded:
+        return None
+    passed = np.concatenate([ok.ravel() for _, ok in loaded])
+    psnr = np.concatenate([v["psnr"].ravel() for v, _ in loaded if "psnr" in v])
+    rate = uncertainty.success(passed)
+    return {
+        "success": rate["success_rate"],
+        "low": rate["success_rate_ci_low"],
+        "high": rate["success_rate_ci_high"],
+        "successes": int(passed.sum()),
+        "pairs": int(passed.size),
+        "psnr": float(np.nanmean(psnr)) if psnr.size else np.nan,
+    }
+
+
+def judge(record: dict[str, float], threshold: float) -> str:
+    """The verdict on one attacker's record (see the module docstring)."""
+    if record["high"] <= threshold:
+        return STOPS
+    return NOT_STOPPED if record["low"] > threshold else INCONCLUSIVE
+
+
+def setting_keys(done: pd.DataFrame) -> list[str]:
+    """The columns a verdict row is split by beyond defense, strength and attack family:
+    the config keys that tell runs of one defense apart (``summary.line_keys``: noise
+    distribution, model, trials ...) except the attack's and optimiser's own, which the
+    family and the attacker already stand for."""
+    return [
+        k
+        for k in summary.line_keys(done)
+        if not k.startswith(("config.attack.", "config.optimizer."))
+    ]
+
+
+def verdict(
+    frame: pd.DataFrame, threshold: float = THRESHOLD, utility: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One verdict row per defense setting x attack family over the finished runs of
+    ``frame`` (``summary.collect``); ``utility``: a utility.csv whose test accuracy joins
+    by defense setting. Columns: defense, strength_key, strength, attack, the split keys,
+    per attacker ``<a>_success``/``_low``/``_high``/``_successes``/``_pairs``/``_psnr``
+    (NaN when not measured), ``strongest``, ``verdict``, ``against``, the costs."""
+    done = frame[frame["status"].isin(FINISHED)] if len(frame) else frame
+    if done.empty:
+        return pd.DataFrame()
+    adaptive = done.get("config.attack.adaptive", pd.Series(False, index=done.index))
+    name = done.get("config.attack.name", pd.Series("unknown", index=done.index))
+    done = done.assign(attack=name.fillna("unknown").astype(str), attacker=adaptive.map(attacker))
+    keys = ["defense", "strength_key", "strength", "attack", *setting_keys(done)]
+    rows = []
+    for values, group in done.groupby(keys, dropna=False, sort=False):
+        row: dict[str, Any] = dict(zip(keys, values))
+        records = {}
+        for name in ATTACKERS:
+            folders = [f for _, r in group[group["attacker"] == name].iterrows()
+                       for f in summary.members(r)]  # fmt: skip
+            record = measured(folders) if folders else None
+            if record is not None:
+                records[name] = record
+            for field in ("success", "low", "high", "successes", "pairs", "psnr"):
+                row[f"{name}_{field}"] = np.nan if record is None else record[field]
+        if not records:
+            continue
+        strongest = max(records, key=lambda a: (records[a]["success"], records[a]["psnr"]))
+        row["strongest"] = strongest
+        row["verdict"] = judge(records[strongest], threshold)
+        missing = [a for a in ATTACKERS if a not in records]
+        row["against"] = f"{strongest} {row['attack']}" + (
+            f" ({missing[0]} not measured)" if missing else ""
+        )
+        for cost in COSTS:
+            if cost in group:
+                row[cost] = pd.to_numeric(group[cost], errors="coerce").mean()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if utility is not None and not table.empty:
+        table = with_accuracy(table, utility)
+    table.attrs["threshold"] = threshold
+    return table
+
+
+def with_accuracy(table: pd.DataFrame, utility: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the utility run's test ``accuracy`` of each defense setting (NaN
+    where the utility experiment has no such setting)."""
+    acc = tradeoff.accuracy(utility)[["setting", "accuracy"]].drop_duplicates("setting")
+    keyed = table.assign(
+        setting=[tradeoff.setting(d, s) for d, s in zip(table["defense"], table["strength"])]
+    )
+    return keyed.merge(acc, on="setting", how="left").drop(columns="setting")
+
+
+def rate(row: pd.Series, name: str) -> str:
+    """``0.60 [0.39, 0.78] (12/20)``, or ``not measured``."""
+    if pd.isna(row.get(f"{name}_pairs")):
+        return "not measured"
+    return (
+        f"{row[f'{name}_success']:.2f} [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}] "
+        f"({int(row[f'{name}_successes'])}/{int(row[f'{name}_pairs'])})"
+    )
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The verdict table for a reader: success with interval and counts per attacker,
+    mean PSNR, the strongest attacker, the verdict and the costs."""
+    threshold = table.attrs.get("threshold", THRESHOLD)
+    extra = [c for c in table.columns if c.startswith("config.")]
+    lines = []
+    for _, row in table.iterrows():
+        strength = "" if pd.isna(row["strength"]) else f"{row['strength_key']}={row['strength']:g}"
+        cells = {
+            "defense": row["defense"],
+            "strength": strength,
+            "attack": row["attack"],
+            **{c.removeprefix("config."): row[c] for c in extra},
+            "naive success": rate(row, "naive"),
+            "adaptive success": rate(row, "adaptive"),
+            "PSNR naive / adaptive (dB)": " / ".join(
+                "-" if pd.isna(row[f"{a}_psnr"]) else f"{row[f'{a}_psnr']:.1f}" for a in ATTACKERS
+            ),
+            "verdict against": row["against"],
+            f"verdict (bound {threshold:g})": row["verdict"],
+            **{
+                cost: f"{row[cost]:.4g}"
+                for cost in (*COSTS, "accuracy")
+                if cost in row and pd.notna(row[cost])
+            },
+        }
+        lines.append(cells)
+    head = (
+        f"Verdict against the strongest attacker measured: stops it = the upper end of its "
+        f"95% Wilson interval <= {threshold:g}; does not stop it = the lower end > "
+        f"{threshold:g}; else inconclusive. Success: PSNR >= the runs' threshold.\n\n"
+    )
+    return head + pd.DataFrame(lines).fillna("").to_markdown(index=False) + "\n"
+
+
+def write(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """verdict.csv (every column) and verdict.md (the readable table) into ``out_dir``."""
+    written = [out_dir / "verdict.csv", out_dir / "verdict.md"]
+    artifacts.write_csv(written[0], table)
+    artifacts.write_text(written[1], markdown(table))
+    return written

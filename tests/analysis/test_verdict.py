@@ -1,0 +1,106 @@
+"""Verdicts (compare --verdict, and at the end of a sweep) on run folders whose verdict is
+known: the strongest attacker, its interval against the threshold, the costs."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from gradinv_exp import compare
+from gradinv_exp.__main__ import summarise
+from gradinv_exp.analysis import summary, uncertainty, verdict
+
+
+def run(path, *, defense, strength, attack="dlg", adaptive=False, successes=0, pairs=20,
+        hit=30.0, **cost):  # fmt: skip
+    """A finished job folder: ``successes`` of ``pairs`` one-image trials at ``hit`` dB,
+    the rest at 8 dB (success: PSNR >= 20 dB)."""
+    key, value = strength
+    psnr = [[hit]] * successes + [[8.0]] * (pairs - successes)
+    cfg = {"defense.name": defense, f"defense.{key}": value, "attack.name": attack,
+           "attack.adaptive": adaptive, "seed": 0}  # fmt: skip
+    overrides = [f"defense={defense}", f"defense.{key}={value}", f"attack={attack}",
+                 f"attack.adaptive={str(adaptive).lower()}"]  # fmt: skip
+    metrics = {"status": "ok", "psnr": sum(p[0] for p in psnr) / pairs,
+               "per_image": {"psnr": psnr}, "config": cfg, **cost}  # fmt: skip
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """prune 0.2: naive 0/20, adaptive 15/20; prune 0.9: both 0/80; quantize 4 bits (IG):
+    naive 2/20 at 30 dB vs adaptive 1/10 at 40 dB (a tie on success, adaptive's PSNR
+    higher)."""
+    folder = tmp_path / "sweep"
+    prune2, prune9 = ("ratio", 0.2), ("ratio", 0.9)
+    run(folder / "0", defense="prune", strength=prune2, defense_rel_error=0.02)
+    run(folder / "1", defense="prune", strength=prune2, adaptive=True, successes=15,
+        defense_rel_error=0.04)  # fmt: skip
+    run(folder / "2", defense="prune", strength=prune9, pairs=80)
+    run(folder / "3", defense="prune", strength=prune9, adaptive=True, pairs=80)
+    run(folder / "4", defense="quantize", strength=("bits", 4), attack="ig", successes=2)
+    run(folder / "5", defense="quantize", strength=("bits", 4), attack="ig", adaptive=True,
+        successes=1, pairs=10, hit=40.0)  # fmt: skip
+    return folder
+
+
+def table(folder, threshold=verdict.THRESHOLD) -> pd.DataFrame:
+    frame, problems = summary.collect([folder])
+    assert not problems
+    return verdict.verdict(frame, threshold).set_index(["defense", "strength"])
+
+
+def test_the_adaptive_attacker_is_strongest_and_the_defense_does_not_stop_it(sweep):
+    row = table(sweep).loc[("prune", 0.2)]
+    assert (row["naive_successes"], row["naive_pairs"]) == (0, 20)
+    assert (row["adaptive_successes"], row["adaptive_pairs"]) == (15, 20)
+    assert (row["adaptive_low"], row["adaptive_high"]) == uncertainty.rate_interval(15, 20)
+    assert row["strongest"] == "adaptive" and row["against"] == "adaptive dlg"
+    assert row["verdict"] == "does not stop it"  # lower end 0.53 > 0.05
+    assert row["defense_rel_error"] == pytest.approx(0.03)  # mean over the setting's runs
+
+
+def test_no_success_stops_it_only_when_the_interval_ends_below_the_threshold(sweep):
+    low_n = table(sweep, threshold=0.05)
+    assert low_n.loc[("prune", 0.9), "verdict"] == "stops it"  # 0/80: ends at 0.046
+    assert uncertainty.rate_interval(0, 80)[1] <= 0.05 < uncertainty.rate_interval(0, 20)[1]
+    assert table(sweep, threshold=0.04).loc[("prune", 0.9), "verdict"] == "inconclusive"
+
+
+def test_ties_on_success_go_to_the_higher_psnr_and_the_family_is_named(sweep):
+    row = table(sweep).loc[("quantize", 4)]
+    assert row["naive_success"] == row["adaptive_success"] == 0.1
+    assert row["naive_psnr"] == pytest.approx((2 * 30 + 18 * 8) / 20)
+    assert row["adaptive_psnr"] == pytest.approx((40 + 9 * 8) / 10)  # 11.2 > 10.2
+    assert row["strongest"] == "adaptive" and row["attack"] == "ig"
+    assert row["verdict"] == "inconclusive"  # [0.02, 0.40] contains 0.05
+
+
+def test_one_attacker_measured_is_named_as_the_only_one(tmp_path):
+    run(tmp_path / "s" / "0", defense="prune", strength=("ratio", 0.5), successes=3)
+    row = table(tmp_path / "s").loc[("prune", 0.5)]
+    assert row["against"] == "naive dlg (adaptive not measured)"
+    assert pd.isna(row["adaptive_success"])
+
+
+def test_compare_verdict_writes_csv_and_markdown(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main([str(sweep), "--verdict", "--out", str(out)]) == 0
+    written = pd.read_csv(out / "verdict.csv")
+    assert len(written) == 3 and set(written["verdict"]) == {
+        "does not stop it", "stops it", "inconclusive"}  # fmt: skip
+    text = (out / "verdict.md").read_text()
+    assert "0.75 [0.53, 0.89] (15/20)" in text and "| prune" in text
+    assert "0.75 [0.53, 0.89] (15/20)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        compare.main([str(sweep), "--verdict", "--threshold", "2"])
+
+
+def test_the_end_of_a_sweep_writes_its_verdict(sweep):
+    _, unwritten, counts = summarise(sweep)
+    assert unwritten is None and counts["finished"] == 6
+    assert len(pd.read_csv(sweep / "verdict.csv")) == 3
+    assert (sweep / "verdict.md").exists()

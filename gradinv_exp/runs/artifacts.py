@@ -44,6 +44,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Remove the temporary files (``atomic_write``'s ``.*.tmp``) that a process killed
+    while writing left in ``run_dir``: half a file, never a result. Only for a folder
+    whose writer is gone (its job lock is free, or held by this process)."""
+    for left in run_dir.glob(".*.tmp"):
+        left.unlink(missing_ok=True)
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/inf are not JSON: write them as null so any JSON reader can load the file."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -162,6 +162,9 @@ def record_failure(run_dir: Path, err: BaseException, config: dict[str, Any]) ->
 
 def record_death(run_dir: Path, config: dict[str, Any]) -> None:
     """Write metrics.json of a job whose process died without a word (``status: failed``,
-    ``error: DIED``); the command line does this when it finds one (``workers.ended``)."""
+    ``error: DIED``); the command line does this when it finds one (``workers.ended``).
+    A file the process was writing when it died (a checkpoint's temporary file) is
+    removed: the checkpoint it last finished stays."""
+    artifacts.remove_partial(run_dir)
     record = {"status": "failed", "error": DIED, "config": config}
     artifacts.write_json(run_dir / "metrics.json", record)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gradinv_exp import config, tracking
 from gradinv_exp.options import ConfigError
-from gradinv_exp.runs import faults, locks, preflight, resume
+from gradinv_exp.runs import artifacts, faults, locks, preflight, resume
 
 if TYPE_CHECKING:
     from gradinv_exp.config import Config
@@ -44,8 +44,7 @@ def started(run_dir: Path) -> Iterator[dict[str, Any] | None]:
         yield previous
         return
     with locks.job(run_dir):
-        for left in run_dir.glob(".*.tmp"):  # from an attempt killed while writing
-            left.unlink()
+        artifacts.remove_partial(run_dir)  # from an attempt killed while writing
         yield resume.finished_run(run_dir)  # finished while this process waited
 
 

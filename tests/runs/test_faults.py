@@ -228,3 +228,13 @@ def test_forward_sends_sigterm_to_the_child_processes_instead_of_raising(monkeyp
     monkeypatch.setattr(workers, "children", lambda: [])
     with pytest.raises(faults.Interrupted):  # no process started yet: stop here
         faults.Stop(faults.Action.FORWARD)(signal.SIGTERM, None)
+
+
+def test_a_dead_jobs_half_written_file_is_removed_and_its_checkpoint_kept(tmp_path):
+    """A worker killed while writing a checkpoint leaves ``.<name>.<random>.tmp``."""
+    (tmp_path / ".attack_checkpoint.pt.0123456789abcdef.tmp").write_bytes(b"half")
+    (tmp_path / "attack_checkpoint.pt").write_bytes(b"whole")
+    faults.record_death(tmp_path, {"seed": 0})
+    assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "attack_checkpoint.pt").read_bytes() == b"whole"
+    assert json.loads((tmp_path / "metrics.json").read_text())["error"] == faults.DIED

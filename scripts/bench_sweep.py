@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Time two sweeps under three launchers (basic, joblib, batched): wall time and peak RSS.
+"""Time two sweeps under four launchers (basic, joblib, batched in one process, batched on
+workers): wall time and peak RSS.
 
     python scripts/bench_sweep.py [--iterations 40] [--jobs-parallel 2] [--trials 2] \
         [--device cpu|cuda]
@@ -9,9 +10,11 @@ jobs) at a small budget (``--iterations`` attack steps, ``--trials`` trials per 
 the bundled photos. Each is a whole command line (imports, jobs, the sweep summary) in
 its own child process, into a fresh temporary sweep folder, timed by the wall clock; the
 launchers of one sweep run one after another in the same round, so the machine's other
-load falls on all three alike. Peak RSS is the largest resident size of any one process
+load falls on all four alike. ``--jobs-parallel`` is both joblib's ``n_jobs`` and the
+batched launcher's ``workers``. Peak RSS is the largest resident size of any one process
 of the command (``getrusage(RUSAGE_CHILDREN)`` read by a wrapper process around it: a
-joblib worker counts on its own, not summed). Report the load average with the figures.
+joblib or batched worker counts on its own, not summed; the ``processes`` column says how
+many run at once). Report the load average with the figures.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ def launchers(jobs_parallel: int) -> dict[str, list[str]]:
         f"joblib ({jobs_parallel} workers)": [
             "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs_parallel}",
         ],
-        "batched": ["hydra/launcher=batched"],
+        "batched": ["hydra/launcher=batched", "hydra.launcher.workers=1"],
+        f"batched ({jobs_parallel} workers)": [
+            "hydra/launcher=batched", f"hydra.launcher.workers={jobs_parallel}",
+        ],
     }  # fmt: skip
 
 
@@ -80,9 +86,10 @@ def main() -> None:
             for name, flags in launchers(args.jobs_parallel).items():
                 folder = Path(tmp) / f"{preset}-{len(rows)}"
                 wall, rss, psnr = timed_sweep([*base, *flags], folder)
+                processes = args.jobs_parallel if "workers" in name else 1
                 rows.append(
                     {"sweep": f"{preset} ({jobs} jobs)", "launcher": name, "wall_s": wall,
-                     "peak_rss_mib": rss, "mean_psnr": psnr}
+                     "peak_rss_mib": rss, "processes": processes, "mean_psnr": psnr}
                 )  # fmt: skip
                 print(
                     f"{rows[-1]['sweep']:<24} {name:<20} {wall:7.1f} s {rss:7.0f} MiB", flush=True
@@ -91,10 +98,11 @@ def main() -> None:
     for sweep, part in frame.groupby("sweep", sort=False):
         walls = dict(zip(part["launcher"], part["wall_s"]))
         joblib = next(v for k, v in walls.items() if k.startswith("joblib"))
-        print(
-            f"{sweep}: batched is {walls['basic'] / walls['batched']:.2f}x basic, "
-            f"{joblib / walls['batched']:.2f}x joblib"
-        )
+        for name in (k for k in walls if k.startswith("batched")):
+            print(
+                f"{sweep}: {name} is {walls['basic'] / walls[name]:.2f}x as fast as basic, "
+                f"{joblib / walls[name]:.2f}x as fast as joblib"
+            )
     print(
         f"attack.iterations={args.iterations}, dlg_defenses trials={args.trials}, "
         f"dataset=photos, device={args.device}, threads=1"

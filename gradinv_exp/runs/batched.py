@@ -34,14 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config, tracking
-from gradinv_exp.runs import display, faults, resume
+from gradinv_exp.runs import display, faults, pool, resume
 from gradinv_exp.runs import job as runs_job
+from gradinv_exp.runs.workers import started_since
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,38 @@ def batch_key(flat: dict[str, Any]) -> str:
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def spread(units: list[list[Job]], workers: int) -> list[list[Job]]:
+    """The sweep's units (batches, jobs alone) with the batch of most problems split in
+    two halves until there are ``workers`` units or no batch is left to split, so that
+    every worker has a unit. A fixed rule of the config (the job list and ``workers``),
+    not of the machine: the same command always forms the same batches."""
+    units = list(units)
+    while len(units) < workers:
+        splittable = [u for u in units if len(u) > 1]
+        if not splittable:
+            break
+        big = max(splittable, key=lambda u: sum(j.problems for j in u))
+        at, half = units.index(big), (len(big) + 1) // 2
+        units[at : at + 1] = [big[:half], big[half:]]
+    return units
+
+
+def lost(j: Job, since: float) -> JobReturn:
+    """The return of a job whose worker process died (or raised) while running its unit:
+    a job that started (Hydra wrote its ``.hydra`` files at or after ``since``) and left
+    no metrics.json is recorded as failed (``faults.DIED``); one that never started stays
+    without a record (the sweep's summary lists it as never started)."""
+    metrics = j.run_dir / "metrics.json"
+    if started_since(j.run_dir, since) and (
+        not metrics.exists()
+        or metrics.stat().st_mtime < (j.run_dir / ".hydra" / "overrides.yaml").stat().st_mtime
+    ):
+        with faults.logged("the death could not be recorded in metrics.json"):
+            faults.record_death(j.run_dir, config.flat(task_config(j.sweep_config)))
+        print(f"gradinv-exp: job {j.idx} failed: {faults.DIED}", file=sys.stderr)
+    return JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
 @dataclass
@@ -89,12 +122,14 @@ class Prepared:
 class BatchedLauncher(Launcher):
     """In-process launcher; see the module docstring."""
 
-    def __init__(self, max_problems: int = 0) -> None:
+    def __init__(self, max_problems: int = 0, workers: int = 1) -> None:
         if max_problems < 0:
             raise ValueError(
                 f"hydra.launcher.max_problems={max_problems}: must be >= 0 (0 = no cap)"
             )
-        self.max_problems = max_problems
+        if workers < 1:
+            raise ValueError(f"hydra.launcher.workers={workers}: must be >= 1")
+        self.max_problems, self.workers = max_problems, workers
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -119,19 +154,33 @@ class BatchedLauncher(Launcher):
         for members in groups.values():
             per = max(1, self.max_problems // members[0].problems) if self.max_problems else None
             batches += chunks(members, per or len(members))
-        batches = [b for b in batches if len(b) > 1]
-        batched = {j.idx for b in batches for j in b}
+        batched = {j.idx for b in batches if len(b) > 1 for j in b}
+        units = spread([[j] for j in jobs if j.idx not in batched] + batches, self.workers)
+        together = [u for u in units if len(u) > 1]
         log.info(
-            "batched launcher: %d jobs, %d in %d batch(es), %d alone",
-            len(jobs), len(batched), len(batches), len(jobs) - len(batched),
+            "batched launcher: %d jobs, %d in %d batch(es), %d alone%s",
+            len(jobs), sum(map(len, together)), len(together), len(units) - len(together),
+            f", {min(self.workers, len(units))} workers" if self.workers > 1 else "",
         )  # fmt: skip
         returns: dict[int, JobReturn] = {}
-        for j in jobs:
-            if j.idx not in batched:
-                returns[j.idx] = self.alone(j)
-        for batch in batches:
-            returns |= self.together(batch)
+        if self.workers > 1 and len(units) > 1:
+            since = time.time() - 1.0  # file times come from a coarser clock
+            largest_first = sorted(units, key=lambda u: -sum(j.problems for j in u))
+            for done in pool.run_all(
+                largest_first, self.unit, workers=self.workers,
+                lost=lambda u: {j.idx: lost(j, since) for j in u},
+            ):  # fmt: skip
+                returns |= done
+        else:
+            for unit in units:
+                returns |= self.unit(unit)
         return [returns[j.idx] for j in jobs]
+
+    def unit(self, jobs: list[Job]) -> dict[int, JobReturn]:
+        """Run one unit of the sweep: a batch, or a job alone (the normal job path)."""
+        if len(jobs) == 1:
+            return {jobs[0].idx: self.alone(jobs[0])}
+        return self.together(jobs)
 
     def plan(self, idx: int, overrides: Sequence[str]) -> Job:
         """Compose job ``idx``; its batch key, None when it must run alone (finished,

@@ -119,13 +119,14 @@ def interruptible() -> Iterator[Stop]:
             signal.signal(s, h)
 
 
-def job_process() -> Stop:
+def job_process(*, forked: bool = False) -> Stop:
     """The ``Stop`` of a process that runs jobs for the command line (a joblib worker, a
-    submitit task): installed on the first call, for good, with EXIT. A job runs under
-    ``stop.acting(Action.RAISE)``; once the process has been signalled (``signum`` set),
-    it starts no further job."""
+    submitit task, a worker forked by the batched launcher): installed on the first call,
+    for good, with EXIT. A job runs under ``stop.acting(Action.RAISE)``; once the process
+    has been signalled (``signum`` set), it starts no further job. A ``forked`` process
+    holds a copy of its parent's Stop, which is replaced."""
     current = signal.getsignal(signal.SIGTERM)
-    if isinstance(current, Stop):
+    if isinstance(current, Stop) and not forked:
         return current
     stop = Stop(Action.EXIT)
     for s in SIGNALS:

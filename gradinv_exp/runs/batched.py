@@ -64,6 +64,22 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def plan_units(jobs: list[Job], max_problems: int, workers: int) -> list[list[Job]]:
+    """The sweep's units of work: each job that shares a batch with no other, in job
+    order, then the batches: jobs with one ``batch_key``, at most ``max_problems`` rows
+    (0: no cap) each, ``spread`` over ``workers``."""
+    groups: dict[str, list[Job]] = {}
+    for j in jobs:
+        if j.key is not None:
+            groups.setdefault(j.key, []).append(j)
+    batches: list[list[Job]] = []
+    for members in groups.values():
+        per = max(1, max_problems // members[0].problems) if max_problems else len(members)
+        batches += [b for b in chunks(members, per) if len(b) > 1]
+    batched = {j.idx for b in batches for j in b}
+    return spread([[j] for j in jobs if j.idx not in batched] + batches, workers)
+
+
 def spread(units: list[list[Job]], workers: int) -> list[list[Job]]:
     """The sweep's units (batches, jobs alone) with the batch of most problems split in
     two halves until there are ``workers`` units or no batch is left to split, so that
@@ -105,6 +121,7 @@ class Job:
     run_dir: Path
     key: str | None  # None: runs alone
     problems: int  # trials x restarts
+    device: str = "cpu"  # the device type its attack runs on
 
 
 @dataclass
@@ -146,28 +163,27 @@ class BatchedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = [self.plan(initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
-        groups: dict[str, list[Job]] = {}
-        for j in jobs:
-            if j.key is not None:
-                groups.setdefault(j.key, []).append(j)
-        batches: list[list[Job]] = []
-        for members in groups.values():
-            per = max(1, self.max_problems // members[0].problems) if self.max_problems else None
-            batches += chunks(members, per or len(members))
-        batched = {j.idx for b in batches if len(b) > 1 for j in b}
-        units = spread([[j] for j in jobs if j.idx not in batched] + batches, self.workers)
+        accelerated = sorted({j.device for j in jobs} - {"cpu"})
+        workers = 1 if accelerated else self.workers
+        if workers < self.workers:
+            log.info(
+                "batched launcher: jobs on %s run in this process, not on %d workers (a "
+                "forked process cannot use a device its parent may have initialised)",
+                accelerated[0], self.workers,
+            )  # fmt: skip
+        units = plan_units(jobs, self.max_problems, workers)
         together = [u for u in units if len(u) > 1]
         log.info(
             "batched launcher: %d jobs, %d in %d batch(es), %d alone%s",
             len(jobs), sum(map(len, together)), len(together), len(units) - len(together),
-            f", {min(self.workers, len(units))} workers" if self.workers > 1 else "",
+            f", {min(workers, len(units))} workers" if workers > 1 else "",
         )  # fmt: skip
         returns: dict[int, JobReturn] = {}
-        if self.workers > 1 and len(units) > 1:
+        if workers > 1 and len(units) > 1:
             since = time.time() - 1.0  # file times come from a coarser clock
             largest_first = sorted(units, key=lambda u: -sum(j.problems for j in u))
             for done in pool.run_all(
-                largest_first, self.unit, workers=self.workers,
+                largest_first, self.unit, workers=workers,
                 lost=lambda u: {j.idx: lost(j, since) for j in u},
             ):  # fmt: skip
                 returns |= done
@@ -195,7 +211,7 @@ class BatchedLauncher(Launcher):
             sweep_config.hydra.job.num = idx
         HydraConfig.instance().set_config(sweep_config)
         run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-        key, problems = None, 1
+        key, problems, device = None, 1, "cpu"
         from gradinv_exp import experiment  # torch: not when Hydra scans its plugins
         from gradinv_exp.runs import checkpoints
 
@@ -204,10 +220,12 @@ class BatchedLauncher(Launcher):
                 typed = experiment.to_config(task_config(sweep_config))
             except Exception:  # the normal job path reports it
                 typed = None
+            if typed is not None:
+                device = experiment.device_of(typed.device).type
             if typed is not None and batchable(typed):
                 key = batch_key(config.flat(typed))
                 problems = typed.trials * typed.attack.restarts
-        return Job(idx, sweep_config, run_dir, key, problems)
+        return Job(idx, sweep_config, run_dir, key, problems, device)
 
     def alone(self, j: Job) -> JobReturn:
         """The normal job path (Hydra's task function), as the basic launcher runs it."""

@@ -67,6 +67,25 @@ def test_each_batched_job_equals_its_run_alone_under_eager_adam(tmp_path, extra)
     assert len({m["grad_loss"] for m in alone}) == 3
 
 
+def job(idx: int, problems: int = 1) -> batched.Job:
+    return batched.Job(idx, None, None, "key", problems)
+
+
+def test_spread_splits_the_largest_batch_until_every_worker_has_a_unit():
+    def sizes(units):
+        return [[j.idx for j in u] for u in units]
+
+    four = [job(i) for i in range(4)]
+    assert sizes(batched.spread([four], 1)) == [[0, 1, 2, 3]]
+    assert sizes(batched.spread([four], 2)) == [[0, 1], [2, 3]]
+    assert sizes(batched.spread([four], 3)) == [[0], [1], [2, 3]]
+    assert sizes(batched.spread([four], 9)) == [[0], [1], [2], [3]]
+    # enough units already: nothing is split; the batch of most problems is split first
+    assert sizes(batched.spread([[job(9)], four], 2)) == [[9], [0, 1, 2, 3]]
+    small, large = [job(0), job(1)], [job(2, 5), job(3, 5)]
+    assert sizes(batched.spread([small, large], 3)) == [[0, 1], [2], [3]]
+
+
 @pytest.mark.slow
 def test_a_batched_sweep_writes_every_job_and_splits_at_max_problems(tmp_path):
     sweep = tmp_path / "sweep"
@@ -87,7 +106,8 @@ def test_an_interrupted_batched_sweep_skips_finished_jobs_and_completes_the_othe
     args = [
         "-m", *FAST, "dataset.image_size=16", "compile=off", "optimizer.max_iter=2",
         "attack.iterations=400", "attack.snapshot_every=2", "defense=none,prune,quantize,noise",
-        "hydra/launcher=batched", "hydra.launcher.max_problems=2", f"hydra.sweep.dir={sweep}",
+        "hydra/launcher=batched", "hydra.launcher.max_problems=2", "hydra.launcher.workers=1",
+        f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     proc = start(args, tmp_path)
     wait_for(proc, "2 job(s) as one attack")  # the first batch (jobs 0, 1) finished
@@ -102,3 +122,24 @@ def test_an_interrupted_batched_sweep_skips_finished_jobs_and_completes_the_othe
     assert status(sweep) == dict.fromkeys("0123", "ok")
     assert {j: (sweep / j / "metrics.json").stat().st_mtime_ns for j in done} == done
     assert "2 job(s) as one attack" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_batches_on_two_workers_run_at_once_and_each_saves_when_stopped(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m", *FAST, "dataset.image_size=16", "compile=off", "optimizer.max_iter=2",
+        "attack.iterations=400", "attack.snapshot_every=2", "defense=none,prune,quantize,noise",
+        "hydra/launcher=batched", "hydra.launcher.workers=2", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    proc = start(args, tmp_path)
+    lines = wait_for(proc, "step    2/400", count=4)  # both batches attack at once
+    assert any("4 in 2 batch(es), 0 alone, 2 workers" in line for line in lines), lines
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc)
+    assert proc.returncode == 130, out
+    assert status(sweep) == dict.fromkeys("0123", "interrupted")
+    again = cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert status(sweep) == dict.fromkeys("0123", "ok")
+    assert (again.stdout + again.stderr).count("2 job(s) as one attack of 2 problems") == 2

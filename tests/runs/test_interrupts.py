@@ -1,5 +1,6 @@
-"""Sweeps stopped for real, under the basic and the joblib launcher: by Ctrl-C (SIGINT to
-the process group), by SIGTERM to the command alone, by a worker killed with SIGKILL.
+"""Sweeps stopped for real, under the basic, the joblib and the batched launcher on worker
+processes: by Ctrl-C (SIGINT to the process group), by SIGTERM to the command alone, by a
+worker killed with SIGKILL.
 Every job that was running saves as interrupted (no temporary file left), the others
 are rows of the summary, the last line counts them; the same command then continues
 the interrupted jobs from their checkpoints.
@@ -33,6 +34,8 @@ STEPS = [
     "attack.checkpoint_every=2", "compile=off",
 ]  # fmt: skip
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+# jobs of different seeds never share a batch: each runs alone on one of 2 forked workers
+WORKERS = ["hydra/launcher=batched", "hydra.launcher.workers=2"]
 WAIT_S = 240
 
 
@@ -78,8 +81,20 @@ def metrics(run_dir: Path) -> dict:
 
 @pytest.mark.parametrize(
     ("launcher", "sig", "to_group"),
-    [([], signal.SIGINT, True), (JOBLIB, signal.SIGINT, True), (JOBLIB, signal.SIGTERM, False)],
-    ids=["basic-ctrl-c", "joblib-ctrl-c", "joblib-sigterm-to-the-command"],
+    [
+        ([], signal.SIGINT, True),
+        (JOBLIB, signal.SIGINT, True),
+        (JOBLIB, signal.SIGTERM, False),
+        (WORKERS, signal.SIGINT, True),
+        (WORKERS, signal.SIGTERM, False),
+    ],
+    ids=[
+        "basic-ctrl-c",
+        "joblib-ctrl-c",
+        "joblib-sigterm-to-the-command",
+        "workers-ctrl-c",
+        "workers-sigterm-to-the-command",
+    ],  # fmt: skip
 )
 def test_stopped_sweep_saves_running_jobs_and_counts_the_rest(tmp_path, launcher, sig, to_group):
     sweep = tmp_path / "sweep"
@@ -129,10 +144,11 @@ def test_the_same_command_continues_an_interrupted_sweep_from_its_checkpoints(tm
     assert resumed["per_image"] == alone["per_image"] and resumed["grad_loss"] == alone["grad_loss"]
 
 
-def test_a_killed_worker_fails_its_job_and_the_others_finish(tmp_path):
+@pytest.mark.parametrize("launcher", [JOBLIB, WORKERS], ids=["joblib", "workers"])
+def test_a_killed_worker_fails_its_job_and_the_others_finish(tmp_path, launcher):
     sweep = tmp_path / "sweep"
     args = ["-m", *STEPS, "attack.iterations=80", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
-    proc = start([*args, *JOBLIB], tmp_path)
+    proc = start([*args, *launcher], tmp_path)
     try:
         wait_for(proc, "step    4/", count=2)  # two jobs run, one waits
         locks = {n: (sweep / str(n) / ".job.lock").read_text().strip() for n in (0, 1)}

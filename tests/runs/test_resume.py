@@ -117,7 +117,8 @@ def test_sweep_rerun_skips_ok_and_diverged_and_reruns_missing_and_failed(seed_sw
     set_status(sweep / "3", "failed")
     (sweep / "summary.csv").unlink()
     kept = {n: snapshot(sweep / n) for n in ("0", "1")}
-    proc = cli([*SEED_DEFENSES, f"hydra.sweep.dir={sweep}"], tmp_path)
+    # the launcher that wrote the sweep (a batch's rows round differently from a job alone)
+    proc = cli([*SEED_DEFENSES, "hydra/launcher=basic", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("already finished") == 2
     assert "status ok" in proc.stdout and "status diverged" in proc.stdout

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.collections import PolyCollection
 
 from gradinv_exp.analysis import figures
@@ -39,3 +40,19 @@ def test_curve_points_sit_at_their_strengths_whatever_the_row_order():
         assert ys.min() == min(PSNR) - 1 and ys.max() == max(PSNR) + 2
         reference = [a for a in ax.lines if list(a.get_ydata()) == [35.0, 35.0]]
         assert len(reference) == 1  # no defense: a dashed line at its PSNR
+
+
+def test_progress_shows_every_snapshot_under_its_step_on_one_image():
+    steps = range(0, 130, 10)  # 13 snapshots of 2 trials x 3 images
+    snapshots = [(s, torch.rand(2, 3, 3, 8, 8)) for s in steps]
+    fig = figures.progress(snapshots, columns=5)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == [f"step {s}" for s in steps]
+    grid = ax.images[0].get_array()
+    frame = figures.to_image(snapshots[7][1])  # row 1, column 2 of the grid
+    height, width = frame.shape[:2]
+    band, pad = max(8, height // 4), 2
+    assert grid.shape[:2] == (pad + 3 * (band + height + pad), pad + 5 * (width + pad))
+    top, left = pad + (band + height + pad) + band, pad + 2 * (width + pad)
+    np.testing.assert_allclose(grid[top : top + height, left : left + width], frame, atol=1e-6)
+    assert ax.texts[7].get_position() == (left + width / 2, top - band / 2)

@@ -88,16 +88,27 @@ def test_spread_splits_the_largest_batch_until_every_worker_has_a_unit():
 
 @pytest.mark.slow
 def test_a_batched_sweep_writes_every_job_and_splits_at_max_problems(tmp_path):
-    sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "defense=none,prune,quantize,noise", "hydra/launcher=batched"]
-    proc = cli([*args, "hydra.launcher.max_problems=2", f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout + proc.stderr
-    assert out.count("2 job(s) as one attack of 2 problems") == 2, out
-    assert "peak RSS" in out
-    for job in range(4):
-        assert json.loads((sweep / str(job) / "metrics.json").read_text())["status"] == "ok"
-        assert (sweep / str(job) / ".hydra" / "overrides.yaml").exists()
+    sweeps = {}
+    for workers in (2, 1):  # the same two batches, in two worker processes and in this one
+        sweeps[workers] = sweep = tmp_path / f"workers{workers}"
+        extra = ["hydra.launcher.max_problems=2", f"hydra.launcher.workers={workers}"]
+        proc = cli([*args, *extra, f"hydra.sweep.dir={sweep}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout + proc.stderr
+        assert out.count("2 job(s) as one attack of 2 problems") == 2, out
+        assert "peak RSS" in out
+        assert ("2 workers" in out) == (workers == 2)
+        for job in range(4):
+            assert json.loads((sweep / str(job) / "metrics.json").read_text())["status"] == "ok"
+            assert (sweep / str(job) / ".hydra" / "overrides.yaml").exists()
+    for job in range(4):  # a worker computes exactly what this process computes
+        forked, here = (
+            json.loads((sweeps[w] / str(job) / "metrics.json").read_text()) for w in (2, 1)
+        )
+        assert {k: v for k, v in forked.items() if k not in TIMING} == {
+            k: v for k, v in here.items() if k not in TIMING
+        }
 
 
 @pytest.mark.slow

@@ -16,6 +16,12 @@ from gradinv_exp.runs import batched, provenance
 # eager Adam on two trials (the batched path of the simulation, alone as in a batch)
 ADAM = [*FAST, "dataset.image_size=16", "optimizer=adam", "compile=off", "trials=2"]
 DEFENSES = ["defense=none", "defense=prune", "defense=noise"]
+# a sweep of 4 jobs with long attacks of cheap steps, to be stopped while it runs
+LONG = [
+    "-m", *FAST, "dataset.image_size=16", "compile=off", "optimizer.max_iter=2",
+    "attack.iterations=400", "attack.snapshot_every=2", "defense=none,prune,quantize,noise",
+    "hydra/launcher=batched",
+]  # fmt: skip
 # what differs between a job run alone and in a batch: timing, and the batch's size
 TIMING = (*provenance.CLOCK, "compile_s", "batched_jobs")
 
@@ -114,12 +120,8 @@ def test_a_batched_sweep_writes_every_job_and_splits_at_max_problems(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_batched_sweep_skips_finished_jobs_and_completes_the_others(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [
-        "-m", *FAST, "dataset.image_size=16", "compile=off", "optimizer.max_iter=2",
-        "attack.iterations=400", "attack.snapshot_every=2", "defense=none,prune,quantize,noise",
-        "hydra/launcher=batched", "hydra.launcher.max_problems=2", "hydra.launcher.workers=1",
-        f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+    args = [*LONG, "hydra.launcher.max_problems=2", "hydra.launcher.workers=1",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
     proc = start(args, tmp_path)
     wait_for(proc, "2 job(s) as one attack")  # the first batch (jobs 0, 1) finished
     wait_for(proc, "step    2/400")  # the second batch (jobs 2, 3) is attacking
@@ -138,11 +140,7 @@ def test_an_interrupted_batched_sweep_skips_finished_jobs_and_completes_the_othe
 @pytest.mark.slow
 def test_batches_on_two_workers_run_at_once_and_each_saves_when_stopped(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [
-        "-m", *FAST, "dataset.image_size=16", "compile=off", "optimizer.max_iter=2",
-        "attack.iterations=400", "attack.snapshot_every=2", "defense=none,prune,quantize,noise",
-        "hydra/launcher=batched", "hydra.launcher.workers=2", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+    args = [*LONG, "hydra.launcher.workers=2", f"hydra.sweep.dir={sweep}"]
     proc = start(args, tmp_path)
     lines = wait_for(proc, "step    2/400", count=4)  # both batches attack at once
     assert any("4 in 2 batch(es), 0 alone, 2 workers" in line for line in lines), lines

@@ -17,6 +17,11 @@ saves every job of the running batch as ``interrupted`` (a batch keeps no checkp
 rerun, those jobs start again); an error records every job of the batch as ``failed``.
 A batch larger than ``max_problems`` rows (0: no cap) is split. Jobs that share a batch
 with no other job run through the normal job path.
+
+The batches and the jobs alone are the sweep's units of work; ``workers`` processes forked
+from this one run them at once (``runs/pool.py``), the largest batch split in two while
+there are fewer units than workers (``spread``). A worker that dies loses its unit only
+(``lost``). Jobs on an accelerator run in this process.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config, tracking
+from gradinv_exp.options import require
 from gradinv_exp.runs import display, faults, pool, resume
 from gradinv_exp.runs import job as runs_job
 from gradinv_exp.runs.workers import started_since
@@ -57,6 +58,18 @@ APART = ("defense.", "tags.")  # the config keys in which jobs of one batch may 
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def check(max_problems: Any, workers: Any) -> None:
+    """The launcher's settings (``conf/hydra/launcher/batched.yaml``, any type as they come
+    from a command line): ConfigError naming the bad one. The command line checks them
+    before any job (``preflight.plan``)."""
+    for key, value, least, allowed in (
+        ("max_problems", max_problems, 0, "an integer >= 0 (0 = no cap)"),
+        ("workers", workers, 1, "an integer >= 1 (1 = in this process)"),
+    ):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        require(whole and value >= least, f"hydra.launcher.{key}", value, allowed)
 
 
 def batch_key(flat: dict[str, Any]) -> str:
@@ -145,12 +158,7 @@ class BatchedLauncher(Launcher):
     """In-process launcher; see the module docstring."""
 
     def __init__(self, max_problems: int = 0, workers: int = 1) -> None:
-        if max_problems < 0:
-            raise ValueError(
-                f"hydra.launcher.max_problems={max_problems}: must be >= 0 (0 = no cap)"
-            )
-        if workers < 1:
-            raise ValueError(f"hydra.launcher.workers={workers}: must be >= 1")
+        check(max_problems, workers)
         self.max_problems, self.workers = max_problems, workers
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None

@@ -39,8 +39,10 @@ OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=N
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-# launchers that run every job in this process (the batched one: runs/batched.py)
-IN_PROCESS = (BASIC_LAUNCHER, "hydra_plugins.gradinv_exp_batched.BatchedLauncher")
+BATCHED_LAUNCHER = "hydra_plugins.gradinv_exp_batched.BatchedLauncher"  # runs/batched.py
+# launchers that run the jobs from this process (the batched one may fork workers, which
+# it watches itself: runs/pool.py)
+IN_PROCESS = (BASIC_LAUNCHER, BATCHED_LAUNCHER)
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,10 @@ def plan(argv: list[str]) -> Plan | None:
                 if run_dir is not None:
                     resume.check_folder(run_dir, job)
             local = in_process(first.hydra, multirun)
+            if multirun and first.hydra.launcher.get("_target_") == BATCHED_LAUNCHER:
+                from gradinv_exp.runs import batched
+
+                batched.check(first.hydra.launcher.max_problems, first.hydra.launcher.workers)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -155,9 +155,10 @@ class Prepared:
 
 
 class BatchedLauncher(Launcher):
-    """In-process launcher; see the module docstring."""
+    """Runs the sweep's units in this process or on forked workers; see the module
+    docstring. Its settings and their defaults: conf/hydra/launcher/batched.yaml."""
 
-    def __init__(self, max_problems: int = 0, workers: int = 1) -> None:
+    def __init__(self, max_problems: int, workers: int) -> None:
         check(max_problems, workers)
         self.max_problems, self.workers = max_problems, workers
         self.config: DictConfig | None = None

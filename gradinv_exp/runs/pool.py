@@ -20,6 +20,8 @@ sweep holds per worker:
 
 Forking needs the ``fork`` start method (Linux, macOS) and a parent that has not
 initialised CUDA: the command line never runs a job itself, so it has not.
+``concurrent.futures.ProcessPoolExecutor`` is not used: one dead worker breaks its whole
+pool there, failing every unit still queued.
 """
 
 from __future__ import annotations

@@ -265,12 +265,15 @@ class Simulator:
     clients: int = 1
     functional: bool = False
 
-    def __call__(self, x: Tensor, y: Tensor) -> list[Tensor]:
+    def __call__(self, x: Tensor, y: Tensor, params: Params | None = None) -> list[Tensor]:
+        """What each of the N dummies would share (see the class); ``params`` replaces
+        ``self.params`` for this call (the engine's weights of the rows still running)."""
+        params = self.params if params is None else params
         names = [k for k, _ in self.model.named_parameters()]
         entry = CLIENTS[self.protocol.name]
         # a mean of equal batches' mean-loss gradients is the gradient of all of them
         split = self.clients > 1 and not entry.plain_gradient
-        plain = self.params is None and entry.plain_gradient and len(x) == 1
+        plain = params is None and entry.plain_gradient and len(x) == 1
         if plain and not self.functional:
             # one problem: plain autograd, ~30% cheaper than vmap, nothing to batch
             with torch.enable_grad():
@@ -292,15 +295,17 @@ class Simulator:
             return {k: v.mean(0) for k, v in each.items()}
 
         with torch.enable_grad():
-            if self.params is None:
+            if params is None:
                 own = {k: v.detach() for k, v in self.model.named_parameters()}
                 out = torch.func.vmap(one, in_dims=(None, 0, 0))(own, x, y)
+            elif len(next(iter(params.values()))) == len(x):  # one set of weights per row
+                out = torch.func.vmap(one, in_dims=(0, 0, 0))(params, x, y)
             else:  # problems are restart-major: (R, T) with trial t's weights for column t
-                trials = len(next(iter(self.params.values())))
+                trials = len(next(iter(params.values())))
                 rows = x.shape[0] // trials
                 per_trial = torch.func.vmap(one, in_dims=(0, 0, 0))
                 out = torch.func.vmap(per_trial, in_dims=(None, 0, 0))(
-                    self.params,
+                    params,
                     x.view(rows, trials, *x.shape[1:]),
                     y.view(rows, trials, *y.shape[1:]),
                 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,16 +290,59 @@ def attack_backend(cfg: Config, device: torch.device, jobs: int = 1) -> attacks.
     )
 
 
-# --- one run ----------------------------------------------------------------------------
+# --- the pipeline: case -> attack -> result ---------------------------------------------
+
+
+@dataclass
+class Case:
+    """One job up to its attack: the truth (``images`` ``(T, B, C, H, W)`` in [0, 1],
+    ``labels`` ``(T, B)``: only the scorer reads them), what the server controls
+    (``server``: the model(s) it sent) and what it observed (``observed``), and the facts
+    metrics.json records about them (data source, the defense's cost ...)."""
+
+    cfg: Config
+    images: Tensor
+    labels: Tensor
+    server: server.Server
+    observed: attacks.Observed
+    facts: dict[str, Any]
+
+
+def build_case(cfg: Config) -> Case:
+    """The case step: data, the model(s) and what the server sent, the clients' defended
+    shares, and what the server observes of them."""
+    device = device_of(cfg.device)
+    facts = provenance.started(device)
+    images, labels, source = load_data(cfg)
+    facts["data_source"] = source
+    log.info(
+        "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
+        "attack %s | device %s",
+        source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
+        cfg.model.name, cfg.defense, attack_name(cfg), device,
+    )  # fmt: skip
+    nets, sent = send(cfg, build_models(cfg, device))
+    true, shared = share(cfg, nets, images, labels)
+    facts |= defenses.cost(true, shared)
+    facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
+    facts |= threat_model(cfg)
+    facts["adaptive"] = facts["threat.defense_modelled"]
+    return Case(cfg, images, labels, sent, observe(cfg, shared, labels), facts)
+
+
+def attack_name(cfg: Config) -> str:
+    """The attack as the log names it: the preset, and the optimiser where it uses one."""
+    entry = attack_entry(cfg)
+    uses = entry.closures(cfg.attack, cfg.optimizer) > 0
+    return f"{cfg.attack.name}/{cfg.optimizer.name}" if uses else cfg.attack.name
 
 
 @dataclass
 class Progress:
-    """What a run has computed so far: enough to save it if the run is stopped midway."""
+    """What a job has computed so far: enough to save it if the job is stopped midway."""
 
-    images: Tensor | None = None  # (T, B, C, H, W) the attacked images
-    labels: Tensor | None = None  # (T, B)
-    facts: dict[str, Any] = field(default_factory=dict)  # data_source, defense cost ...
+    case: Case | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # the case's, the backend's ...
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)  # (step, (T,B,C,H,W))
     rows: list[dict[str, float]] = field(default_factory=list)  # history.csv rows
     losses: Tensor | None = None  # (T,) objective at the last snapshot
@@ -323,31 +366,10 @@ class Progress:
         self.start = time.perf_counter() - state["elapsed"]
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Run the experiment ``cfg``, write its files into ``run_dir``, return metrics.json.
-
-    Stopped by a signal (``faults.Interrupted``): writes every artifact of the steps so far
-    with ``status: interrupted``, then re-raises. Any other exception: writes metrics.json
-    with ``status: failed`` and the error, then re-raises.
-    """
-    progress = Progress()
-    try:
-        return attack_run(cfg, run_dir, progress)
-    except faults.Interrupted as stop:
-        log.warning("%s: saving the results of the steps so far", stop)
-        with faults.logged("the results of the steps so far could not be saved"):
-            save_interrupted(cfg, run_dir, progress, stop)
-        raise
-    except Exception as err:
-        with faults.logged("the failure could not be recorded in metrics.json"):
-            faults.record_failure(run_dir, err, flat(cfg))
-        raise
-
-
 def recorder(
     cfg: Config, images: Tensor, progress: Progress, show: str | None = None
 ) -> Callable[[int, Tensor, Tensor], None]:
-    """The attack's ``on_snapshot`` for a run attacking ``images`` ``(T, B, C, H, W)``: each
+    """The attack's ``on_snapshot`` for a job attacking ``images`` ``(T, B, C, H, W)``: each
     snapshot becomes a history row and a progress image in ``progress``, and moves the
     progress bar or logs one line (``display.kind``; ``show`` picks one)."""
     shown = display.Display(attack_entry(cfg).steps(cfg.attack), log, show)
@@ -369,65 +391,136 @@ def recorder(
     return on_snapshot
 
 
-def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]:
-    """The experiment itself; fills ``progress`` as it goes."""
-    torch.set_num_threads(cfg.threads)
-    device = device_of(cfg.device)
-    progress.facts |= provenance.started(device)
-    images, labels, source = load_data(cfg)
-    progress.images, progress.labels = images, labels
-    progress.facts["data_source"] = source
-    log.info(
-        "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
-        "attack %s/%s | device %s",
-        source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
-        cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
-    )  # fmt: skip
-    nets, sent = send(cfg, build_models(cfg, device))
-    true, shared = share(cfg, nets, images, labels)
-    progress.facts |= defenses.cost(true, shared)
-    progress.facts |= defenses.report(cfg.defense)  # defense_steps; epsilon for DP
-    progress.facts |= threat_model(cfg)
-    progress.facts["adaptive"] = progress.facts["threat.defense_modelled"]
-    observed = observe(cfg, shared, labels)
-    del true, shared  # the attack sees ``observed`` only
+def attack(
+    cases: Sequence[Case],
+    progress: Sequence[Progress],
+    *,
+    show: str | None = None,
+    save_state: Callable[[dict[str, Any]], None] | None = None,
+    saved_state: dict[str, Any] | None = None,
+) -> list[attacks.AttackResult]:
+    """The attack step: every case's attack in one call of its family's ``reconstruct``
+    (cases of a batch share the family and its settings; the optimisation engine solves
+    them as one problem set), each with its own random stream, its progress recorded
+    into its ``progress``. ``save_state``/``saved_state``: the call's checkpoints."""
+    first = cases[0].cfg
+    backend = attack_backend(first, device_of(first.device), jobs=len(cases))
+    targets = []
+    for case, done in zip(cases, progress, strict=True):
+        done.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
+        on_snapshot = recorder(case.cfg, case.images, done, show)
+        stream = generator(case.cfg.seed, "attack")
+        target = attacks.Target(case.observed, case.server, case.cfg.attack, stream, on_snapshot)
+        targets.append(target)
+    context = attacks.Context(first.optimizer, backend, save_state, saved_state)
+    return attack_entry(first).reconstruct(targets, context)
 
-    on_snapshot = recorder(cfg, images, progress)
-    backend = attack_backend(cfg, device)
-    progress.facts |= {"compile": backend.compile, "conv_backend": backend.conv}
-    config = flat(cfg)
-    saved = checkpoints.load(run_dir, config, device)
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Run the experiment ``cfg``, write its files into ``run_dir``, return metrics.json;
+    ``run_batch`` of this one job (see there for what a stop or an error does)."""
+    summary = run_batch([cfg], [run_dir])[0]
+    assert summary is not None  # a lone job that fails raises
+    return summary
+
+
+def run_batch(cfgs: Sequence[Config], run_dirs: Sequence[Path]) -> list[dict[str, Any] | None]:
+    """Run the jobs ``cfgs`` (one, or a batch whose attacks share one call) into their
+    folders: each job's case, the attack of all of them, each job's score and files.
+    Returns each job's metrics.json (None: it failed, and its metrics.json says so).
+
+    A job whose case cannot be built is recorded as ``failed`` and the others go on; when
+    none is left to attack, the last error is raised. A job alone keeps a checkpoint of
+    its attack in its folder and continues from one it finds there; a batch keeps none.
+    Stopped by a signal (``faults.Interrupted``): every job is saved as far as it got with
+    ``status: interrupted``, then the signal goes on. Any other error in the attack (or,
+    for a job alone, in its scoring): every job's metrics.json records it as ``failed``,
+    and it is raised.
+    """
+    torch.set_num_threads(cfgs[0].threads)
+    every = [(cfg, run_dir, Progress()) for cfg, run_dir in zip(cfgs, run_dirs, strict=True)]
+    jobs, error = [], None
+    for cfg, run_dir, done in every:
+        try:
+            done.case = build_case(cfg)
+        except faults.Interrupted as stop:
+            save_all(every, stop)
+            raise
+        except Exception as err:
+            failed(cfg, run_dir, err)
+            error = err
+            continue
+        done.facts |= done.case.facts
+        jobs.append((cfg, run_dir, done))
+    if not jobs:
+        assert error is not None
+        raise error
+    alone = len(jobs) == 1
+    config, run_dir, lead = jobs[0][0], jobs[0][1], jobs[0][2]
+    saved = checkpoints.load(run_dir, flat(config), device_of(config.device)) if alone else None
     if saved is not None:
-        progress.restore(saved["progress"])
+        lead.restore(saved["progress"])
         log.info("resuming from the checkpoint at step %d", saved["attack"]["step"])
     else:
-        progress.start = time.perf_counter()
+        for _, _, done in jobs:
+            done.start = time.perf_counter()
 
     def save_checkpoint(state: dict[str, Any]) -> None:
-        checkpoints.save(run_dir, config, {"attack": state, "progress": progress.state()})
+        checkpoints.save(run_dir, flat(config), {"attack": state, "progress": lead.state()})
 
-    context = attacks.Context(
-        generator=generator(cfg.seed, "attack"),
-        on_snapshot=on_snapshot,
-        optimizer=cfg.optimizer,
-        backend=backend,
-        save_state=save_checkpoint,
-        saved_state=None if saved is None else saved["attack"],
-    )
-    result = attack_entry(cfg).reconstruct(observed, sent, cfg.attack, context)
-    progress.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
-    status = "diverged" if result.diverged.any() else "ok"
-    summary = finish(cfg, run_dir, progress, result, status)
-    checkpoints.remove(run_dir)  # finished: never run again
-    return summary
+    try:
+        results = attack(
+            [done.case for _, _, done in jobs],  # type: ignore[misc]  # all built
+            [done for _, _, done in jobs],
+            show=None if alone else display.LINES,  # many jobs at once: lines, not bars
+            save_state=save_checkpoint if alone else None,
+            saved_state=None if saved is None else saved["attack"],
+        )
+    except faults.Interrupted as stop:
+        save_all(jobs, stop)
+        raise
+    except Exception as err:
+        for cfg, job_dir, _ in jobs:
+            failed(cfg, job_dir, err)
+        raise
+    share = (time.perf_counter() - lead.start) / len(jobs)
+    out: dict[Path, dict[str, Any] | None] = dict.fromkeys(run_dirs)
+    for (cfg, job_dir, done), result in zip(jobs, results, strict=True):
+        done.facts |= {"compile": result.compiled, "compile_s": result.compile_s}
+        if not alone:
+            done.facts["batched_jobs"] = len(jobs)
+            done.start = time.perf_counter() - share  # its share of the batch's time
+        status = "diverged" if result.diverged.any() else "ok"
+        try:
+            out[job_dir] = finish(cfg, job_dir, done, result, status)
+        except Exception as err:
+            failed(cfg, job_dir, err)
+            if alone:
+                raise
+        checkpoints.remove(job_dir)  # finished: never run again
+    return [out[d] for d in run_dirs]
+
+
+def failed(cfg: Config, run_dir: Path, err: Exception) -> None:
+    """Record ``err`` as the job's end (metrics.json ``status: failed``)."""
+    with faults.logged("the failure could not be recorded in metrics.json"):
+        faults.record_failure(run_dir, err, flat(cfg))
+
+
+def save_all(jobs: Sequence[tuple[Config, Path, Progress]], stop: faults.Interrupted) -> None:
+    """Save every job as far as it got (``save_interrupted``), after a stop signal."""
+    log.warning("%s: saving the results of the steps so far", stop)
+    for cfg, run_dir, done in jobs:
+        with faults.logged("the results of the steps so far could not be saved"):
+            save_interrupted(cfg, run_dir, done, stop)
 
 
 def finish(
     cfg: Config, run_dir: Path, progress: Progress, result: attacks.AttackResult, status: str
 ) -> dict[str, Any]:
     """Score ``result`` against the truth, write every file, return metrics.json."""
-    assert progress.images is not None and progress.labels is not None
-    images, labels = progress.images, progress.labels
+    assert progress.case is not None
+    images, labels = progress.case.images, progress.case.labels
     wall = time.perf_counter() - progress.start
     scores = score(images, labels, result, lpips_network(cfg))
     if (result.labels < 0).all():  # the attack did not report labels (interrupted)

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gradinv_exp import lazy
-from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
+from gradinv_exp.attacks.contract import (
+    AttackResult,
+    BaseAttackConfig,
+    Context,
+    Target,
+    each,
+    family,
+)
 from gradinv_exp.options import one_of, require
 from gradinv_exp.server import ServerConfig, server
 
@@ -36,7 +43,6 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from gradinv_exp.config import Config
-    from gradinv_exp.server import Server
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -157,14 +163,14 @@ def read_bins(weight: Tensor, bias: Tensor, floor: float) -> tuple[Tensor, Tenso
 
 
 @family(ImprintAttackConfig, servers=("imprint",), rules=rules)
-def reconstruct(
-    observed: Observed, server: Server, cfg: ImprintAttackConfig, context: Context
-) -> AttackResult:
+@each
+def reconstruct(target: Target, context: Context) -> AttackResult:
     """Read up to ``observed.images`` images per trial, one per occupied bin (largest
     bias-gradient difference first); missing ones are grey. Images ``(T, B, C, H, W)``."""
     from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
     from gradinv_exp.client import CLIENTS
 
+    observed, server, cfg = target.observed, target.server, target.cfg
     sign = -1.0 if CLIENTS[observed.protocol.name].descent else 1.0
     trials, count = observed.trials, observed.images
     size = observed.update[0].shape[-1]  # D: the imprint rows' width, one image's pixels
@@ -178,6 +184,6 @@ def reconstruct(
         out[t, : len(order)] = images[order].float()
         found.append(len(order))
     out = out.view(observed.shape).clamp(0, 1)
-    context.on_snapshot(0, torch.zeros(trials), out)
+    target.on_snapshot(0, torch.zeros(trials), out)
     labels = idlg_labels(sign * observed.update[last_linear_weight(server.model)], count)
     return AttackResult.read_out(out, labels, {"assumed.bins_occupied": float(sum(found)) / trials})

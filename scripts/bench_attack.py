@@ -114,13 +114,13 @@ def ours(model, images, true_grad, seed: int, steps: int, backend: Backend, lbfg
         simulator, [g[None] for g in true_grad], x0, y0, dlg, lbfgs, optimised=True,
         compiled=backend.compile, timings={},
     )  # fmt: skip
-    calls, closure = [0], problem.closure
+    calls, evaluate = [0], problem.value_and_grad
 
-    def counted():
+    def counted(v, rows):
         calls[0] += 1
-        return closure()
+        return evaluate(v, rows)
 
-    problem.closure = counted  # type: ignore[method-assign]
+    problem.value_and_grad = counted  # a field: kept when rows leave the problem
     with convolution(backend.conv):
         result = optimise(problem, dlg, on_snapshot)
     return float(result.grad_loss[0]), calls[0], result

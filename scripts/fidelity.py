@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from gradinv_exp import client, data, models
 from gradinv_exp.analysis import metrics, uncertainty
 from gradinv_exp.attacks import AttackConfig, choose_backend
-from gradinv_exp.attacks.engine import attack
+from gradinv_exp.attacks.engine import Job, attack
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
@@ -152,11 +152,11 @@ def ours(name: str, cfg: AttackConfig, net, images, original, gen_seed: int) -> 
     backend = choose_backend(
         "auto", "auto", model="lenet_dlg", device="cpu", problems=1, closures=closures
     )
-    result = attack(
-        client.Simulator(net, client.FedSGDConfig()), [g[None] for g in original],
+    job = Job([g[None] for g in original], generator(gen_seed, "attack"), lambda *a: None)
+    (result,) = attack(
+        client.Simulator(net, client.FedSGDConfig()), [job],
         shape=(1, *images.shape), num_classes=CLASSES, cfg=cfg,
-        optimizer=AdamConfig() if name == "ig" else LBFGSConfig(),
-        generator=generator(gen_seed, "attack"), on_snapshot=lambda *a: None, backend=backend,
+        optimizer=AdamConfig() if name == "ig" else LBFGSConfig(), backend=backend,
     )  # fmt: skip
     return result.images[0]
 

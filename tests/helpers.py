@@ -95,3 +95,12 @@ def random_grads(seed: int = 0):
         torch.randn(12, generator=g),
         torch.randn(100, 768, generator=g),
     ]
+
+
+def attack_one(simulator, target, *, generator, on_snapshot, known_labels=None, **settings):
+    """The engine's ``attack`` of one job (its shares ``target``, its stream and progress);
+    that job's ``AttackResult``."""
+    from gradinv_exp.attacks import Job, attack
+
+    job = Job(target, generator, on_snapshot, known_labels)
+    return attack(simulator, [job], **settings)[0]

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import FAST, typed_config
+from helpers import FAST, attack_one, typed_config
 
 from gradinv_exp import experiment, models
-from gradinv_exp.attacks import AttackConfig, attack
+from gradinv_exp.attacks import AttackConfig
 from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
 from gradinv_exp.attacks.optimizers import AdamConfig
@@ -100,7 +100,7 @@ def test_fedavg_with_one_full_step_reconstructs_what_fedsgd_does():
     runs = {}
     for name, protocol in (("sgd", FedSGDConfig()), ("avg", FedAvgConfig(local_lr=0.2))):
         shared = [s[None] for s in share(Client(model, images, onehot), protocol)]
-        runs[name] = attack(
+        runs[name] = attack_one(
             Simulator(model, protocol), shared, shape=(1, 2, 3, 8, 8), num_classes=6,
             cfg=cfg, optimizer=AdamConfig(), generator=generator(0, "attack"),
             on_snapshot=lambda *a: None, known_labels=labels[None],
@@ -211,3 +211,36 @@ def test_a_one_step_update_read_as_a_gradient_is_the_fedsgd_gradient():
     grads = share(Client(model, images, onehot), FedSGDConfig())
     for r, g in zip(read, grads, strict=True):
         assert torch.allclose(r[0], g, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", ["fedsgd", "fedavg"])
+def test_the_observed_update_of_n_clients_is_the_mean_of_their_own_updates(protocol):
+    """The case step and the attacker's simulation against a computation of their own:
+    each of 3 clients' update by plain autograd and torch.optim.SGD on its own batch,
+    then their mean (a secure aggregation's sum over the known number of clients)."""
+    local = ["client.local_steps=2", "client.local_lr=0.5"] if protocol == "fedavg" else []
+    cfg = typed_config(
+        "dataset=photos", "dataset.image_size=8", "dataset.batch_size=2", "clients=3",
+        "trials=2", "trials_vary=models", f"client={protocol}", *local,
+    )  # fmt: skip
+    case = experiment.build_case(cfg)
+    onehot = torch.nn.functional.one_hot(case.labels, 100).float()
+    for t in range(cfg.trials):
+        net = experiment.build_model(cfg, cfg.seed + t)  # trial t's own model
+        own = []
+        for k in range(cfg.clients):
+            rows = slice(2 * k, 2 * k + 2)
+            x, y = case.images[t, rows], onehot[t, rows]
+            if protocol == "fedavg":
+                own.append(trained_with_sgd(net, x, y, cfg.client))
+            else:
+                loss = soft_cross_entropy(net(x), y)
+                own.append(torch.autograd.grad(loss, list(net.parameters())))
+        mean = [torch.stack(p).mean(0) for p in zip(*own)]
+        simulated = Simulator(net, cfg.client, clients=cfg.clients)(
+            case.images[t][None], onehot[t][None]
+        )
+        for seen, sim_, want in zip(case.observed.update, simulated, mean, strict=True):
+            assert torch.allclose(seen[t], want, rtol=1e-4, atol=1e-7)
+            assert torch.allclose(sim_[0], want, rtol=1e-4, atol=1e-7)
+        assert max(float(w.abs().max()) for w in mean) > 1e-4  # not a vanishing update

@@ -7,7 +7,7 @@ from helpers import preflight_check, typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.analysis import metrics
-from gradinv_exp.attacks import ATTACKS, Context
+from gradinv_exp.attacks import ATTACKS, Context, Target
 from gradinv_exp.imprint import thresholds
 from gradinv_exp.options import ConfigError
 
@@ -22,8 +22,9 @@ def attack(*overrides: str):
     nets, sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
     _, shared = experiment.share(cfg, nets, images, labels)
     observed = experiment.observe(cfg, shared, labels)
-    context = Context(experiment.generator(cfg.seed, "attack"), lambda *a: None)
-    result = ATTACKS["imprint"].reconstruct(observed, sent, cfg.attack, context)
+    stream = experiment.generator(cfg.seed, "attack")
+    target = Target(observed, sent, cfg.attack, stream, lambda *a: None)
+    (result,) = ATTACKS["imprint"].reconstruct([target], Context())
     row = sent.model[1].weight[0].detach()
     cuts = sent.secrets["thresholds"]
     bins = torch.bucketize(images.flatten(2) @ row, cuts)  # (T, B): bin of each image

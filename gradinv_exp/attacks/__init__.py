@@ -1,11 +1,11 @@
 """The ``attack`` and ``optimizer`` groups: the attacker contract and its families.
 
-Every attack is an entry of ``ATTACKS`` (``contract.py``): ``reconstruct(observed, server,
-cfg, context)``. The optimisation family is one engine (``engine.py``), with
-``conf/attack/<preset>.yaml`` (dlg, idlg, ig, gradinversion) as its configurations;
-objectives and priors (``objectives.py``), label modes and recovery (``labels.py``) and
-optimisers (``optimizers.py``, with the batched L-BFGS in ``lbfgs.py``) are small
-registries it draws from.
+Every attack is an entry of ``ATTACKS`` (``contract.py``): ``reconstruct(targets,
+context)``, one or more jobs' targets at once. The optimisation family is one engine
+(``engine.py``), with ``conf/attack/<preset>.yaml`` (dlg, idlg, ig, gradinversion) as its
+configurations; objectives and priors (``objectives.py``), label modes and recovery
+(``labels.py``) and optimisers (``optimizers.py``, with the batched L-BFGS in
+``lbfgs.py``) are small registries it draws from.
 """
 
 from gradinv_exp.attacks import analytic  # noqa: F401  (registers attack=analytic)
@@ -18,8 +18,9 @@ from gradinv_exp.attacks.contract import (
     BaseAttackConfig,
     Context,
     Observed,
+    Target,
 )
-from gradinv_exp.attacks.engine import AttackConfig, attack, check_optimizer
+from gradinv_exp.attacks.engine import AttackConfig, Job, attack, check_optimizer
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
@@ -36,8 +37,10 @@ __all__ = [
     "BaseAttackConfig",
     "Checkpoints",
     "Context",
+    "Job",
     "Observed",
     "OptimizerConfig",
+    "Target",
     "attack",
     "check_optimizer",
     "choose_backend",

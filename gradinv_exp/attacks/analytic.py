@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradinv_exp import lazy
-from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
+from gradinv_exp.attacks.contract import (
+    AttackResult,
+    BaseAttackConfig,
+    Context,
+    Target,
+    each,
+    family,
+)
 from gradinv_exp.options import ConfigError, require
 
 if TYPE_CHECKING:
@@ -30,7 +37,6 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from gradinv_exp.config import Config
-    from gradinv_exp.server import Server
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -120,14 +126,14 @@ def group(candidates: Tensor, bias: Tensor, count: int, tolerance: float) -> tup
 
 
 @family(AnalyticConfig, check=check)
-def reconstruct(
-    observed: Observed, server: Server, cfg: AnalyticConfig, context: Context
-) -> AttackResult:
+@each
+def reconstruct(target: Target, context: Context) -> AttackResult:
     """Read ``observed.images`` images per trial from the first layer's rows (see the
     module docstring); images ``(T, B, C, H, W)`` clamped to [0, 1]."""
     from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
     from gradinv_exp.client import CLIENTS
 
+    observed, server, cfg = target.observed, target.server, target.cfg
     normalise = first_linear(server.model)
     sign = -1.0 if CLIENTS[observed.protocol.name].descent else 1.0
     weight, bias = observed.update[0], observed.update[1]
@@ -143,5 +149,5 @@ def reconstruct(
         out = out * std + mean
     last = observed.update[last_linear_weight(server.model)]
     labels = idlg_labels(sign * last, count)
-    context.on_snapshot(0, torch.zeros(trials), out.float())
+    target.on_snapshot(0, torch.zeros(trials), out.float())
     return AttackResult.read_out(out.float().clamp(0, 1), labels, {"assumed.first_layer": "linear"})

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gradinv_exp import lazy
 
@@ -36,7 +36,8 @@ else:
 
 log = logging.getLogger(__name__)
 
-ValueAndGrad = Callable[["Tensor"], tuple["Tensor", "Tensor"]]  # (N, D) -> losses (N,), grad
+# (variables (n, D), per-row data) -> losses (n,), their gradient (n, D)
+ValueAndGrad = Callable[["Tensor", Any], tuple["Tensor", "Tensor"]]
 
 MIN_CLOSURES = 1000  # compile when the attack evaluates at least this many closures
 
@@ -94,50 +95,57 @@ def convolution(conv: str) -> Iterator[None]:
 
 
 def value_and_grad(
-    loss: Callable[[Tensor], Tensor], *, compiled: bool, timings: dict[str, float]
+    loss: Callable[[Tensor, Any], Tensor],
+    *,
+    compiled: bool,
+    timings: dict[str, float],
+    rows: int = 1,
 ) -> ValueAndGrad:
-    """``f(variables (N, D)) -> (losses (N,), d sum(losses) / d variables (N, D))``.
+    """``f(variables (n, D), data) -> (losses (n,), d sum(losses) / d variables (n, D))``;
+    ``data`` is what the loss reads per row (tensors with n rows first).
 
     Eager: autograd on a detached leaf. Compiled: ``torch.func.grad_and_value`` through
     ``torch.compile``; its first call compiles (the seconds go into ``timings["compile_s"]``)
     and, if compiling fails, the function falls back to eager for good with one WARNING
-    (``timings["compile_failed"]`` = 1).
+    (``timings["compile_failed"]`` = 1). A problem set of ``rows`` > 1 compiles with a
+    symbolic row count, so rows that leave it (``engine.optimise``) cost no new compile;
+    one problem alone keeps the static graph.
     """
 
-    def eager(v: Tensor) -> tuple[Tensor, Tensor]:
+    def eager(v: Tensor, data: Any) -> tuple[Tensor, Tensor]:
         leaf = v.detach().requires_grad_(True)
         with torch.enable_grad():
-            losses = loss(leaf)
+            losses = loss(leaf, data)
             (grad,) = torch.autograd.grad(losses.sum(), leaf)
         return losses.detach(), grad
 
     if not compiled:
         return eager
 
-    def summed(v: Tensor) -> tuple[Tensor, Tensor]:
-        losses = loss(v)
+    def summed(v: Tensor, data: Any) -> tuple[Tensor, Tensor]:
+        losses = loss(v, data)
         return losses.sum(), losses
 
-    graph = torch.compile(torch.func.grad_and_value(summed, has_aux=True), dynamic=False)
-    state = {"fn": None}
+    graph = torch.compile(torch.func.grad_and_value(summed, has_aux=True), dynamic=rows > 1)
+    state: dict[str, Any] = {"fn": None}
 
-    def run(v: Tensor) -> tuple[Tensor, Tensor]:
+    def run(v: Tensor, data: Any) -> tuple[Tensor, Tensor]:
         if state["fn"] is None:
             start = time.perf_counter()
             try:
-                grad, (_, losses) = graph(v.detach())
+                grad, (_, losses) = graph(v.detach(), data)
                 state["fn"] = graph
             except Exception as err:  # BackendCompilerFailed, Unsupported, missing compiler
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 log.warning("compile failed, running eager (%s: %s)", type(err).__name__, first)
                 timings["compile_failed"] = 1.0
                 state["fn"] = eager
-                return eager(v)
+                return eager(v, data)
             timings["compile_s"] = time.perf_counter() - start
             return losses.detach(), grad
         if state["fn"] is eager:
-            return eager(v)
-        grad, (_, losses) = graph(v.detach())
+            return eager(v, data)
+        grad, (_, losses) = graph(v.detach(), data)
         return losses.detach(), grad
 
     return run

@@ -6,10 +6,11 @@ stopped. After every ``Checkpoints.every``-th outer step the engine hands
 the same ``Problem`` from the same seed and ``restore``s it, then goes on from the next
 step. The state is everything the remaining steps read:
 
-- the ``(N, D)`` variables, and the loop's ``good`` copy, ``steps`` and ``diverged``;
+- the variables of the rows still running and which rows those are, and the loop's
+  ``good`` copy, ``steps``, ``diverged`` and the final state of the rows that left;
 - the optimiser's per-row state (``BatchedLBFGS``'s history ring and scalars, Adam's
   moments and step count) through ``state_dict()``, and the lr schedule's;
-- the step, and the attack's random stream (``with_rng``): it is only drawn from when the
+- the step, and each job's random stream (``with_rng``): it is only drawn from when the
   problem is built today, but a resumed attack must not depend on that staying so.
 
 Snapshots and history rows belong to the caller (``on_snapshot`` receives them); it adds
@@ -19,7 +20,8 @@ GPU tensors; loading maps them to the run's device).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +40,34 @@ State = dict[str, Any]
 
 @dataclass
 class Loop:
-    """The outer loop's own state after ``step`` steps (``engine.optimise``)."""
+    """The outer loop's own state after ``step`` steps (``engine.optimise``), for the N
+    problems of which ``Problem.rows`` still run: ``good`` ``(n, D)``, the last finite
+    variables of those; the rest ``(N, ...)``, on the device: ``steps`` the steps that
+    moved each problem, ``diverged``, and for problems that left, their ``final``
+    variables ``(N, D)``, ``labels`` ``(N, B)`` and ``losses`` ``(N,)`` (NaN while running)."""
 
     step: int
-    good: Tensor  # (N, D) the last variables whose loss was finite
-    steps: Tensor  # (N,) steps taken per problem, on the device (a diverged one stops counting)
-    diverged: Tensor  # (N,) bool
+    good: Tensor
+    steps: Tensor
+    diverged: Tensor
+    final: Tensor
+    labels: Tensor
+    losses: Tensor
+
+    @classmethod
+    def start(cls, problem: Problem) -> Loop:
+        """Before the first step: every problem running, none moved."""
+        v = problem.variables.detach()
+        count, device = len(v), v.device
+        return cls(
+            step=0,
+            good=v.clone(),
+            steps=torch.zeros(count, dtype=torch.long, device=device),
+            diverged=torch.zeros(count, dtype=torch.bool, device=device),
+            final=v.clone(),
+            labels=torch.zeros(count, problem.shape[1], dtype=torch.long, device=device),
+            losses=torch.full((count,), math.nan, device=device),
+        )
 
 
 @dataclass(frozen=True)
@@ -60,44 +84,44 @@ class Checkpoints:
         return self.every > 0 and step % self.every == 0 and step < iterations
 
 
+LOOP = ("good", "steps", "diverged", "final", "labels", "losses")
+
+
 def capture(problem: Problem, loop: Loop) -> State:
     """The state of ``problem`` and its loop after ``loop.step`` steps (references to the
     live tensors: save it before the next step)."""
     return {
         "step": loop.step,
+        "rows": problem.rows,
         "variables": problem.variables.detach(),
-        "good": loop.good,
-        "steps": loop.steps,
-        "diverged": loop.diverged,
+        **{name: getattr(loop, name) for name in LOOP},
         "optimizer": problem.opt.state_dict(),
         "schedule": None if problem.schedule is None else problem.schedule.state_dict(),
     }
 
 
-def restore(problem: Problem, state: State) -> Loop:
+def restore(problem: Problem, state: State) -> tuple[Problem, Loop]:
     """Put ``state`` (``capture`` of a problem built from the same config) into the freshly
-    built ``problem``; return the loop's state to continue from."""
-    v = problem.variables
+    built ``problem`` (without the rows that had left by then); return it and the loop's
+    state to continue from."""
+    device = problem.variables.device
+    problem = problem.keep(state["rows"].to(device))
     with torch.no_grad():
-        v.copy_(state["variables"])
+        problem.variables.copy_(state["variables"])
     problem.opt.load_state_dict(state["optimizer"])
     if problem.schedule is not None:
         problem.schedule.load_state_dict(state["schedule"])
-    return Loop(
-        step=state["step"],
-        good=state["good"].to(v.device),
-        steps=state["steps"].to(v.device),
-        diverged=state["diverged"].to(v.device),
-    )
+    return problem, Loop(step=state["step"], **{n: state[n].to(device) for n in LOOP})
 
 
-def with_rng(checkpoints: Checkpoints, generator: torch.Generator) -> Checkpoints:
-    """``checkpoints`` that also save ``generator``'s state, with ``generator`` set back to
-    the saved state when continuing from one."""
+def with_rng(checkpoints: Checkpoints, generators: Sequence[torch.Generator]) -> Checkpoints:
+    """``checkpoints`` that also save the ``generators``' states (one per job), with each
+    generator set back to its saved state when continuing from one."""
     if checkpoints.start is not None:  # a CPU generator's state, wherever the run's tensors are
-        generator.set_state(checkpoints.start["rng"].cpu())
+        for generator, saved in zip(generators, checkpoints.start["rng"], strict=True):
+            generator.set_state(saved.cpu())
 
     def save(state: State) -> None:
-        checkpoints.save({**state, "rng": generator.get_state()})
+        checkpoints.save({**state, "rng": [g.get_state() for g in generators]})
 
     return replace(checkpoints, save=save)

@@ -1,18 +1,22 @@
 """The attacker contract: what the server observes, what an attack returns, and the one
 registry of attacks.
 
-Three objects are kept apart (DESIGN.md, threat model): the client's truth (its images and
-labels), which only the client and the scorer see; ``Observed``, what the server receives
-and what the threat model grants it; and ``server.Server``, what the server controls (the
-model it sent, any modification it made). Every attack is one entry of ``ATTACKS``::
+Three objects are kept apart (the threat model of docs/attacks.md): the client's truth
+(its images and labels), which only the client and the scorer see; ``Observed``, what the
+server receives and what the threat model grants it; and ``server.Server``, what the
+server controls (the model it sent, any modification it made). Every attack is one entry
+of ``ATTACKS``::
 
-    reconstruct(observed, server, cfg, context) -> AttackResult
+    reconstruct(targets, context) -> [AttackResult, ...]
 
-``cfg`` is the attack's own schema, ``context`` carries services, not information about
-the client: the attack's random stream, where progress and checkpoints go, the compute
-backend and the optimizer group's choice. The optimisation engine (DLG, iDLG, IG ... as
-presets) is one family behind this contract; a closed-form or a malicious server's
-read-out is another, registered the same way beside its code.
+One call attacks one or more jobs: each ``Target`` is a job's ``Observed`` and ``Server``,
+its attack config (the family's own schema), its random stream and where its progress
+goes; ``context`` carries what the jobs share and nothing about any client: the compute
+backend, the optimizer group's choice, where the checkpoints of the call go. The
+optimisation engine (DLG, iDLG, IG ... as presets) is one family behind this contract and
+attacks its targets as one problem set; a closed form or a malicious server's read-out is
+another, registered the same way beside its code, and attacks its targets one by one
+(``each``).
 
 An attack's config selects its family by its schema: every schema derives from
 ``BaseAttackConfig`` and its ``family`` default names its entry (``name`` is the
@@ -21,7 +25,7 @@ preset's name, for tables).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,19 +119,39 @@ class AttackResult:
 
 
 @dataclass(frozen=True)
-class Context:
-    """Services an attack may use; none of them tells it anything about the client."""
+class Target:
+    """One job of an attack call: what its server observed and controls, its attack
+    config, and the services that are its own (none tells it anything about the client)."""
 
-    generator: torch.Generator  # the run's "attack" stream
+    observed: Observed
+    server: Server
+    cfg: Any  # the job's attack config: its family's schema
+    generator: torch.Generator  # the job's "attack" stream
     on_snapshot: OnSnapshot  # (step, objective (T,), images (T, B, C, H, W))
+
+
+@dataclass(frozen=True)
+class Context:
+    """Services the jobs of an attack call share; none tells them anything about a client."""
+
     optimizer: OptimizerConfig | None = None  # the optimizer group's choice
     backend: Backend = Backend()
     save_state: Callable[[State], None] | None = None  # where a checkpoint's state goes
     saved_state: State | None = None  # a checkpoint's state to continue from
 
 
-Reconstruct = Callable[[Observed, "Server", Any, Context], AttackResult]
+Reconstruct = Callable[[Sequence[Target], Context], "list[AttackResult]"]
 Check = Callable[["Config", "nn.Module"], None]  # (the run's config, its model) -> raises
+
+
+def each(fn: Callable[[Target, Context], AttackResult]) -> Reconstruct:
+    """The ``reconstruct`` of a family that attacks every target on its own."""
+
+    def reconstruct(targets: Sequence[Target], context: Context) -> list[AttackResult]:
+        return [fn(target, context) for target in targets]
+
+    reconstruct.__doc__ = fn.__doc__
+    return reconstruct
 
 
 @dataclass(frozen=True)
@@ -137,8 +161,10 @@ class Attack:
     ``reconstruct``: the attack. ``labels_granted(cfg)``: whether this configuration asks
     the threat model for the true labels. ``servers``: the ``server`` options it works
     with. ``closures(cfg, optimizer)``: objective evaluations it will make (0: none, a
-    closed form), which picks the compute backend. ``batchable(cfg)``: whether jobs that
-    differ only in their defense can share one run of it (``hydra/launcher=batched``).
+    closed form), which picks the compute backend. ``batchable(cfg)``: whether jobs of
+    this configuration gain from sharing one call (``hydra/launcher=batched``: jobs that
+    differ in their defense, seed or data, as one problem set). ``apart``: the fields of
+    its schema in which the jobs of one call may differ (the rest must be equal).
     ``steps(cfg)``: the outer steps it reports progress over (0: it reports none).
     ``restarts(cfg)``: independent starts per trial, solved in one batch with the trials.
     ``models_defense(cfg)``: whether it runs the known defense's model (adaptive).
@@ -154,6 +180,7 @@ class Attack:
     servers: tuple[str, ...] = ("honest",)
     closures: Callable[[Any, Any], int] = lambda cfg, optimizer: 0
     batchable: Callable[[Any], bool] = lambda cfg: False
+    apart: tuple[str, ...] = ()
     steps: Callable[[Any], int] = lambda cfg: 0
     restarts: Callable[[Any], int] = lambda cfg: 1
     models_defense: Callable[[Any], bool] = lambda cfg: False

@@ -1,4 +1,4 @@
-"""The one optimisation attack: recover images (and labels) from what a client shared.
+"""The one optimisation attack: recover images (and labels) from what clients shared.
 
 DLG, iDLG, Inverting Gradients and GradInversion are presets of this engine
 (``conf/attack/*.yaml``), in the way breaching keeps attack variants as configs over one
@@ -8,12 +8,20 @@ reconstructor. A preset chooses an objective (``objectives.OBJECTIVES``), priors
 gradient), ``boxed`` (clamp images to [0, 1] after each step), ``lr_decay`` (lr x0.1 at
 3/8, 5/8, 7/8 of the iterations) and ``restarts``.
 
-State has a leading problem axis N = restarts x trials, restart-major (row ``r * T + t``
-is restart r of trial t): all problems run in lockstep as one batched computation
-(the ``client.Simulator`` gives every problem its own simulated share; the optimiser
-keeps per-row state), so snapshots line up and N problems cost far less than N runs. Per trial
-the restart with the lowest objective is reported, in the snapshots (at that moment) and
-in the result (at the end). Progress goes to
+One call attacks J jobs (``Job``: a sweep's jobs that differ in their defense, their
+attacker's knowledge of it, their seed, ...) as one problem set. State has a leading
+problem axis N = restarts x jobs x trials, restart-major (row ``r * J*T + j * T + t`` is
+restart r of trial t of job j): all problems run in lockstep as one batched computation
+(the ``client.Simulator`` gives every problem its own simulated share, on its own job's
+weights; the optimiser keeps per-row state), so N problems cost far less than N runs.
+Every row has its own target, and an adaptive row its own job's defense model: rows are
+grouped by defense model and each group's objective runs on its rows. Rows that can no
+longer change (the optimiser's tolerance exits: ``OptimizerOption.stops``) or that
+diverged leave the problem, which shrinks; a compiled objective takes any number of rows
+(``backend.value_and_grad``), so the batch compiles once.
+
+Per trial the restart with the lowest objective is reported, in the snapshots (at that
+moment) and in the result (at the end). Progress goes to each job's
 ``on_snapshot(step, grad_loss (T,), images (T, B, C, H, W))`` at step 0 (the initial
 dummy, before any update) and every ``snapshot_every`` steps. Every ``checkpoint_every``
 steps the full state goes to ``checkpoints.save``, and an attack given a saved state
@@ -27,13 +35,19 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gradinv_exp import lazy
 from gradinv_exp.attacks import checkpoint
 from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
-from gradinv_exp.attacks.contract import AttackResult, BaseAttackConfig, Context, Observed, family
+from gradinv_exp.attacks.contract import (
+    AttackResult,
+    BaseAttackConfig,
+    Context,
+    Target,
+    family,
+)
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS, Scene, check_model
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
@@ -46,7 +60,6 @@ if TYPE_CHECKING:
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
     from gradinv_exp.config import Config
-    from gradinv_exp.server import Server
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -54,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DefenseModel = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "list[Tensor]"]
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
+Objective = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "Tensor"]
 EAGER = Backend()
 
 
@@ -118,43 +132,106 @@ def check_optimizer(attack: AttackConfig, optimizer: OptimizerConfig) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Job:
+    """One job's part of an ``attack`` call.
+
+    ``shared``: its T observed updates, one ``(T, *param.shape)`` tensor per parameter of
+    the simulated model. ``generator``: its own random stream (its dummy start and label
+    draws, exactly as when it runs alone). ``on_snapshot``: where its progress goes.
+    ``known_labels`` ``(T, B)``: the true labels, where its threat model grants them.
+    ``defense_model``: the adaptive attacker's model of its defense (None: naive); jobs
+    whose models are the same object share one objective group. ``params``: its model's
+    weights, ``(T or 1, *param.shape)`` per parameter; None: the simulator's own.
+    """
+
+    shared: Sequence[Tensor]
+    generator: torch.Generator
+    on_snapshot: OnSnapshot
+    known_labels: Tensor | None = None
+    defense_model: DefenseModel | None = None
+    params: dict[str, Tensor] | None = None
+
+
+@dataclass
+class Rows:
+    """What the objective reads per row of the problems still running: tensors indexed
+    together when rows leave. ``goal``: each row's target update, one ``(n,
+    *param.shape)`` tensor per parameter; ``params``: each row's model weights (None: the
+    simulator's model's own); ``labels`` ``(n, B, K)``: fixed label distributions (None:
+    optimised with the images); ``groups``: per defense group, its rows ``(m,)``."""
+
+    goal: list[Tensor]
+    params: dict[str, Tensor] | None
+    labels: Tensor | None
+    groups: list[Tensor]
+
+    def take(self, keep: Tensor) -> Rows:
+        """The rows ``keep`` ``(k,)`` (indices, increasing), renumbered 0..k-1."""
+        position = torch.full((len(self.goal[0]),), -1, dtype=torch.long, device=keep.device)
+        position[keep] = torch.arange(len(keep), device=keep.device)
+        groups = [position[g][position[g] >= 0] for g in self.groups]
+        return Rows(
+            goal=[g[keep] for g in self.goal],
+            params=None if self.params is None else {k: v[keep] for k, v in self.params.items()},
+            labels=None if self.labels is None else self.labels[keep],
+            groups=groups,
+        )
+
+
+Loss = Callable[["Tensor", Rows], "Tensor"]  # (variables (n, D), rows) -> (n,) objectives
+
+
 @dataclass
 class Problem:
-    """N attacks as one computation: row n of ``variables`` holds problem n's unknowns,
-    its dummy images ``(B, C, H, W)`` flattened, then its label logits when they are
-    optimised (``labels`` then holds None; else the fixed label distributions).
+    """N attacks as one computation, of which the ``rows`` ``(n,)`` still run: row i of
+    ``variables`` holds problem ``rows[i]``'s unknowns, its dummy images ``(B, C, H, W)``
+    flattened, then its label logits when they are optimised (``data.labels`` then holds
+    None; else the fixed label distributions).
 
     Each step: ``opt`` steps all rows; ``signed`` replaces the images' gradient by its sign
     first; afterwards ``boxed`` clamps the images to [0, 1] and ``schedule`` advances.
+    ``separable``: every term of the objective is a function of one row (a prior over a
+    trial's restarts is not), so rows may leave (``keep``). ``stops``: the optimiser's
+    idle rows are finished (its registry entry's ``stops``).
     """
 
-    variables: Tensor  # (N, D) leaf
-    shape: tuple[int, ...]  # (N, B, C, H, W)
+    variables: Tensor  # (n, D) leaf
+    rows: Tensor  # (n,) which of the N problems each row is
+    shape: tuple[int, ...]  # (N, B, C, H, W) of all problems
     num_classes: int
-    labels: Tensor | None  # (N, B, num_classes) fixed label distributions, None = optimised
-    loss: Callable[[Tensor], Tensor]  # variables -> (N,) objectives, differentiable
-    value_and_grad: ValueAndGrad  # variables -> (N,) objectives and their gradient (N, D)
+    data: Rows
+    loss_of: Loss  # differentiable
+    value_and_grad: ValueAndGrad  # (variables, rows) -> (n,) objectives, gradient (n, D)
     opt: Optimizer
+    make_opt: Callable[[Tensor], Optimizer]
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+    make_schedule: Callable[[Optimizer], Any] | None = None
     boxed: bool = False
     signed: bool = False
+    separable: bool = True
+    stops: bool = False
 
     @property
     def size(self) -> int:
         return math.prod(self.shape[1:])
 
     def images(self) -> Tensor:
-        return self.variables[:, : self.size].view(self.shape)
+        """The running rows' images ``(n, B, C, H, W)``."""
+        return self.variables[:, : self.size].view(len(self.variables), *self.shape[1:])
 
-    def label_logits(self) -> Tensor:
-        return self.variables[:, self.size :].view(*self.shape[:2], self.num_classes)
+    def loss(self, v: Tensor) -> Tensor:
+        """The running rows' objectives ``(n,)`` at ``v`` ``(n, D)``."""
+        return self.loss_of(v, self.data)
 
-    def recovered(self) -> Tensor:
-        """Recovered labels ``(N, B)``."""
-        return (self.label_logits() if self.labels is None else self.labels).argmax(-1)
+    def recovered(self, v: Tensor, rows: Rows) -> Tensor:
+        """Recovered labels ``(n, B)`` of the rows ``rows`` at ``v`` ``(n, D)``."""
+        if rows.labels is not None:
+            return rows.labels.argmax(-1)
+        return v[:, self.size :].view(len(v), self.shape[1], self.num_classes).argmax(-1)
 
     def closure(self) -> Tensor:
-        losses, grad = self.value_and_grad(self.variables)
+        losses, grad = self.value_and_grad(self.variables, self.data)
         if self.signed:
             grad[:, : self.size].sign_()
         self.variables.grad = grad
@@ -167,6 +244,40 @@ class Problem:
         if self.schedule is not None:
             self.schedule.step()
 
+    def keep(self, keep: Tensor) -> Problem:
+        """This problem with only the rows ``keep`` ``(k,)`` (indices into ``rows``,
+        increasing): their variables, their optimiser state (each per-row tensor of its
+        state dict indexed; ``optimizers.Optimizer``), the lr schedule as it was."""
+        variables = self.variables.detach()[keep].clone().requires_grad_(True)
+        opt = self.make_opt(variables)
+        opt.load_state_dict(take_rows(self.opt.state_dict(), keep, len(self.variables)))
+        schedule = None
+        if self.schedule is not None and self.make_schedule is not None:
+            schedule = self.make_schedule(opt)
+            schedule.load_state_dict(self.schedule.state_dict())
+        return dataclasses.replace(
+            self,
+            variables=variables,
+            rows=self.rows[keep],
+            data=self.data.take(keep),
+            opt=opt,
+            schedule=schedule,
+        )
+
+
+def take_rows(state: Any, keep: Tensor, rows: int) -> Any:
+    """``state`` (an optimiser's state dict: nested dicts, lists, tensors, numbers) with
+    every tensor whose leading dimension is ``rows`` indexed by ``keep``; the rest as is.
+    Per-row state (L-BFGS's history, Adam's moments) has the rows first; shared state
+    (Adam's step count, settings) has no such dimension."""
+    if isinstance(state, dict):
+        return {k: take_rows(v, keep, rows) for k, v in state.items()}
+    if isinstance(state, list):
+        return [take_rows(v, keep, rows) for v in state]
+    if isinstance(state, torch.Tensor) and state.dim() > 0 and len(state) == rows:
+        return state[keep.to(state.device)].clone()
+    return state
+
 
 def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.MultiStepLR:
     """Inverting Gradients' schedule: lr x0.1 at 3/8, 5/8 and 7/8 of ``iterations``."""
@@ -176,54 +287,91 @@ def step_decay(opt: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_sc
 
 def attack(
     simulator: Simulator,
-    shared: Sequence[Tensor],
+    jobs: Sequence[Job],
     *,
     shape: tuple[int, ...],
     num_classes: int,
     cfg: AttackConfig,
     optimizer: OptimizerConfig,
-    generator: torch.Generator,
-    on_snapshot: OnSnapshot,
-    known_labels: Tensor | None = None,
     backend: Backend = EAGER,
     checkpoints: Checkpoints | None = None,
-    defense_model: DefenseModel | None = None,
-) -> AttackResult:
-    """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
-    the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
+) -> list[AttackResult]:
+    """Attack every job's T shares as ``cfg`` says; images of shape ``shape`` = (T, B, C,
+    H, W) per job. Returns one ``AttackResult`` ``(T, ...)`` per job, as it would be alone.
 
-    Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
-    (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
-    ``backend`` says how the objective and its gradient run (``backend.py``);
-    ``checkpoints``: where to save the state, and a state to continue from (the problem
-    is built as always, then that state replaces its start). ``defense_model``
-    (adaptive attacker): maps the dummy's gradient and the share to the dummy's gradient
-    as the defense would have shared it; the objective compares that with the share.
+    Per job, in order: dummy images start from N(0, 1) drawn from its generator, then the
+    label mode draws (or reads) its labels; ``known_labels`` are only used by
+    ``labels=given``. ``backend`` says how the objective and its gradient run
+    (``backend.py``); ``checkpoints``: where to save the state of all rows, and a state to
+    continue from (the problem is built as always, then that state replaces its start).
+    An adaptive job's ``defense_model`` maps the dummy's gradient and the share to the
+    dummy's gradient as the defense would have shared it; its objective compares that
+    with the share.
     """
-    device = shared[0].device
+    device = jobs[0].shared[0].device
     backend = eager_if_needed(backend, cfg)
-    trials, restarts = shape[0], cfg.restarts
-    x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
+    trials, restarts, count = shape[0], cfg.restarts, len(jobs)
     mode = LABELS[cfg.labels]
-    gradient = simulator.as_gradient(list(shared))
-    evidence = Evidence(
-        simulator.model, gradient, shape[1], num_classes, known_labels, generator, shape[2:]
-    )
-    y0 = mode.start(evidence, restarts).to(device)
+    x0s, y0s = [], []
+    for job in jobs:
+        x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=job.generator))
+        evidence = Evidence(
+            simulator.model, simulator.as_gradient(list(job.shared)), shape[1], num_classes,
+            job.known_labels, job.generator, shape[2:],
+        )  # fmt: skip
+        y0s.append(mode.start(evidence, restarts))
+
+    def rows(parts: list[Tensor]) -> Tensor:  # J x (R*T, ...) -> (R*J*T, ...), restart-major
+        stacked = torch.stack([p.view(restarts, trials, *p.shape[1:]) for p in parts], 1)
+        return stacked.reshape(restarts * count * trials, *parts[0].shape[1:]).to(device)
+
+    shared = [torch.cat(p) for p in zip(*(job.shared for job in jobs))]  # (J*T, ...)
+    joint = dataclasses.replace(simulator, params=joint_params(simulator, jobs, trials))
     timings: dict[str, float] = {}
     problem = build_problem(
-        simulator, shared, x0, y0, cfg, optimizer, optimised=mode.optimised,
-        compiled=backend.compile, timings=timings, defense_model=defense_model,
+        joint, shared, rows(x0s), rows(y0s), cfg, optimizer, optimised=mode.optimised,
+        compiled=backend.compile, timings=timings,
+        models=[job.defense_model for job in jobs for _ in range(trials)],
     )  # fmt: skip
     if checkpoints is not None:
-        checkpoints = checkpoint.with_rng(checkpoints, generator)
+        checkpoints = checkpoint.with_rng(checkpoints, [job.generator for job in jobs])
+
+    def report(step: int, losses: Tensor, images: Tensor) -> None:
+        for j, job in enumerate(jobs):
+            part = slice(j * trials, (j + 1) * trials)
+            job.on_snapshot(step, losses[part], images[part])
+
     with convolution(backend.conv):
-        result = optimise(problem, cfg, best_of_restarts(restarts, on_snapshot), checkpoints)
-    return dataclasses.replace(
-        select(result, best_restart(result.grad_loss, restarts)),
-        compiled=backend.compile and not timings.get("compile_failed"),
-        compile_s=timings.get("compile_s", 0.0),
-    )
+        result = optimise(problem, cfg, best_of_restarts(restarts, report), checkpoints)
+    best = select(result, best_restart(result.grad_loss, restarts))
+    compiled = backend.compile and not timings.get("compile_failed")
+    out = []
+    for j in range(count):
+        part = slice(j * trials, (j + 1) * trials)
+        out.append(
+            AttackResult(
+                images=best.images[part],
+                labels=best.labels[part],
+                grad_loss=best.grad_loss[part],
+                steps=best.steps[part],
+                diverged=best.diverged[part],
+                restart=best.restart[part],
+                compiled=compiled,
+                compile_s=timings.get("compile_s", 0.0),
+            )
+        )
+    return out
+
+
+def joint_params(simulator: Simulator, jobs: Sequence[Job], trials: int) -> Any:
+    """The weights every job's trials attack: the simulator's own (its model's, or its
+    ``params``) when no job brings its own; else one set per (job, trial), ``(J*T,
+    *param.shape)`` per parameter, job-major."""
+    if all(job.params is None for job in jobs):
+        return simulator.params
+    own = simulator.params or {k: v.detach()[None] for k, v in simulator.model.named_parameters()}
+    per_job = [own if job.params is None else job.params for job in jobs]
+    return {k: torch.cat([p[k].expand(trials, *p[k].shape[1:]) for p in per_job]) for k in own}
 
 
 def eager_if_needed(backend: Backend, cfg: AttackConfig) -> Backend:
@@ -240,42 +388,71 @@ def eager_if_needed(backend: Backend, cfg: AttackConfig) -> Backend:
     AttackConfig,
     labels_granted=lambda cfg: LABELS[cfg.labels].granted,
     closures=lambda cfg, opt: cfg.iterations * OPTIMIZERS[opt.name].evaluations(opt),
-    batchable=lambda cfg: not cfg.adaptive,  # the adaptive model is each job's own defense
+    batchable=lambda cfg: True,
+    apart=("adaptive",),  # each job's own defense model runs on its own rows
     steps=lambda cfg: cfg.iterations,
     restarts=lambda cfg: cfg.restarts,
     models_defense=lambda cfg: cfg.adaptive,
     rules=lambda run: check_optimizer(run.attack, run.optimizer),
     check=lambda cfg, net: _check(cfg, net),
 )
-def reconstruct(
-    observed: Observed, server: Server, cfg: AttackConfig, context: Context
-) -> AttackResult:
+def reconstruct(targets: Sequence[Target], context: Context) -> list[AttackResult]:
     """The optimisation family behind the attacker contract: simulate the clients on the
-    model the server sent (``client.Simulator``, the protocol ``observed`` says the clients
-    follow) and run ``attack`` on the observed update; an adaptive attacker runs the known
-    defense's model (its registry entry's ``model``) on its dummy's update."""
+    model each target's server sent (``client.Simulator``, the protocol its observation
+    says the clients follow) and run ``attack`` on every target's observed update as one
+    problem set; an adaptive target runs the known defense's model (its registry entry's
+    ``model``) on its dummy's update. Targets share the architecture, the protocol, the
+    shapes and the attack's settings but ``adaptive``."""
     from gradinv_exp import client, defenses
 
     assert context.optimizer is not None, "the optimisation family needs the optimizer group"
+    first = targets[0]
+    cfg = dataclasses.replace(first.cfg, adaptive=False)
+    assert all(dataclasses.replace(t.cfg, adaptive=False) == cfg for t in targets)
     simulator = client.Simulator(
-        server.model, observed.protocol, server.params, clients=observed.clients
-    )
+        first.server.model, first.observed.protocol, first.server.params,
+        clients=first.observed.clients,
+    )  # fmt: skip
+    models: dict[str, DefenseModel] = {}  # one model (and objective group) per defense
+    jobs = []
+    for t in targets:
+        model = None
+        if t.cfg.adaptive:
+            key = repr(t.observed.defense)
+            model = models.setdefault(key, defenses.attacker_model(t.observed.defense))
+        jobs.append(
+            Job(
+                t.observed.update, t.generator, t.on_snapshot, t.observed.labels, model,
+                None if t.server is first.server else own_weights(t.server, first.server),
+            )
+        )  # fmt: skip
     return attack(
         simulator,
-        observed.update,
-        shape=observed.shape,
-        num_classes=observed.num_classes,
+        jobs,
+        shape=first.observed.shape,
+        num_classes=first.observed.num_classes,
         cfg=cfg,
         optimizer=context.optimizer,
-        generator=context.generator,
-        on_snapshot=context.on_snapshot,
-        known_labels=observed.labels,
         backend=context.backend,
         checkpoints=None
         if context.save_state is None
         else Checkpoints(cfg.checkpoint_every, context.save_state, context.saved_state),
-        defense_model=defenses.attacker_model(observed.defense) if cfg.adaptive else None,
     )
+
+
+def own_weights(server: Any, reference: Any) -> dict[str, Tensor] | None:
+    """``server``'s weights as a job's ``params``: None when they are ``reference``'s
+    (the same values: jobs of one seed), else its per-trial ``params`` or its model's."""
+    if server.params is not None:
+        same = reference.params is not None and all(
+            torch.equal(server.params[k], reference.params[k]) for k in server.params
+        )
+        return None if same else server.params
+    mine = dict(server.model.named_parameters())
+    theirs = dict(reference.model.named_parameters())
+    if reference.params is None and all(torch.equal(mine[k], theirs[k]) for k in mine):
+        return None
+    return {k: v.detach()[None] for k, v in mine.items()}
 
 
 def _check(cfg: Config, net: nn.Module) -> None:
@@ -299,40 +476,107 @@ def build_problem(
     optimised: bool,
     compiled: bool = False,
     timings: dict[str, float] | None = None,
-    defense_model: DefenseModel | None = None,
+    models: Sequence[DefenseModel | None] | None = None,
 ) -> Problem:
     """One batched ``Problem`` for the rows of ``x0`` ``(N, B, C, H, W)``; row n attacks
-    ``shared[n % T]``. ``y0`` ``(N, B, num_classes)``: label logits when ``optimised``, else
-    fixed label distributions. ``compiled``: the objective and its gradient run through
-    torch.compile (compile time into ``timings``)."""
+    ``shared[n % K]`` (K = ``len(shared[0])``) on the weights ``simulator.params[n % P]``
+    (or the simulator's model's). ``y0`` ``(N, B, num_classes)``: label logits when
+    ``optimised``, else fixed label distributions. ``models`` (K entries): the defense
+    model each target's objective runs the dummy's update through (None: naive).
+    ``compiled``: the objective and its gradient run through torch.compile (compile time
+    into ``timings``)."""
     if compiled:  # torch.func transforms need the simulation's functional path
         simulator = dataclasses.replace(simulator, functional=True)
-    shape = tuple(x0.shape)
-    goal = [g.repeat(len(x0) // len(g), *[1] * (g.dim() - 1)) for g in shared]
-    parts = [x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)]
-    variables = torch.cat(parts, 1).clone().requires_grad_(True)
-    objective = OBJECTIVES[cfg.objective].fn
-    if defense_model is not None:
-        objective = adaptive_objective(objective, defense_model)
-    scene = Scene(simulator.model, restarts=len(x0) // len(shared[0]))
-    priors = [(PRIORS[name].batched(scene), w) for name, w in cfg.priors.items() if w]
-    size = math.prod(shape[1:])
+    count, targets = len(x0), len(shared[0])
+    every = torch.arange(count, device=x0.device)
+    params = None
+    if simulator.params is not None:
+        which = every % len(next(iter(simulator.params.values())))
+        params = {k: v[which.to(v.device)] for k, v in simulator.params.items()}
+    simulate = dataclasses.replace(simulator, params=None)
+    groups = objective_groups(OBJECTIVES[cfg.objective].fn, models or [None] * targets, count)
+    data = Rows(
+        goal=[g[(every % targets).to(g.device)] for g in shared],
+        params=params,
+        labels=None if optimised else y0,
+        groups=[rows for _, rows in groups],
+    )
+    objectives = [fn for fn, _ in groups]
+    scene = Scene(simulator.model, restarts=count // targets)
+    priors = [(PRIORS[name], w) for name, w in cfg.priors.items() if w]
+    separable = all(prior.rowwise for prior, _ in priors)
+    batched = [(prior.batched(scene), w) for prior, w in priors]
+    tail = tuple(x0.shape[1:])
+    size = math.prod(tail)
 
-    def loss(v: Tensor) -> Tensor:
-        x = v[:, :size].view(shape)
-        labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
-        total = torch.func.vmap(objective)(simulator(x, labels), goal)
-        for prior, weight in priors:
+    def loss(v: Tensor, rows: Rows) -> Tensor:
+        x = v[:, :size].view(len(v), *tail)
+        if rows.labels is None:
+            labels = torch.softmax(v[:, size:].view(len(v), *y0.shape[1:]), -1)
+        else:
+            labels = rows.labels
+        grads = simulate(x, labels, rows.params)
+        if len(objectives) == 1:
+            total = torch.func.vmap(objectives[0])(grads, rows.goal)
+        else:
+            total = v.new_zeros(len(v))
+            for fn, members in zip(objectives, rows.groups):
+                if not len(members):  # every row of this defense has left
+                    continue
+                part = torch.func.vmap(fn)(
+                    [g[members] for g in grads], [g[members] for g in rows.goal]
+                )
+                total = total.index_copy(0, members, part)
+        for prior, weight in batched:
             total = total + weight * prior(x)
         return total
 
-    opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)
-    schedule = step_decay(opt, cfg.iterations) if cfg.lr_decay else None  # type: ignore[arg-type]
-    fixed = None if optimised else y0
-    both = value_and_grad(loss, compiled=compiled, timings={} if timings is None else timings)
-    return Problem(
-        variables, shape, y0.shape[-1], fixed, loss, both, opt, schedule, cfg.boxed, cfg.signed
+    variables = torch.cat([x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)], 1)
+    variables = variables.clone().requires_grad_(True)
+    entry = OPTIMIZERS[optimizer.name]
+
+    def make_opt(v: Tensor) -> Optimizer:
+        return entry.fn(v, optimizer)
+
+    def make_schedule(opt: Any) -> Any:
+        return step_decay(opt, cfg.iterations)
+
+    opt = make_opt(variables)
+    both = value_and_grad(
+        loss, compiled=compiled, timings={} if timings is None else timings, rows=count
     )
+    return Problem(
+        variables=variables,
+        rows=every,
+        shape=tuple(x0.shape),
+        num_classes=y0.shape[-1],
+        data=data,
+        loss_of=loss,
+        value_and_grad=both,
+        opt=opt,
+        make_opt=make_opt,
+        schedule=make_schedule(opt) if cfg.lr_decay else None,
+        make_schedule=make_schedule if cfg.lr_decay else None,
+        boxed=cfg.boxed,
+        signed=cfg.signed,
+        separable=separable,
+        stops=entry.stops,
+    )
+
+
+def objective_groups(
+    objective: Objective, models: Sequence[DefenseModel | None], count: int
+) -> list[tuple[Objective, Tensor]]:
+    """The rows ``(m,)`` of each distinct defense model among the K targets' ``models``
+    (row n has target n % K), with its objective: ``objective`` itself for the naive
+    rows, ``objective(model(grads, target), target)`` for an adaptive group."""
+    every = torch.arange(count)
+    out = []
+    for model in {id(m): m for m in models}.values():
+        mine = torch.tensor([m is model for m in models])
+        rows = every[mine[every % len(models)]]
+        out.append((objective if model is None else adaptive_objective(objective, model), rows))
+    return out
 
 
 def adaptive_objective(objective: Callable, model: DefenseModel) -> Callable:
@@ -384,55 +628,94 @@ def optimise(
     on_snapshot: OnSnapshot,
     checkpoints: Checkpoints | None = None,
 ) -> AttackResult:
-    """The outer loop: lockstep steps, snapshots, divergence, checkpoints.
+    """The outer loop: lockstep steps, snapshots, divergence, rows leaving, checkpoints.
 
     A NaN/inf loss stops that problem (status diverged) and keeps its last images whose
-    loss was finite; the others go on. The result has one row per problem (``restart``
-    is all zeros: restarts are chosen by ``select``). Between snapshots nothing is read
-    back from the device (on a GPU every such read waits for the queued work): whether
-    every problem has diverged is checked at snapshot steps. Continuing from a checkpoint
-    at step k repeats no snapshot: the next is the first one after k.
+    loss was finite; the others go on. A row the optimiser cannot move any more (a step
+    that left it where it was, for an optimiser that ``stops``: L-BFGS's tolerance exits
+    make that a fixed point) is finished; finished and diverged rows leave the problem
+    (``Problem.keep``), so they cost nothing more, and the loop ends when no row is left
+    (a last snapshot shows the final state). A row's ``steps`` counts the steps that
+    moved it. Between snapshots nothing is read back from an accelerator (every such
+    read waits for the queued work): there rows leave at snapshot steps only. Continuing
+    from a checkpoint at step k repeats no snapshot: the next is the first one after k.
+    The result has one row per problem (``restart`` is all zeros: restarts are chosen by
+    ``select``).
     """
+    stops = problem.stops
+    eager_reads = problem.variables.device.type == "cpu"
+    if checkpoints is not None and checkpoints.start is not None:
+        problem, loop = checkpoint.restore(problem, checkpoints.start)
+    else:
+        loop = Loop.start(problem)
     v = problem.variables
 
-    def losses() -> Tensor:
-        with torch.no_grad():
-            return problem.loss(v).detach()
-
     def snapshot(step: int) -> None:
-        on_snapshot(step, losses().cpu(), problem.images().detach())
+        with torch.no_grad():
+            losses, images = loop.losses.clone(), loop.final.clone()
+            if len(v):
+                losses[problem.rows] = problem.loss(v).detach()
+                images[problem.rows] = v.detach()
+        on_snapshot(step, losses.cpu(), images[:, : problem.size].view(problem.shape))
 
-    if checkpoints is not None and checkpoints.start is not None:
-        start = checkpoint.restore(problem, checkpoints.start)
-    else:
+    if loop.step == 0:
         snapshot(0)
-        start = Loop(
-            step=0,
-            good=v.detach().clone(),
-            steps=torch.zeros(len(v), dtype=torch.long, device=v.device),
-            diverged=torch.zeros(len(v), dtype=torch.bool, device=v.device),
-        )
-    good, steps, diverged = start.good, start.steps, start.diverged
-    for step in range(start.step + 1, cfg.iterations + 1):
+    for step in range(loop.step + 1, cfg.iterations + 1):
+        before = v.detach().clone() if stops else None
         first = problem.opt.step(problem.closure)
+        with torch.no_grad():
+            still = (v == before).all(1) if before is not None else None
         problem.after_step()
         with torch.no_grad():
+            diverged = loop.diverged[problem.rows]
             diverged |= ~torch.isfinite(first) | ~torch.isfinite(v).all(1)
-            v.copy_(torch.where(diverged[:, None], good, v))  # back to the last finite point
-            good = v.detach().clone()
-            steps = torch.where(diverged, steps, step)
-        if step % cfg.snapshot_every == 0 or step == cfg.iterations:
-            if bool(diverged.all()):
-                snapshot(int(steps.max()))
-                break
+            v.copy_(torch.where(diverged[:, None], loop.good, v))  # back to the last finite point
+            loop.good = v.detach().clone()
+            loop.diverged[problem.rows] = diverged
+            moved = ~diverged if still is None else ~diverged & ~still
+            loop.steps[problem.rows] = torch.where(moved, step, loop.steps[problem.rows])
+        loop.step = step
+        due = step % cfg.snapshot_every == 0 or step == cfg.iterations
+        if eager_reads or due:
+            leaving = diverged if still is None else diverged | still
+            everyone = bool(leaving.all())
+            if everyone or (problem.separable and bool(leaving.any())):
+                problem = leave(problem, loop, leaving)
+                v = problem.variables
+        if not len(v):
+            snapshot(step)
+            break
+        if due:
             snapshot(step)
         if checkpoints is not None and checkpoints.due(step, cfg.iterations):
-            checkpoints.save(checkpoint.capture(problem, Loop(step, good, steps, diverged)))
+            checkpoints.save(checkpoint.capture(problem, loop))
+    with torch.no_grad():
+        if len(v):
+            loop.losses[problem.rows] = problem.loss(v).detach()
+            loop.final[problem.rows] = v.detach()
+            loop.labels[problem.rows] = problem.recovered(v.detach(), problem.data)
     return AttackResult(
-        images=problem.images().detach().clone(),
-        labels=problem.recovered().detach(),
-        grad_loss=losses().cpu(),
-        steps=steps.cpu(),
-        diverged=diverged.cpu(),
-        restart=torch.zeros(len(v), dtype=torch.long),
+        images=loop.final[:, : problem.size].view(problem.shape).clone(),
+        labels=loop.labels.clone(),
+        grad_loss=loop.losses.cpu(),
+        steps=loop.steps.cpu(),
+        diverged=loop.diverged.cpu(),
+        restart=torch.zeros(problem.shape[0], dtype=torch.long),
     )
+
+
+def leave(problem: Problem, loop: Loop, leaving: Tensor) -> Problem:
+    """Record the rows ``leaving`` ``(n,)`` bool (their final images, labels and loss)
+    and return the problem without them (one with no variables when none is left)."""
+    going = leaving.nonzero().squeeze(1)
+    with torch.no_grad():
+        gone, sub = problem.rows[going], problem.data.take(going)
+        v = problem.variables.detach()[going]
+        loop.final[gone] = v
+        loop.labels[gone] = problem.recovered(v, sub)
+        loop.losses[gone] = problem.loss_of(v, sub).to(loop.losses)
+    if bool(leaving.all()):
+        return dataclasses.replace(problem, variables=problem.variables[:0], rows=problem.rows[:0])
+    keep = (~leaving).nonzero().squeeze(1)
+    loop.good = loop.good[keep]
+    return problem.keep(keep)

@@ -68,13 +68,16 @@ class Scene:
 class Prior:
     """``fn``: one problem's prior, vmapped by the engine; or ``build(scene)``: the prior
     of all problems at once. ``compiles``: it may run inside torch.compile. ``needs``:
-    what the model must have, as ``(test(model), what)``; None: any model."""
+    what the model must have, as ``(test(model), what)``; None: any model. ``rowwise``:
+    each problem's value depends on that problem alone (not on its trial's other
+    restarts), so problems may leave the batch one by one."""
 
     name: str
     fn: PriorFn | None = None
     build: Callable[[Scene], BatchedPrior] | None = None
     compiles: bool = True
     needs: tuple[Callable[[nn.Module], bool], str] | None = None
+    rowwise: bool = True
 
     def batched(self, scene: Scene) -> BatchedPrior:
         """The prior of all N problems, ``(N, B, C, H, W)`` -> ``(N,)``."""
@@ -213,7 +216,7 @@ PRIORS.add(
         needs=(lambda model: bool(batch_norms(model)), "batch norm layers"),
     )
 )
-PRIORS.add(Prior("group", build=group_consistency))
+PRIORS.add(Prior("group", build=group_consistency, rowwise=False))
 
 
 def check_model(priors: Mapping[str, float], model: nn.Module, name: str) -> None:

@@ -28,7 +28,9 @@ else:
 class Optimizer(Protocol):
     """``step(closure)`` with a closure that fills ``.grad`` of the ``(N, D)`` variables and
     returns the ``(N,)`` losses; per-problem state stays per row. ``state_dict()`` and
-    ``load_state_dict()`` (as torch's optimisers) carry that state into a checkpoint."""
+    ``load_state_dict()`` (as torch's optimisers) carry that state into a checkpoint, and
+    into an optimiser of fewer rows when rows leave: every per-row tensor of the state
+    has the rows as its first dimension (``engine.take_rows``)."""
 
     def step(self, closure: Callable[[], Tensor]) -> Tensor | None: ...
 
@@ -53,13 +55,16 @@ OptimizerFn = Callable[["Tensor", OptimizerConfig], Optimizer]
 @dataclass(frozen=True)
 class OptimizerOption:
     """``first_order``: steps along a gradient with a learning rate. ``evaluations(cfg)``:
-    objective evaluations (closures) one step makes at most."""
+    objective evaluations (closures) one step makes at most. ``stops``: a row that one
+    step left where it was never moves again (its next steps see the same state: L-BFGS's
+    tolerance exits), so the engine lets it leave the problem."""
 
     name: str
     fn: OptimizerFn
     schema: type[OptimizerConfig]
     first_order: bool
     evaluations: Callable[[Any], int] = lambda cfg: 1
+    stops: bool = False
 
 
 OPTIMIZERS: Registry[OptimizerOption] = Registry("optimizer")
@@ -70,11 +75,13 @@ def optimizer(
     *,
     first_order: bool,
     evaluations: Callable[[Any], int] = lambda cfg: 1,
+    stops: bool = False,
 ) -> Callable[[OptimizerFn], OptimizerFn]:
     """Register the decorated factory ``(variables (N, D), cfg) -> Optimizer``."""
 
     def register(fn: OptimizerFn) -> OptimizerFn:
-        OPTIMIZERS.add(OptimizerOption(option_name(schema), fn, schema, first_order, evaluations))
+        name = option_name(schema)
+        OPTIMIZERS.add(OptimizerOption(name, fn, schema, first_order, evaluations, stops))
         return fn
 
     return register
@@ -102,7 +109,9 @@ class LBFGSConfig(OptimizerConfig):
             require(math.isfinite(tol) and tol >= 0, key, tol, "must be a finite number >= 0")
 
 
-@optimizer(LBFGSConfig, first_order=False, evaluations=lambda cfg: cfg.max_iter)
+# A row whose step did not move it: its gradient is below tolerance_grad, or its next
+# direction is no descent direction, and nothing it reads changes while it stays put.
+@optimizer(LBFGSConfig, first_order=False, evaluations=lambda cfg: cfg.max_iter, stops=True)
 def lbfgs(variables: Tensor, cfg: LBFGSConfig) -> Optimizer:
     """N copies of ``torch.optim.LBFGS`` (no line search), batched: ``lbfgs.BatchedLBFGS``."""
     from gradinv_exp.attacks.lbfgs import BatchedLBFGS  # torch-heavy; not needed to check configs

@@ -1,7 +1,8 @@
 """One job in its folder: the steps every way of running a job shares.
 
 The command line's Hydra job (``__main__.job``), the Python API's ``run`` and each member
-of a batched sweep (``runs/batched.py``) start a job the same way (``started``): a folder
+of a batched sweep (``runs/batched.py``, ``run_batch``) start a job the same way
+(``started``): a folder
 holding a finished run is read, never run again, and its lock is not even touched;
 otherwise the job's lock is held while it runs (a second process waits), leftovers of an
 attempt killed while writing are removed, and the folder is checked once more (it may
@@ -17,6 +18,8 @@ whole of it for a single job.
 from __future__ import annotations
 
 import copy
+import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +81,31 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
         metrics = experiment.run(settings, run_dir)
     tracking.log_run(settings.tracking, run_dir)  # tracking=mlflow|tensorboard
     return metrics, True
+
+
+def run_batch(cfgs: list[Config], run_dirs: list[Path]) -> list[float]:
+    """Run typed jobs whose locks the caller holds (the batched launcher's members) as one
+    attack (``experiment.run_batch``), then log each finished one to its tracker. Returns
+    each job's PSNR, NaN where it failed (its metrics.json says why). A stop signal goes on
+    to the caller, every job saved as interrupted; any other error has been recorded in
+    every job's metrics.json and is printed in one line."""
+    from gradinv_exp import experiment  # heavy: after preflight's checks
+
+    try:
+        ended = experiment.run_batch(cfgs, run_dirs)
+    except Exception as err:
+        print(f"gradinv-exp: batch of {len(cfgs)} job(s) failed: {faults.error_line(err)}",
+              file=sys.stderr)  # fmt: skip
+        return [math.nan] * len(cfgs)
+    psnrs = []
+    for cfg, run_dir, metrics in zip(cfgs, run_dirs, ended, strict=True):
+        if metrics is None:
+            psnrs.append(math.nan)
+            continue
+        with faults.logged("the run could not be logged to its tracker"):
+            tracking.log_run(cfg.tracking, run_dir)
+        psnrs.append(metrics["psnr"])
+    return psnrs
 
 
 def compose(job: list[str], run_dir: Path) -> DictConfig:

@@ -229,7 +229,8 @@ def plan(argv: list[str]) -> Plan | None:
             if multirun and first.hydra.launcher.get("_target_") == BATCHED_LAUNCHER:
                 from gradinv_exp.runs import batched
 
-                batched.check(first.hydra.launcher.max_problems, first.hydra.launcher.workers)
+                launcher = first.hydra.launcher
+                batched.check(launcher.max_problems, launcher.workers, launcher.get("cluster"))
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -74,7 +74,8 @@ def test_compiled_objective_and_gradient_equal_eager():
     with backends.convolution("native"):
         for scale in (0.0, 0.5):
             v = eager.variables.detach() + scale * torch.randn(eager.variables.shape, generator=gen)
-            (loss_e, grad_e), (loss_c, grad_c) = eager.value_and_grad(v), compiled.value_and_grad(v)
+            (loss_e, grad_e) = eager.value_and_grad(v, eager.data)
+            (loss_c, grad_c) = compiled.value_and_grad(v, compiled.data)
             assert torch.allclose(loss_c, loss_e, rtol=1e-4)
             assert torch.allclose(grad_c, grad_e, rtol=1e-3, atol=1e-5 * grad_e.abs().max())
     assert timings["compile_s"] > 0 and "compile_failed" not in timings
@@ -82,7 +83,7 @@ def test_compiled_objective_and_gradient_equal_eager():
 
 def test_a_failed_compile_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
     def broken(fn, **kwargs):
-        def run(*args):
+        def run(*args, **kwargs):
             raise RuntimeError("InductorError: no working C++ compiler")
 
         return run
@@ -92,8 +93,8 @@ def test_a_failed_compile_falls_back_to_eager_with_one_warning(monkeypatch, capl
     compiled, eager = tiny_problem(compiled=True, timings=timings), tiny_problem()
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            loss_c, grad_c = compiled.value_and_grad(compiled.variables)
-    loss_e, grad_e = eager.value_and_grad(eager.variables)  # (its plain-autograd path)
+            loss_c, grad_c = compiled.value_and_grad(compiled.variables, compiled.data)
+    loss_e, grad_e = eager.value_and_grad(eager.variables, eager.data)  # (its plain-autograd path)
     assert torch.allclose(loss_c, loss_e, rtol=1e-5)
     assert torch.allclose(grad_c, grad_e, rtol=1e-4, atol=1e-6 * grad_e.abs().max())
     assert timings == {"compile_failed": 1.0}
@@ -116,3 +117,28 @@ def test_the_sync_free_lbfgs_loop_gives_the_same_result(trials):
     fast, sync_free = results
     assert torch.equal(fast.images, sync_free.images)
     assert torch.equal(fast.grad_loss, sync_free.grad_loss)
+
+
+def test_finished_rows_leave_the_problem_and_change_no_result():
+    """Rows L-BFGS can no longer move (tolerances high enough that some stop within the
+    steps) leave the problem: later closures evaluate fewer rows, and every row ends
+    where the same problem with every row kept to the end ends (to float32 rounding:
+    the remaining rows run in a smaller batch)."""
+    lbfgs = LBFGSConfig(max_iter=6, tolerance_change=1e-3)
+    cfg = AttackConfig(name="dlg", iterations=8, snapshot_every=4)
+    kept, left = tiny_problem(6, lbfgs=lbfgs), tiny_problem(6, lbfgs=lbfgs)
+    kept.stops = False  # every row stays to the end, as an optimiser that never stops
+    rows = []
+    evaluate = left.value_and_grad
+
+    def counted(v, data):
+        rows.append(len(v))
+        return evaluate(v, data)
+
+    left.value_and_grad = counted
+    whole, shrunk = optimise(kept, cfg, lambda *a: None), optimise(left, cfg, lambda *a: None)
+    assert rows[0] == 6 and min(rows) < 6, rows  # rows left while the attack ran
+    assert torch.allclose(shrunk.images, whole.images, atol=1e-4)
+    assert torch.allclose(shrunk.grad_loss, whole.grad_loss, rtol=1e-3)
+    assert torch.equal(shrunk.labels, whole.labels) and not shrunk.diverged.any()
+    assert (shrunk.steps < cfg.iterations).any()  # a row's steps count the steps that moved it

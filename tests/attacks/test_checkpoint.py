@@ -8,9 +8,10 @@ import io
 
 import pytest
 import torch
+from helpers import attack_one
 from test_engine import PRESETS, setup, sim
 
-from gradinv_exp.attacks import Checkpoints, attack
+from gradinv_exp.attacks import Checkpoints
 from gradinv_exp.attacks.lbfgs import STATE, BatchedLBFGS
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.experiment import generator
@@ -28,7 +29,7 @@ def run(cfg, optimizer, model, images, target, start=None):
         torch.save(state, buffer)
         saved[state["step"]] = buffer.getvalue()
 
-    result = attack(
+    result = attack_one(
         sim(model), target, shape=(len(target[0]), *images.shape), num_classes=100, cfg=cfg,
         optimizer=optimizer, generator=generator(0, "attack"),
         on_snapshot=lambda step, loss, x: seen.append((step, loss.clone(), x.clone())),
@@ -45,6 +46,8 @@ CASES = {
     "dlg-lbfgs": (PRESETS["dlg"], LBFGSConfig(max_iter=4, history_size=6)),  # ring wraps
     "ig-adam": (PRESETS["ig"], AdamConfig()),  # signed, boxed, lr decay at 4, 7, 10
     "idlg-adam-restarts": (dataclasses.replace(PRESETS["idlg"], restarts=2), AdamConfig()),
+    # three trials, tolerances that let some rows finish (and leave) before a checkpoint
+    "dlg-lbfgs-rows-leave": (PRESETS["dlg"], LBFGSConfig(max_iter=4, tolerance_change=1e-2)),
 }
 
 
@@ -55,8 +58,12 @@ def test_an_attack_continued_from_a_checkpoint_equals_one_never_stopped(case):
     model, images, _, target = setup(index=2, size=16)
     if case.endswith("restarts"):  # two trials: the same image twice, batched
         target = [torch.cat([g, g]) for g in target]
+    if case.endswith("leave"):  # three trials: three scales of the share
+        target = [torch.cat([g, 0.3 * g, 3 * g]) for g in target]
     whole, seen, saved = run(cfg, optimizer, model, images, target)
     assert sorted(saved) == [4, 8]  # every 4 steps, not after the last
+    if case.endswith("leave"):
+        assert len(load(saved[8])["rows"]) < 3  # a row had left by step 8
     for step in (4, 8):
         rest, later, _ = run(cfg, optimizer, model, images, target, start=load(saved[step]))
         for name in ("images", "labels", "grad_loss", "steps", "diverged", "restart"):

@@ -89,7 +89,9 @@ def test_no_attack_receives_the_clients_true_data(case, tmp_path, monkeypatch):
     experiment.run(cfg, tmp_path)
 
     assert len(calls) == 1
-    observed, server, attack_cfg, context = calls[0]
+    targets, context = calls[0]
+    assert len(targets) == 1
+    observed = targets[0].observed
     granted = ATTACKS[cfg.attack.family].labels_granted(cfg.attack)
     assert granted == (case == "given")
     for tensor in tensors(calls[0]):

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from helpers import typed_config
+from helpers import attack_one, typed_config
 
 from gradinv_exp import data, models
 from gradinv_exp.analysis import metrics
 from gradinv_exp.analysis.metrics import psnr
-from gradinv_exp.attacks import AttackConfig, AttackResult, attack, check_optimizer, engine
+from gradinv_exp.attacks import AttackConfig, AttackResult, check_optimizer, engine
 from gradinv_exp.attacks.backend import value_and_grad
 from gradinv_exp.attacks.objectives import l2_distance
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
@@ -81,7 +81,7 @@ def test_signed_and_lr_decay_need_a_first_order_optimizer():
 def test_dlg_recovers_a_bundled_photo_without_defense():
     model, images, labels, target = setup(index=1)
     snapshots = []
-    result = attack(
+    result = attack_one(
         sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("dlg", iterations=120, snapshot_every=40), optimizer=LBFGSConfig(),
         generator=generator(0, "attack"), on_snapshot=lambda s, loss, x: snapshots.append(s),
@@ -94,7 +94,7 @@ def test_dlg_recovers_a_bundled_photo_without_defense():
 
 def test_diverging_attack_is_reported_not_raised():
     model, images, _, target = setup(index=0)
-    result = attack(
+    result = attack_one(
         sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("dlg", iterations=5), optimizer=AdamConfig(lr=float("inf")),
         generator=generator(0, "attack"), on_snapshot=lambda *a: None,
@@ -110,7 +110,7 @@ def test_idlg_keeps_the_recovered_labels_fixed_over_a_long_run():
     model, images, labels, target = setup(index=3, size=16)
     onehot = torch.nn.functional.one_hot(labels, 100).float()[None]  # (1, B, K)
     seen = []
-    result = attack(
+    result = attack_one(
         sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("idlg", iterations=60, snapshot_every=10), optimizer=LBFGSConfig(max_iter=4),
         generator=generator(0, "attack"),
@@ -129,7 +129,7 @@ def test_idlg_keeps_the_recovered_labels_fixed_over_a_long_run():
 def test_ig_lowers_its_objective_and_reaches_a_usable_psnr():
     model, images, labels, target = setup(index=1, size=16)
     seen = []
-    result = attack(
+    result = attack_one(
         sim(model), target, shape=(1, *images.shape), num_classes=100,
         cfg=preset("ig", iterations=IG_STEPS, snapshot_every=IG_STEPS // 2),
         optimizer=AdamConfig(), generator=generator(0, "attack"),
@@ -154,7 +154,7 @@ def test_ig_label_modes_and_restarts_give_one_result_per_trial(mode):
     target = [torch.stack(p) for p in zip(*(gradient(Client(net, x[None], y[None]))
                                             for x, y in zip(images, onehot)))]  # fmt: skip
     seen = []
-    result = attack(
+    result = attack_one(
         sim(net), target, shape=(2, 1, 3, 12, 12), num_classes=10,
         cfg=preset("ig", iterations=2, snapshot_every=1, restarts=3, labels=mode),
         optimizer=AdamConfig(), generator=generator(0, "attack"),
@@ -198,14 +198,20 @@ def test_step_decay_divides_the_lr_by_ten_at_three_five_seven_eighths():
     assert lrs == pytest.approx([0.1] * 6 + [0.01] * 4 + [0.001] * 4 + [0.0001] * 2)
 
 
+def bare_problem(v, shape, loss, labels=None, **rules) -> engine.Problem:
+    """A ``Problem`` of the variables ``v`` under ``loss`` and no optimiser."""
+    rows = engine.Rows(goal=[], params=None, labels=labels, groups=[])
+    return engine.Problem(
+        variables=v, rows=torch.arange(len(v)), shape=shape, num_classes=2, data=rows,
+        loss_of=loss, value_and_grad=value_and_grad(loss, compiled=False, timings={}),
+        opt=None, make_opt=None, **rules,
+    )  # fmt: skip
+
+
 def test_boxing_clamps_to_the_image_range():
     # one problem: a 1x1x1x3 image, then two label logits that boxing must leave alone
     v = torch.tensor([[-0.5, 0.3, 1.7, -2.0, 3.0]], requires_grad=True)
-    loss = lambda x: x.sum(1)  # noqa: E731
-    problem = engine.Problem(
-        v, (1, 1, 1, 1, 3), 2, None, loss, value_and_grad(loss, compiled=False, timings={}),
-        opt=None, boxed=True,
-    )  # fmt: skip
+    problem = bare_problem(v, (1, 1, 1, 1, 3), lambda x, rows: x.sum(1), boxed=True)
     problem.after_step()
     assert problem.images().flatten().tolist() == pytest.approx([0.0, 0.3, 1.0])
     assert v[0, 3:].tolist() == [-2.0, 3.0]
@@ -214,11 +220,9 @@ def test_boxing_clamps_to_the_image_range():
 def test_signed_problem_steps_on_the_sign_of_the_image_gradient():
     v = torch.zeros(1, 4, requires_grad=True)  # one problem: a 1x1x2x2 image, fixed labels
     scale = torch.tensor([[-3.0, 0.0, 0.2, 5.0]])
-    loss = lambda x: (x * scale).sum(1)  # noqa: E731
-    problem = engine.Problem(
-        v, (1, 1, 1, 2, 2), 2, torch.zeros(1, 1, 2), loss,
-        value_and_grad(loss, compiled=False, timings={}), opt=None, signed=True,
-    )  # fmt: skip
+    problem = bare_problem(
+        v, (1, 1, 1, 2, 2), lambda x, rows: (x * scale).sum(1), torch.zeros(1, 1, 2), signed=True
+    )
     assert problem.closure().tolist() == [0.0]
     assert v.grad.tolist() == [[-1.0, 0.0, 1.0, 1.0]]
 

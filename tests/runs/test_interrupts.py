@@ -34,8 +34,9 @@ STEPS = [
     "attack.checkpoint_every=2", "compile=off",
 ]  # fmt: skip
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-# jobs of different seeds never share a batch: each runs alone on one of 2 forked workers
-WORKERS = ["hydra/launcher=batched", "hydra.launcher.workers=2"]
+# batches of at most one problem: each job runs alone (with its checkpoints) on one of 2
+# forked workers
+WORKERS = ["hydra/launcher=batched", "hydra.launcher.workers=2", "hydra.launcher.max_problems=1"]
 WAIT_S = 240
 
 

@@ -101,9 +101,56 @@ def result_line(metrics: Mapping[str, Any]) -> str:
     return f"result: {status}: " + ", ".join(parts) + tail + offline_note(metrics, configured)
 
 
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``config.*`` columns of a table of runs, those of its override keys
+    (``frame.attrs["override_keys"]``: what the user swept) first."""
+    first = [f"config.{k}" for k in frame.attrs.get("override_keys", [])]
+    rest = [c for c in frame.columns if c.startswith("config.")]
+    return [c for c in dict.fromkeys([*first, *rest]) if c in frame]
+
+
+def splitting(frame: pd.DataFrame, by: list[str], candidates: list[str]) -> list[str]:
+    """The columns of ``candidates``, in their order, that a reader needs beside ``by`` to
+    tell the rows apart: each splits some group of rows that agree on ``by`` and on the
+    columns taken before it (so ``optimizer.name``, which follows ``attack.name``, is not
+    taken after it). Lists and NaN compare as their text."""
+    text = frame.astype(str)
+    keys: list[str] = []
+    for column in candidates:
+        before = text.groupby([*by, *keys], dropna=False).ngroups
+        if text.groupby([*by, *keys, column], dropna=False).ngroups > before:
+            keys.append(column)
+    return keys
+
+
+def row_keys(frame: pd.DataFrame) -> list[str]:
+    """The config columns that tell apart rows of one defense and strength (a swept
+    ``seed``, ``attack.adaptive``, ``attack.name`` ...): the sweep table, compare's table
+    and the comparison figure's titles show them."""
+    return splitting(frame, ["defense", "strength"], config_columns(frame)) if len(frame) else []
+
+
+def cell(value: Any) -> str:
+    """A config value in a table: ``-`` for none, numbers as ``:g``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def sweep_table(frame: pd.DataFrame) -> str:
     """A sweep's summary.csv as aligned text: one row per job with its defense, strength
-    (``key=value``), status, PSNR [interval] and success rate [interval]."""
+    (``key=value``), the config keys that tell apart jobs of one defense and strength
+    (``row_keys``), status, PSNR [interval] and success rate [interval]; sorted by
+    defense (``none`` first) and strength by value."""
+    order = pd.DataFrame(
+        {
+            "other": frame["defense"].ne("none"),
+            "defense": frame["defense"],
+            "strength": pd.to_numeric(frame.get("strength"), errors="coerce"),
+        }
+    ).sort_values(["other", "defense", "strength"], kind="stable", na_position="first")
+    frame = frame.loc[order.index]
+    keys = row_keys(frame)
     rows = []
     for _, row in frame.iterrows():
         key, strength = row.get("strength_key"), _number(row.get("strength"))
@@ -113,6 +160,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
             {
                 "defense": str(row.get("defense", "?")),
                 "strength": label,
+                **{k.removeprefix("config."): cell(row[k]) for k in keys},
                 "status": str(row.get("status", "?")),
                 METRICS["psnr"].label: _value(row, "psnr", METRICS["psnr"].fmt),
                 "success": _value(row, "success_rate", ".2f"),
@@ -121,8 +169,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
                 + (" (offline)" if offline_note(row, configured) else ""),
             }
         )
-    table = pd.DataFrame(rows).sort_values(["defense", "strength"], kind="stable")
-    return table.to_string(index=False)
+    return pd.DataFrame(rows).to_string(index=False)
 
 
 def sweep_report(sweep_dir: Path) -> str:

@@ -9,11 +9,15 @@ setting (seeds, images) are averaged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from matplotlib.figure import Figure
 
 from gradinv_exp.analysis import metric_table
 from gradinv_exp.defenses import axis
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def setting(name: str, strength: float | None) -> str:
@@ -44,6 +48,8 @@ def accuracy(utility: pd.DataFrame) -> pd.DataFrame:
 def figure(joined: pd.DataFrame, metric: str) -> Figure:
     """Attack ``metric`` (x) against test accuracy (y), one labelled point per setting:
     a good defense sits top-left for PSNR/SSIM (low leakage, high accuracy)."""
+    from matplotlib.figure import Figure  # only to draw: compare answers before it loads
+
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     ax.scatter(joined[metric], joined["accuracy"])

@@ -47,7 +47,7 @@ def sweep(tmp_path):
     return folder
 
 
-def table(folder, threshold=verdict.THRESHOLD) -> pd.DataFrame:
+def table(folder, threshold=uncertainty.VERDICT_THRESHOLD) -> pd.DataFrame:
     frame, problems = summary.collect([folder])
     assert not problems
     return verdict.verdict(frame, threshold).set_index(["defense", "strength"])

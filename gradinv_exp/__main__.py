@@ -267,7 +267,8 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
         from gradinv_exp import tracking
         from gradinv_exp.analysis import report
 
-        print(report.sweep_report(plan.folder), flush=True)
+        swept = dict.fromkeys(k for job in plan.jobs for k in resume.task_overrides(job))
+        print(report.sweep_report(plan.folder, [k.lstrip("+~") for k in swept]), flush=True)
         tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""

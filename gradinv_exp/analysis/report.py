@@ -6,7 +6,7 @@ command line, the tests and a notebook print the same text."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,22 @@ def result_line(metrics: Mapping[str, Any]) -> str:
     return f"result: {status}: " + ", ".join(parts) + tail + offline_note(metrics, configured)
 
 
+def swept_columns(frame: pd.DataFrame) -> list[str]:
+    """The config columns of the override keys of a table of runs
+    (``frame.attrs["override_keys"]``: what the user set or swept); a group's key
+    (``attack``) stands for its option's name (``config.attack.name``)."""
+    found = []
+    for key in frame.attrs.get("override_keys", []):
+        column = next((c for c in (f"config.{key}", f"config.{key}.name") if c in frame), None)
+        if column is not None:
+            found.append(column)
+    return list(dict.fromkeys(found))
+
+
 def config_columns(frame: pd.DataFrame) -> list[str]:
-    """The ``config.*`` columns of a table of runs, those of its override keys
-    (``frame.attrs["override_keys"]``: what the user swept) first."""
-    first = [f"config.{k}" for k in frame.attrs.get("override_keys", [])]
+    """The ``config.*`` columns of a table of runs, its override keys' first."""
     rest = [c for c in frame.columns if c.startswith("config.")]
-    return [c for c in dict.fromkeys([*first, *rest]) if c in frame]
+    return list(dict.fromkeys([*swept_columns(frame), *rest]))
 
 
 def splitting(frame: pd.DataFrame, by: list[str], candidates: list[str]) -> list[str]:
@@ -124,10 +134,16 @@ def splitting(frame: pd.DataFrame, by: list[str], candidates: list[str]) -> list
 
 
 def row_keys(frame: pd.DataFrame) -> list[str]:
-    """The config columns that tell apart rows of one defense and strength (a swept
-    ``seed``, ``attack.adaptive``, ``attack.name`` ...): the sweep table, compare's table
-    and the comparison figure's titles show them."""
-    return splitting(frame, ["defense", "strength"], config_columns(frame)) if len(frame) else []
+    """The config columns that tell apart rows of one defense and strength: every swept
+    key that differs between such rows (``seed=0,8``, ``attack.adaptive=false,true``),
+    then the other config keys that tell apart rows still alike (``splitting``). The sweep
+    table, compare's table and the comparison figure's titles show them."""
+    if not len(frame):
+        return []
+    by = ["defense", "strength"]
+    swept = [c for c in swept_columns(frame) if splitting(frame, by, [c])]
+    rest = [c for c in config_columns(frame) if c not in swept]
+    return swept + splitting(frame, [*by, *swept], rest)
 
 
 def cell(value: Any) -> str:
@@ -172,9 +188,11 @@ def sweep_table(frame: pd.DataFrame) -> str:
     return pd.DataFrame(rows).to_string(index=False)
 
 
-def sweep_report(sweep_dir: Path) -> str:
-    """The table of ``sweep_dir/summary.csv`` and the paths of the sweep's files."""
+def sweep_report(sweep_dir: Path, override_keys: Sequence[str] = ()) -> str:
+    """The table of ``sweep_dir/summary.csv`` and the paths of the sweep's files;
+    ``override_keys``: the keys its jobs' overrides set (a CSV keeps no ``attrs``)."""
     frame = pd.read_csv(sweep_dir / "summary.csv")
+    frame.attrs["override_keys"] = list(override_keys)
     lines = [sweep_table(frame), f"summary: {sweep_dir / 'summary.csv'}"]
     figures = [sweep_dir / name for name in ("comparison.png", "curves.png")]
     lines += [f"figure: {path}" for path in figures if path.is_file()]

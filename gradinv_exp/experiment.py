@@ -379,9 +379,11 @@ def attack_run(cfg: Config, run_dir: Path, progress: Progress) -> dict[str, Any]
     progress.facts["data_source"] = source
     log.info(
         "data %s: %d trial(s) x %d image(s) %s, labels %s | model %s | defense %s | "
-        "attack %s/%s | device %s",
+        "attack %s%s | device %s",
         source, cfg.trials, cfg.dataset.batch_size, tuple(images.shape[2:]), labels.tolist(),
-        cfg.model.name, cfg.defense, cfg.attack.name, cfg.optimizer.name, device,
+        cfg.model.name, cfg.defense, cfg.attack.name,
+        f"/{cfg.optimizer.name}" if attack_entry(cfg).closures(cfg.attack, cfg.optimizer) else "",
+        device,
     )  # fmt: skip
     nets, sent = send(cfg, build_models(cfg, device))
     true, shared = share(cfg, nets, images, labels)

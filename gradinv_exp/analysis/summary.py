@@ -171,20 +171,21 @@ def counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def line_keys(frame: pd.DataFrame) -> list[str]:
-    """The config columns that tell apart runs of one defense other than by its strength,
-    one curve per combination of their values in ``curves.png``, so that a point never
-    pools two different settings (e.g. Gaussian and Laplacian noise of one ``sigma``, or
-    FedAvg's local steps). Not split: ``seed`` (repetitions, pooled by design) and
-    ``tags.*`` (labels; ``tags.level`` names a strength). A column that splits no group
-    the earlier ones did not split already (``optimizer.name`` beside ``attack.name``) is
-    left out, so legends stay short; override keys come first."""
-    strengths = {f"config.defense.{k}" for k in frame.get("strength_key", pd.Series()).dropna()}
+    """The config columns that tell apart runs of one defense and strength, one curve per
+    combination of their values in ``curves.png``, so that a point never pools two
+    different settings (e.g. Gaussian and Laplacian noise of one ``sigma``, or FedAvg's
+    local steps). Not split: ``seed`` (repetitions, pooled by design) and ``tags.*``
+    (labels). A column that changes only with the strength (the strength's own field,
+    ``defense.params.p`` of a user's defense) splits no point: a defense's sweep is one
+    line. A column that splits no group the earlier ones did not split already
+    (``optimizer.name`` beside ``attack.name``) is left out, so legends stay short;
+    override keys come first."""
     candidates = [
         c
         for c in report.config_columns(frame)
-        if c not in strengths and c != "config.seed" and not c.startswith("config.tags.")
+        if c != "config.seed" and not c.startswith("config.tags.")
     ]
-    return report.splitting(frame, ["defense"], candidates)
+    return report.splitting(frame, ["defense", "strength"], candidates)
 
 
 def label(row: pd.Series, keys: list[str]) -> str:

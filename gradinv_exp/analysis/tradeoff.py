@@ -59,7 +59,7 @@ def figure(joined: pd.DataFrame, metric: str) -> Figure:
             text += f", eps {row['epsilon']:.3g}"
         ax.annotate(text, (row[metric], row["accuracy"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")  # fmt: skip
-    ax.set(xlabel=f"attack {metric_table.label(metric)}", ylabel="test accuracy (utility)",
+    ax.set(xlabel=f"attack {metric_table.axis_label(metric)}", ylabel="test accuracy (utility)",
            title="privacy vs utility per defense")  # fmt: skip
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -200,6 +200,7 @@ def test_curves_split_settings_that_differ_beyond_strength_and_seed():
         {
             "defense": ["noise"] * 4 + ["none", "none"],
             "strength_key": ["sigma"] * 4 + [None, None],
+            "strength": [0.1] * 4 + [None, None],
             "config.defense.sigma": [0.1, 0.1, 0.1, 0.1, None, None],
             "config.defense.distribution": ["gaussian", "laplace"] * 2 + [None, None],
             "config.seed": [0, 0, 1, 1, 0, 1],

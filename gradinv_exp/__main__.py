@@ -267,8 +267,10 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
         from gradinv_exp import tracking
         from gradinv_exp.analysis import report
 
-        swept = dict.fromkeys(k for job in plan.jobs for k in resume.task_overrides(job))
-        print(report.sweep_report(plan.folder, [k.lstrip("+~") for k in swept]), flush=True)
+        lines = list(dict.fromkeys(line for job in plan.jobs for line in job))  # few distinct
+        keys = [o.get_key_element().lstrip("+~") for o in preflight.parse(lines)
+                if not o.is_hydra_override()]  # fmt: skip
+        print(report.sweep_report(plan.folder, list(dict.fromkeys(keys))), flush=True)
         tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""

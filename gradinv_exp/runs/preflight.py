@@ -129,7 +129,8 @@ def explain(message: str, job: Sequence[str]) -> str:
     except (HydraException, OmegaConfBaseException):  # choices that fail: the defaults'
         cfg = compose("config", return_hydra_config=True)
     node = OmegaConf.to_container(cfg, resolve=False)
-    del node["hydra"]
+    if not key.startswith("hydra."):  # Hydra's own settings are not the experiment's keys
+        del node["hydra"]
     *parents, missing = key.lstrip("+~").split(".")
     path: list[str] = []  # the deepest node of the key that exists
     for part in parents:
@@ -145,6 +146,26 @@ def explain(message: str, job: Sequence[str]) -> str:
     guess = f"; did you mean '{'.'.join([*path, close[0]])}'?" if close else ""
     listed = f"its {kind}s: {', '.join(node)}"
     return f"Could not override '{key}': {where} has no {kind} '{missing}' ({listed}){guess}"
+
+
+_ABSENT = object()  # OmegaConf.select's answer for a key that is not there
+
+
+def check_added(job: list[str], typed: Config) -> None:
+    """ConfigError for a key the job adds (``+defense.sigm=3``) that its typed config has
+    no place for: Hydra adds it to the composed config, and the conversion to the chosen
+    option's schema would drop it without a word."""
+    added = [
+        o for o in parse(job)
+        if (o.is_add() or o.is_force_add()) and not o.is_hydra_override()
+        and o.key_or_group not in GROUPS
+    ]  # fmt: skip
+    if not added:
+        return
+    kept = OmegaConf.structured(typed)
+    for o in added:
+        if OmegaConf.select(kept, o.key_or_group, default=_ABSENT) is _ABSENT:
+            raise ConfigError(explain(f"Could not override '{o.key_or_group}'", job))
 
 
 def values(override: Override) -> list[str]:
@@ -250,6 +271,7 @@ def plan(argv: list[str]) -> Plan | None:
             configs = []
             for current in every:
                 configs.append(to_config(current))
+                check_added(current, configs[-1])
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
             dirs = (
                 [job_folder(job, num, folder, first.hydra) for num, job in enumerate(every)]

@@ -205,6 +205,12 @@ def test_the_jobs_are_those_hydras_basic_sweeper_runs(tmp_path, args, count):
          "defense=dp has no field 'sigma' (its fields: name, clip, noise_multiplier, delta, "
          "accountant)"),
         (["defense=noise", "defense.extra.x=3"], "defense=noise has no field 'extra' ("),
+        (["hydra.sweep.dirr=x"],
+         "hydra.sweep has no field 'dirr' (its fields: dir, subdir); did you mean "
+         "'hydra.sweep.dir'?"),
+        (["defense=noise", "+defense.sigm=3"],  # added: schema conversion would drop it
+         "defense=noise has no field 'sigm' (its fields: name, sigma, distribution); did you "
+         "mean 'defense.sigma'?"),
         (["metrics.success_thresh=3"],
          "metrics has no field 'success_thresh' (its fields: lpips, success_metric, "
          "success_threshold); did you mean 'metrics.success_threshold'?"),

@@ -10,6 +10,7 @@ the per-job checks that need torch or the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import re
@@ -102,15 +103,6 @@ def hydra_message(err: BaseException) -> str:
     return ": ".join(dict.fromkeys(parts))
 
 
-def keys(node: object, prefix: str = "") -> Iterator[str]:
-    """Every dotted key of a config container (``attack``, ``attack.iterations``, ...)."""
-    if isinstance(node, dict):
-        for name, child in node.items():
-            key = f"{prefix}{name}"
-            yield key
-            yield from keys(child, f"{key}.")
-
-
 def explain(message: str, job: Sequence[str]) -> str:
     """Hydra's ``message`` for an override of a key the config lacks (``Could not override
     'defense.sigm'``), said in terms of the option the job chose: ``defense=noise has no
@@ -148,24 +140,27 @@ def explain(message: str, job: Sequence[str]) -> str:
     return f"Could not override '{key}': {where} has no {kind} '{missing}' ({listed}){guess}"
 
 
-_ABSENT = object()  # OmegaConf.select's answer for a key that is not there
-
-
 def check_added(job: list[str], typed: Config) -> None:
     """ConfigError for a key the job adds (``+defense.sigm=3``) that its typed config has
     no place for: Hydra adds it to the composed config, and the conversion to the chosen
     option's schema would drop it without a word."""
-    added = [
-        o for o in parse(job)
-        if (o.is_add() or o.is_force_add()) and not o.is_hydra_override()
-        and o.key_or_group not in GROUPS
-    ]  # fmt: skip
-    if not added:
-        return
-    kept = OmegaConf.structured(typed)
-    for o in added:
-        if OmegaConf.select(kept, o.key_or_group, default=_ABSENT) is _ABSENT:
+    for o in parse(job):
+        if not (o.is_add() or o.is_force_add()) or o.is_hydra_override():
+            continue
+        if o.key_or_group not in GROUPS and not holds(typed, o.key_or_group.split(".")):
             raise ConfigError(explain(f"Could not override '{o.key_or_group}'", job))
+
+
+def holds(node: object, path: list[str]) -> bool:
+    """Whether the typed config ``node`` (dataclasses and dicts) has the key ``path``."""
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        else:
+            return False
+    return True
 
 
 def values(override: Override) -> list[str]:

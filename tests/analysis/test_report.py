@@ -53,8 +53,14 @@ def test_the_sweep_table_has_one_row_per_job_sorted_by_defense_and_strength():
 
 def test_a_run_prints_its_folder_and_a_sweep_its_table_and_figures(tmp_path):
     tiny = ["dataset=photos", "dataset.image_size=16", "attack.iterations=2"]
-    proc = cli([*tiny, f"hydra.run.dir={tmp_path / 'one'}"], cwd=tmp_path)
+    ignored = f"hydra.sweep.dir={tmp_path / 'ignored'}"  # a sweep's setting: warned
+    proc = cli([*tiny, f"hydra.run.dir={tmp_path / 'one'}", ignored], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[0] == (
+        f"gradinv-exp: warning: {ignored} applies to sweeps (-m) only: this single run "
+        f"writes to {tmp_path / 'one'} (set hydra.run.dir to choose its folder)"
+    )
+    assert not (tmp_path / "ignored").exists()
     lines = proc.stdout.splitlines()
     assert lines[-2] == f"run folder: {tmp_path / 'one'}"
     assert lines[-1].startswith("result: ok: PSNR ") and " dB" in lines[-1]

@@ -108,12 +108,12 @@ def fail(message: str, code: int = EXIT_CONFIG) -> None:
 def summarise(
     sweep_dir: Path, planned: list[tuple[Path, list[str], dict[str, Any]]] | None = None
 ) -> tuple[list[str], str | None, dict[str, int]]:
-    """Write the sweep's summary.csv, figures and verdict (verdict.csv/.md), with a
-    ``missing`` row for each planned job (folder, overrides, flat config) that never
-    started. Returns one line per job
-    that did not finish, why the summary could not be written (None when it was), and
-    the jobs' counts by outcome: the jobs are counted first, so a full disk never hides a
-    failed job."""
+    """Write the sweep's verdict (verdict.csv/.md), figures and summary.csv, that last,
+    with a ``missing`` row for each planned job (folder, overrides, flat config) that never
+    started. Returns one line per job that did not finish, why the summary could not be
+    written (None when it was), and the jobs' counts by outcome: the jobs are counted
+    first, so a full disk never hides a failed job. A summary.csv that could not be
+    written anew is removed (an older one would list other jobs as they were)."""
     from gradinv_exp.analysis import summary, verdict  # pandas, matplotlib: when a sweep ends
 
     frame, problems = summary.collect([sweep_dir])
@@ -121,11 +121,12 @@ def summarise(
     failures = summary.failures(frame, problems)
     counts = summary.counts(frame)
     try:
-        summary.summarise_sweep(sweep_dir, frame, problems)
         judged = verdict.verdict(frame)
         if not judged.empty:
             verdict.write(judged, sweep_dir)
+        summary.summarise_sweep(sweep_dir, frame, problems)
     except Exception as err:
+        (sweep_dir / "summary.csv").unlink(missing_ok=True)
         return failures, f"the sweep summary could not be written: {faults.error_line(err)}", counts
     return failures, None, counts
 
@@ -221,6 +222,8 @@ def main() -> None:
         if plan is None:  # Hydra only prints (--help, --cfg ...)
             hydra_main()
             return
+        for line in plan.warnings:
+            print(f"gradinv-exp: warning: {line}", file=sys.stderr)
         if not any(a.startswith(f"{plan.folder_key}=") for a in argv):  # ${now:} resolved once
             sys.argv.append(f"{plan.folder_key}={preflight.quoted(str(plan.folder))}")
         os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error comes to launch()
@@ -264,7 +267,10 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
         from gradinv_exp import tracking
         from gradinv_exp.analysis import report
 
-        print(report.sweep_report(plan.folder), flush=True)
+        lines = list(dict.fromkeys(line for job in plan.jobs for line in job))  # few distinct
+        keys = [o.get_key_element().lstrip("+~") for o in preflight.parse(lines)
+                if not o.is_hydra_override()]  # fmt: skip
+        print(report.sweep_report(plan.folder, list(dict.fromkeys(keys))), flush=True)
         tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
         failed = f", {counts['failed']} failed" if counts["failed"] else ""

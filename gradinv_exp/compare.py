@@ -2,18 +2,23 @@
 
 Folders may come from different days and sweeps; every run below them becomes a row
 (see ``summary.collect``). Unreadable run folders are skipped with one line each.
+
+``--help`` and the errors about the command line answer before pandas, torch and
+matplotlib load: the analysis modules are imported once the folders hold runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from gradinv_exp.analysis import metric_table, uncertainty
 
-from gradinv_exp.analysis import metric_table, summary, tradeoff, verdict
-from gradinv_exp.runs import artifacts
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -54,7 +59,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=verdict.THRESHOLD,
+        default=uncertainty.VERDICT_THRESHOLD,
         help="--verdict: the defense stops an attack when the upper end of the strongest "
         "attacker's success interval is at most this (default %(default)s)",
     )
@@ -64,23 +69,39 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def error(message: str) -> int:
+    """Print compare's one-line error; the exit code of a bad command line."""
+    print(f"compare: error: {message}", file=sys.stderr)
+    return 2
+
+
+def no_key(option: str, key: str, frame: pd.DataFrame) -> str:
+    """The error for ``--pool KEY`` or ``--group-by KEY`` naming no config key of the runs:
+    the closest key, and every key they have."""
+    known = sorted(c.removeprefix("config.") for c in frame.columns if c.startswith("config."))
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    guess = f"; did you mean '{close[0]}'?" if close else ""
+    listed = ", ".join(known)
+    return f"{option} {key}: no such config key in these runs (their keys: {listed}){guess}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     missing = [str(p) for p in [*args.paths, *([args.utility] if args.utility else [])]
                if not p.exists()]  # fmt: skip
     if missing:
-        print(f"compare: error: no such folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return error(f"no such folder: {', '.join(missing)}")
+    from gradinv_exp.analysis import summary  # pandas: once the folders exist
+
     frame, problems = summary.collect(args.paths)
     for line in problems:
         print(f"compare: {line}", file=sys.stderr)
     if frame.empty:
-        print("compare: error: no runs found below the given folders", file=sys.stderr)
-        return 1
+        folders = ", ".join(map(str, args.paths))
+        return error(f"no runs in {folders} (a run folder holds metrics.json or .hydra/)")
     if args.pool:
         if f"config.{args.pool}" not in frame:
-            print(f"compare: error: --pool {args.pool}: no such config key", file=sys.stderr)
-            return 2
+            return error(no_key("--pool", args.pool, frame))
         frame = summary.pool(frame, summary.setting_columns(frame, args.pool))
         if frame.empty:
             print("compare: error: no finished run to pool", file=sys.stderr)
@@ -89,8 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     if group_by and group_by not in frame:
         group_by = f"config.{group_by}" if f"config.{group_by}" in frame else None
         if group_by is None:
-            print(f"compare: error: --group-by {args.group_by}: no such key", file=sys.stderr)
-            return 2
+            return error(no_key("--group-by", args.group_by, frame))
+    return report(frame, args, group_by)
+
+
+def report(frame: pd.DataFrame, args: argparse.Namespace, group_by: str | None) -> int:
+    """Print the table (and write it with ``--out``), the verdicts and the privacy-utility
+    join that ``args`` ask for; the exit code."""
+    import pandas as pd
+
+    from gradinv_exp.analysis import summary
+
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(summary.table(frame, args.metric, group_by).to_string(index=False))
     if args.out:
@@ -111,6 +141,8 @@ def verdicts(
     frame: pd.DataFrame, threshold: float, utility: pd.DataFrame | None, out: Path
 ) -> None:
     """Print the verdict table and write verdict.csv and verdict.md into ``out``."""
+    from gradinv_exp.analysis import verdict
+
     table = verdict.verdict(frame, threshold, utility)
     if table.empty:
         print("compare: no finished run to judge: no verdict written", file=sys.stderr)
@@ -123,6 +155,9 @@ def privacy_utility(
     frame: pd.DataFrame, utility: pd.DataFrame, metric: str, out: Path | None
 ) -> int:
     """Print (and with ``out`` write) attack ``metric`` beside utility per defense setting."""
+    from gradinv_exp.analysis import tradeoff
+    from gradinv_exp.runs import artifacts
+
     joined = tradeoff.join(frame, utility, metric)
     if joined.empty:
         print(

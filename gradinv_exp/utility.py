@@ -16,6 +16,7 @@ DP epsilon per release), ``utility.png`` and prints the table.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from dataclasses import asdict
@@ -28,6 +29,7 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
@@ -115,17 +117,30 @@ def row(cfg: UtilityConfig, defense: DefenseConfig, result: dict[str, Any]) -> d
 
 
 def figure(table: pd.DataFrame) -> Figure:
-    """Test accuracy against the round, one line per defense."""
-    fig = Figure(figsize=(7, 4))
+    """Test accuracy against the round (integer ticks), one line per distinct curve:
+    defenses whose accuracies are the same in every round share a line and its legend
+    entry, one name a line (drawn apart, the later would hide the earlier); the one with
+    ``none`` is the baseline, black and dashed, drawn on top. The legend, with each final
+    accuracy, sits beside the axes."""
+    fig = Figure(figsize=(9, 4), layout="constrained")  # room for the legend outside
     ax = fig.subplots()
     rounds = [c for c in table.columns if c.startswith("accuracy_round_")]
+    curves: dict[tuple[float, ...], list[str]] = {}
     for _, r in table.iterrows():
-        label = f"{r['defense']}: {r['accuracy']:.2f}"
-        ax.plot(range(1, len(rounds) + 1), r[rounds].to_numpy(float), label=label)
+        curves.setdefault(tuple(r[rounds].to_numpy(float)), []).append(str(r["defense"]))
+    styles = itertools.cycle(itertools.product(("o", "s", "^", "D", "v"), ("-", "--", "-.")))
+    x = range(1, len(rounds) + 1)
+    for values, names in curves.items():
+        label = "\n".join(names) + f": {values[-1]:.2f}"
+        if any(n.split("(")[0] == "none" for n in names):
+            ax.plot(x, values, "k--", linewidth=2, zorder=3, label=label)
+            continue
+        marker, line = next(styles)
+        ax.plot(x, values, marker=marker, linestyle=line, markersize=4, label=label)
     ax.set(xlabel="federated round", ylabel="test accuracy", title="utility per defense")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheel, install it into a fresh virtual environment and run it from a temporary
-# folder outside the repo: a 3-step experiment with the console script, --help, the Python
-# API, and the plugin example (its code and presets outside the package) at a tiny size.
+# folder outside the repo: a 3-step experiment with the console script, a preset (on the
+# batched launcher, a Hydra plugin of the wheel), --help, the Python API, and the plugin
+# example (its code and presets outside the package) at a tiny size.
 #
 # torch and torchvision (and what they depend on, ~6 GB) are reused from PYTHON's
 # environment as hard links of their installed files, as the issue allows; pip installs
@@ -59,6 +60,11 @@ cd "$tmp/work"
 "$tmp/venv/bin/gradinv-exp" dataset=photos attack.iterations=3 attack.snapshot_every=1 \
     hydra.run.dir=run
 test -s run/metrics.json
+"$tmp/venv/bin/gradinv-exp" +experiment=seed_defenses dataset=photos attack.iterations=2 \
+    attack.snapshot_every=1 dataset.image_size=16 hydra.sweep.dir=preset  # batched launcher
+"$tmp/venv/bin/python" -c "import pandas as pd
+status = pd.read_csv('preset/summary.csv')['status'].tolist()
+assert status == ['ok'] * 4, status"
 "$tmp/venv/bin/gradinv-exp" --help > help.txt
 grep -q "== Config groups" help.txt
 "$tmp/venv/bin/python" -c "import gradinv_exp

@@ -151,3 +151,18 @@ def test_one_round_is_the_mean_of_what_the_clients_share(client, monkeypatch):
     for got, want in zip(trained["m"].parameters(), expected):
         assert torch.allclose(got, want, atol=1e-6)
     assert any(not torch.allclose(m1, m2) for m1, m2 in zip(*moves))  # clients differ
+
+
+def test_the_figure_draws_equal_curves_once_with_none_on_top_and_integer_rounds():
+    """none, prune and noise trained alike: one black dashed line for the three (drawn
+    apart, prune would hide none), the other defense its own; rounds are whole numbers."""
+    table = pd.DataFrame(
+        {"defense": ["none()", "prune(ratio=0.2)", "dp(clip=1.0)", "noise(sigma=0.001)"],
+         "accuracy": [0.7, 0.7, 0.5, 0.7],
+         "accuracy_round_1": [0.5, 0.5, 0.5, 0.5], "accuracy_round_2": [0.7, 0.7, 0.5, 0.7]}
+    )  # fmt: skip
+    ax = utility.figure(table).axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["none()\nprune(ratio=0.2)\nnoise(sigma=0.001): 0.70", "dp(clip=1.0): 0.50"]
+    assert ax.lines[0].get_color() == "k" and ax.lines[0].get_linestyle() == "--"
+    assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from gradinv_exp.analysis import metric_table
+from gradinv_exp.analysis import metric_table, metrics
 
 # --- one run ----------------------------------------------------------------------------
 
@@ -62,28 +62,73 @@ def progress(snapshots: Sequence[tuple[int, torch.Tensor]], columns: int = 10) -
     return fig
 
 
+def pairs_per_row(images: int) -> int:
+    """How many (truth, reconstruction) pairs a row of ``reconstruction`` holds: up to 4
+    side by side, more for large batches so that the grid stays about square (a pair is
+    twice as wide as it is high)."""
+    return min(images, max(4, math.ceil(math.sqrt(images / 2))))
+
+
 def reconstruction(truth: torch.Tensor, recon: torch.Tensor, title: str) -> Figure:
-    """Ground truth | reconstruction | |difference|, each ``(T, B, C, H, W)`` as a grid."""
-    trials, batch = truth.shape[:2]
-    fig = Figure(figsize=(3 + 1.5 * batch, 0.8 + 1.3 * trials))
-    axes = fig.subplots(1, 3, squeeze=False)
-    recon = recon.detach().clamp(0, 1).to(truth.device)
-    for ax, images, name in zip(
-        axes[0], (truth, recon, (truth - recon).abs()), ("ground truth", "reconstruction", "|diff|")
-    ):
-        show(ax, images, name)
-    fig.suptitle(title, fontsize=9)
+    """Each image as a pair, ground truth | reconstruction, the reconstruction titled with
+    its PSNR (``metrics.psnr``, as metrics.json's ``per_image``), the pairs in a grid of
+    ``pairs_per_row`` columns (a batch of 32: 4 x 8); ``truth`` and ``recon`` are
+    ``(T, B, C, H, W)`` in [0, 1], ``recon`` matched to ``truth``. With several trials,
+    each title starts with the trial. Drawn as one image, like ``progress``."""
+    trials, batch, _, height, width = truth.shape
+    recon = recon.detach().float().clamp(0, 1).cpu()
+    truth = truth.detach().float().cpu()
+    scores = [metrics.psnr(truth[t], recon[t]) for t in range(trials)]  # (B,) per trial
+    band, gap, pad = max(8, height // 2), max(1, width // 16), max(2, width // 8)
+    pairs = [
+        torch.nn.functional.pad(torch.cat([truth[t, b], torch.ones(truth.shape[2], height, gap),
+                                           recon[t, b]], dim=2), (0, 0, band, 0), value=1.0)
+        for t in range(trials) for b in range(batch)
+    ]  # fmt: skip
+    columns = pairs_per_row(len(pairs))
+    grid = make_grid(torch.stack(pairs), nrow=columns, padding=pad, pad_value=1.0)
+    inch = 1.0 / width  # an image 1 inch wide; the title above the grid
+    wide, high, head = grid.shape[2] * inch, grid.shape[1] * inch, 0.45
+    fig = Figure(figsize=(wide, high + head))
+    ax = fig.add_axes((0, 0, 1, high / (high + head)))
+    ax.imshow(grid.permute(1, 2, 0).numpy().squeeze(), interpolation="nearest",
+              cmap="gray", vmin=0, vmax=1)  # fmt: skip
+    ax.axis("off")
+    for n in range(len(pairs)):
+        t, b = divmod(n, batch)
+        row, col = divmod(n, columns)
+        left = pad + col * (2 * width + gap + pad)
+        y = pad + row * (height + band + pad) + band / 2
+        which = f"trial {t}: " if trials > 1 else ""
+        ax.text(left + width / 2, y, "truth", ha="center", va="center", fontsize=7)
+        ax.text(left + width + gap + width / 2, y, f"{which}{scores[t][b]:.1f} dB",
+                ha="center", va="center", fontsize=7)  # fmt: skip
+    fig.suptitle(f"{title}\nground truth | reconstruction (PSNR)", fontsize=8, y=0.995)
     return fig
 
 
 def loss(history: pd.DataFrame) -> Figure:
-    """Gradient-matching loss (log scale) and PSNR against the step."""
+    """Gradient-matching loss (log scale) and PSNR against the step. A run with one
+    snapshot (a closed-form attack, ``analytic`` or ``imprint``, takes no step) gets a
+    line that says so with its values instead of empty axes."""
+    if len(history) < 2:
+        fig = Figure(figsize=(6, 1.6))
+        text = "no snapshot: nothing to draw"
+        if len(history):
+            last = history.iloc[-1]
+            text = (
+                f"one snapshot, at step {int(last['step'])}: no steps to draw (a closed-form "
+                f"attack takes none)\ngradient matching loss {last['grad_loss']:.3g}, "
+                f"{metric_table.label('psnr')} {last['psnr']:.1f}"
+            )
+        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+        return fig
     fig = Figure(figsize=(9, 3))
     left, right = fig.subplots(1, 2)
     left.semilogy(history["step"], history["grad_loss"].clip(lower=1e-30))
     left.set(xlabel="step", ylabel="gradient matching loss", title="attack objective")
     right.plot(history["step"], history["psnr"])
-    right.set(xlabel="step", ylabel=metric_table.label("psnr"), title="reconstruction quality")
+    right.set(xlabel="step", ylabel=metric_table.axis_label("psnr"), title="reconstruction quality")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -169,8 +214,10 @@ def curves(
 ) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
     per combination of the ``lines`` columns' values, the 95% interval of the mean as a
-    band; settings without a strength (no defense) are dashed reference lines with their
-    bands; ``note`` titles the figure.
+    band, clipped to the values the metric can take (``Metric.bounds``: PSNR >= 0 dB);
+    settings without a strength (no defense) are dashed reference lines with their bands;
+    the runs' success threshold, when they judge success by ``metric``, a dotted line;
+    the y axis says which way is more leakage; ``note`` titles the figure.
 
     ``points`` has one row per (defense, strength, *lines) with the metric pooled over
     all trials of its runs (``summary.pool``).
@@ -180,11 +227,17 @@ def curves(
             columns=["defense", "strength", "strength_key", "strength_log", metric, *lines]
         )
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    floor, ceiling = metric_table.METRICS[metric].bounds if metric in metric_table.METRICS else (
+        -math.inf, math.inf)  # fmt: skip
     points = points.assign(**{c: points.get(c, np.nan) for c in (low, high)})
+    points = points.assign(**{
+        low: pd.to_numeric(points[low], errors="coerce").clip(lower=floor, upper=ceiling),
+        high: pd.to_numeric(points[high], errors="coerce").clip(lower=floor, upper=ceiling),
+    })  # fmt: skip
     done = points[points[metric].notna()]
     swept = done[done["strength"].notna()]
     defenses = list(dict.fromkeys(swept["defense"])) or ["(no defense with a strength)"]
-    fig = Figure(figsize=(4.2 * len(defenses), 3.2))
+    fig = Figure(figsize=(4.2 * len(defenses), 3.4))
     axes = fig.subplots(1, len(defenses), squeeze=False, sharey=True)
     references = done[done["strength"].isna()]
     for ax, defense in zip(axes[0], defenses):
@@ -204,13 +257,17 @@ def curves(
             ax.axhline(ref[metric], ls="--", color="gray", label=name)
             if pd.notna(ref[low]):
                 ax.axhspan(ref[low], ref[high], color="gray", alpha=0.1, linewidth=0)
+        for criterion, threshold in thresholds(done, metric):
+            ax.axhline(threshold, ls=":", color="black", linewidth=1, label=f"success: {criterion}")
         if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
-        ax.set(xlabel=f"{defense}: {key}", ylabel=axis_label(metric), title=defense)
+        ax.set(xlabel=f"{defense}: {key}", ylabel=metric_table.axis_label(metric), title=defense)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # an empty panel has no legend
             ax.legend(fontsize=7)
+    if math.isfinite(floor) and len(done):
+        axes[0][0].set_ylim(bottom=max(floor, axes[0][0].get_ylim()[0]))
     fig.text(0.01, 0.01, "bands: 95% interval of the mean over trials", fontsize=6, alpha=0.7)
     if note:
         fig.suptitle(note, fontsize=8)
@@ -218,13 +275,23 @@ def curves(
     return fig
 
 
-def axis_label(metric: str) -> str:
-    """``PSNR [dB] (higher is better)``: the table's label and direction of ``metric``."""
-    if metric not in metric_table.METRICS:
-        return metric
-    return f"{metric_table.label(metric)} ({metric_table.METRICS[metric].direction})"
+def thresholds(points: pd.DataFrame, metric: str) -> list[tuple[str, float]]:
+    """The success criteria (``psnr >= 20``) and thresholds of the runs in ``points`` that
+    judge success by ``metric`` (their ``config.metrics.*``): the line a reader compares
+    with."""
+    if "config.metrics.success_metric" not in points:
+        return []
+    judged = points[points["config.metrics.success_metric"] == metric]
+    found = pd.to_numeric(judged.get("config.metrics.success_threshold"), errors="coerce")
+    sign = metric_table.METRICS[metric].sign() if metric in metric_table.METRICS else ">="
+    return [(f"{metric} {sign} {t:g}", float(t)) for t in sorted(set(found.dropna()))]
 
 
 def setting(keys: Sequence[str], values: Any) -> str:
-    """``k=v, ...`` of a curve's line keys (``config.`` dropped) for its legend."""
-    return ", ".join(f"{k.removeprefix('config.')}={v}" for k, v in zip(keys, values))
+    """``k=v, ...`` of a curve's line keys (``config.`` dropped) for its legend; a key the
+    line has no value of (NaN: another defense's field) is left out."""
+    return ", ".join(
+        f"{k.removeprefix('config.')}={v}"
+        for k, v in zip(keys, values)
+        if not (isinstance(v, float) and math.isnan(v))
+    )

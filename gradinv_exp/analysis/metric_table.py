@@ -15,6 +15,7 @@ before the command line loads torch (see ``__main__``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,9 @@ class Metric:
     proportion: bool = False  # a 0/1 outcome per image: its interval is Wilson's
     criterion: bool = True  # may decide ``success_rate`` (``metrics.success_metric``)
     fmt: str = ".3f"  # how one value prints in a result line or a table
+    # the values it can take on [0, 1] images (PSNR: capped for an exact reconstruction);
+    # an interval drawn in a figure is clipped to them
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def label(self) -> str:
@@ -41,8 +45,9 @@ class Metric:
 
     @property
     def direction(self) -> str:
-        """``higher is better`` or ``lower is better``, for axes and help texts."""
-        return "higher is better" if self.higher_is_better else "lower is better"
+        """``higher = more leakage`` or ``lower = more leakage``, for axes: a better
+        reconstruction is a worse defense, so "better" alone reads both ways."""
+        return f"{'higher' if self.higher_is_better else 'lower'} = more leakage"
 
     def passes(self, values: np.ndarray, threshold: float) -> np.ndarray:
         """Elementwise: does each value meet ``threshold`` in this metric's direction
@@ -58,11 +63,12 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
-METRICS.add(Metric("psnr", "PSNR", higher_is_better=True, unit="dB", fmt=".1f"))
-METRICS.add(Metric("ssim", "SSIM", higher_is_better=True))
-METRICS.add(Metric("mse", "MSE", higher_is_better=False, fmt=".4f"))
-METRICS.add(Metric("lpips", "LPIPS", higher_is_better=False))
-METRICS.add(Metric("label_acc", "label acc", True, proportion=True, criterion=False, fmt=".2f"))
+METRICS.add(Metric("psnr", "PSNR", True, unit="dB", fmt=".1f", bounds=(0.0, 100.0)))
+METRICS.add(Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0)))
+METRICS.add(Metric("mse", "MSE", higher_is_better=False, fmt=".4f", bounds=(0.0, 1.0)))
+METRICS.add(Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf)))
+METRICS.add(Metric("label_acc", "label acc", True, proportion=True, criterion=False, fmt=".2f",
+                   bounds=(0.0, 1.0)))  # fmt: skip
 
 
 def names() -> tuple[str, ...]:
@@ -78,3 +84,8 @@ def criteria() -> tuple[str, ...]:
 def label(name: str) -> str:
     """``name``'s axis label (``PSNR [dB]``); a name not in the table labels itself."""
     return METRICS[name].label if name in METRICS else name
+
+
+def axis_label(name: str) -> str:
+    """``PSNR [dB] (higher = more leakage)``: ``name``'s label and which way leaks more."""
+    return f"{label(name)} ({METRICS[name].direction})" if name in METRICS else name

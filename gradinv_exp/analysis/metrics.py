@@ -15,8 +15,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor, nn
 
 from gradinv_exp.analysis import perceptual
+from gradinv_exp.analysis.metric_table import METRICS
 
-MAX_PSNR_DB = 100.0  # reported for an exact reconstruction instead of +inf
+MAX_PSNR_DB = METRICS["psnr"].bounds[1]  # reported for an exact reconstruction instead of +inf
 
 
 def _numpy(images: Tensor) -> np.ndarray:

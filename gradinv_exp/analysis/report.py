@@ -6,7 +6,7 @@ command line, the tests and a notebook print the same text."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +101,72 @@ def result_line(metrics: Mapping[str, Any]) -> str:
     return f"result: {status}: " + ", ".join(parts) + tail + offline_note(metrics, configured)
 
 
+def swept_columns(frame: pd.DataFrame) -> list[str]:
+    """The config columns of the override keys of a table of runs
+    (``frame.attrs["override_keys"]``: what the user set or swept); a group's key
+    (``attack``) stands for its option's name (``config.attack.name``)."""
+    found = []
+    for key in frame.attrs.get("override_keys", []):
+        column = next((c for c in (f"config.{key}", f"config.{key}.name") if c in frame), None)
+        if column is not None:
+            found.append(column)
+    return list(dict.fromkeys(found))
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``config.*`` columns of a table of runs, its override keys' first."""
+    rest = [c for c in frame.columns if c.startswith("config.")]
+    return list(dict.fromkeys([*swept_columns(frame), *rest]))
+
+
+def splitting(frame: pd.DataFrame, by: list[str], candidates: list[str]) -> list[str]:
+    """The columns of ``candidates``, in their order, that a reader needs beside ``by`` to
+    tell the rows apart: each splits some group of rows that agree on ``by`` and on the
+    columns taken before it (so ``optimizer.name``, which follows ``attack.name``, is not
+    taken after it). Lists and NaN compare as their text."""
+    text = frame.astype(str)
+    keys: list[str] = []
+    for column in candidates:
+        before = text.groupby([*by, *keys], dropna=False).ngroups
+        if text.groupby([*by, *keys, column], dropna=False).ngroups > before:
+            keys.append(column)
+    return keys
+
+
+def row_keys(frame: pd.DataFrame) -> list[str]:
+    """The config columns that tell apart rows of one defense and strength: every swept
+    key that differs between such rows (``seed=0,8``, ``attack.adaptive=false,true``),
+    then the other config keys that tell apart rows still alike (``splitting``). The sweep
+    table, compare's table and the comparison figure's titles show them."""
+    if not len(frame):
+        return []
+    by = ["defense", "strength"]
+    swept = [c for c in swept_columns(frame) if splitting(frame, by, [c])]
+    rest = [c for c in config_columns(frame) if c not in swept]
+    return swept + splitting(frame, [*by, *swept], rest)
+
+
+def cell(value: Any) -> str:
+    """A config value in a table: ``-`` for none, numbers as ``:g``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def sweep_table(frame: pd.DataFrame) -> str:
     """A sweep's summary.csv as aligned text: one row per job with its defense, strength
-    (``key=value``), status, PSNR [interval] and success rate [interval]."""
+    (``key=value``), the config keys that tell apart jobs of one defense and strength
+    (``row_keys``), status, PSNR [interval] and success rate [interval]; sorted by
+    defense (``none`` first) and strength by value."""
+    order = pd.DataFrame(
+        {
+            "other": frame["defense"].ne("none"),
+            "defense": frame["defense"],
+            "strength": pd.to_numeric(frame.get("strength"), errors="coerce"),
+        }
+    ).sort_values(["other", "defense", "strength"], kind="stable", na_position="first")
+    frame = frame.loc[order.index]
+    keys = row_keys(frame)
     rows = []
     for _, row in frame.iterrows():
         key, strength = row.get("strength_key"), _number(row.get("strength"))
@@ -113,6 +176,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
             {
                 "defense": str(row.get("defense", "?")),
                 "strength": label,
+                **{k.removeprefix("config."): cell(row[k]) for k in keys},
                 "status": str(row.get("status", "?")),
                 METRICS["psnr"].label: _value(row, "psnr", METRICS["psnr"].fmt),
                 "success": _value(row, "success_rate", ".2f"),
@@ -121,13 +185,14 @@ def sweep_table(frame: pd.DataFrame) -> str:
                 + (" (offline)" if offline_note(row, configured) else ""),
             }
         )
-    table = pd.DataFrame(rows).sort_values(["defense", "strength"], kind="stable")
-    return table.to_string(index=False)
+    return pd.DataFrame(rows).to_string(index=False)
 
 
-def sweep_report(sweep_dir: Path) -> str:
-    """The table of ``sweep_dir/summary.csv`` and the paths of the sweep's files."""
+def sweep_report(sweep_dir: Path, override_keys: Sequence[str] = ()) -> str:
+    """The table of ``sweep_dir/summary.csv`` and the paths of the sweep's files;
+    ``override_keys``: the keys its jobs' overrides set (a CSV keeps no ``attrs``)."""
     frame = pd.read_csv(sweep_dir / "summary.csv")
+    frame.attrs["override_keys"] = list(override_keys)
     lines = [sweep_table(frame), f"summary: {sweep_dir / 'summary.csv'}"]
     figures = [sweep_dir / name for name in ("comparison.png", "curves.png")]
     lines += [f"figure: {path}" for path in figures if path.is_file()]

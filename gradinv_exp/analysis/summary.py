@@ -9,6 +9,7 @@ that never wrote metrics.json is a row with status ``missing``, never dropped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradinv_exp.analysis import figures, report, uncertainty
+from gradinv_exp.analysis import report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS, names
 from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
@@ -123,15 +124,16 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def ordered(frame: pd.DataFrame, override_keys: list[str]) -> pd.DataFrame:
-    """Rows sorted by defense (``none`` first), strength and folder; ``override_keys`` in
-    ``frame.attrs``."""
+    """Rows sorted by defense (``none`` first), strength (by value) and folder (job 2
+    before job 10); ``override_keys`` in ``frame.attrs``."""
     if not frame.empty:
         frame["strength"] = pd.to_numeric(frame["strength"], errors="coerce")
         order = frame["defense"].fillna("").ne("none")
+        digits = frame["run"].str.replace(r"\d+", lambda m: m.group().zfill(12), regex=True)
         frame = (
-            frame.assign(_order=order)
-            .sort_values(["_order", "defense", "strength", "run"], na_position="first")
-            .drop(columns="_order")
+            frame.assign(_order=order, _run=digits)
+            .sort_values(["_order", "defense", "strength", "_run"], na_position="first")
+            .drop(columns=["_order", "_run"])
             .reset_index(drop=True)
         )
     frame.attrs["override_keys"] = override_keys
@@ -168,47 +170,31 @@ def counts(frame: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def varying(frame: pd.DataFrame) -> list[str]:
-    """Override columns whose value differs between rows: what the sweep changed."""
-    keys = frame.attrs.get("override_keys", [])
-    return [k for k in keys if k in frame and frame[k].fillna("").astype(str).nunique() > 1]
-
-
 def line_keys(frame: pd.DataFrame) -> list[str]:
-    """The config columns that tell apart runs of one defense other than by its strength,
-    one curve per combination of their values in ``curves.png``, so that a point never
-    pools two different settings (e.g. Gaussian and Laplacian noise of one ``sigma``, or
-    FedAvg's local steps). Not split: ``seed`` (repetitions, pooled by design) and
-    ``tags.*`` (labels; ``tags.level`` names a strength). A column that splits no group
-    the earlier ones did not split already (``optimizer.name`` beside ``attack.name``) is
-    left out, so legends stay short; override keys come first."""
-    strengths = {f"config.defense.{k}" for k in frame.get("strength_key", pd.Series()).dropna()}
-    columns = [f"config.{k}" for k in frame.attrs.get("override_keys", [])]
-    columns += [c for c in frame.columns if c.startswith("config.") and c not in columns]
-    keys: list[str] = []
-    text = frame.astype(str)  # lists and NaN compare as their text
-    for column in columns:
-        if (
-            column not in frame
-            or column in strengths
-            or column == "config.seed"
-            or column.startswith("config.tags.")
-        ):
-            continue
-        before = text.groupby(["defense", *keys], dropna=False).ngroups
-        if text.groupby(["defense", *keys, column], dropna=False).ngroups > before:
-            keys.append(column)
-    return keys
+    """The config columns that tell apart runs of one defense and strength, one curve per
+    combination of their values in ``curves.png``, so that a point never pools two
+    different settings (e.g. Gaussian and Laplacian noise of one ``sigma``, or FedAvg's
+    local steps). Not split: ``seed`` (repetitions, pooled by design) and ``tags.*``
+    (labels). A column that changes only with the strength (the strength's own field,
+    ``defense.params.p`` of a user's defense) splits no point: a defense's sweep is one
+    line. A column that splits no group the earlier ones did not split already
+    (``optimizer.name`` beside ``attack.name``) is left out, so legends stay short;
+    override keys come first."""
+    candidates = [
+        c
+        for c in report.config_columns(frame)
+        if c != "config.seed" and not c.startswith("config.tags.")
+    ]
+    return report.splitting(frame, ["defense", "strength"], candidates)
 
 
 def label(row: pd.Series, keys: list[str]) -> str:
-    """A run's name in figures: defense and strength, then its other varying overrides."""
+    """A run's name in figures: defense and strength, then its values of ``keys`` (config
+    columns, ``report.row_keys``) that tell it apart from runs of the same setting."""
     first = str(row.get("defense") or Path(row["run"]).name)
     if pd.notna(row.get("strength")):
         first += f" {row['strength_key']}={row['strength']:g}"
-    others = [
-        f"{k}={row[k]}" for k in keys if not k.startswith("defense") and isinstance(row.get(k), str)
-    ]
+    others = [f"{k.removeprefix('config.')}={report.cell(row.get(k))}" for k in keys]
     return "\n".join([first, *others])
 
 
@@ -221,10 +207,12 @@ def short_names(runs: pd.Series) -> pd.Series:
 
 
 def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:
-    """The columns a reader compares: what varies, defense, strength, status, the metric
-    with its 95% interval, the success rate with its interval, the other metrics."""
+    """The columns a reader compares: the run, the config keys that tell apart runs of one
+    defense and strength (``report.row_keys``: a swept seed, ``attack.adaptive`` ...),
+    defense, strength, status, the metric with its 95% interval, the success rate with its
+    interval, the other metrics. Config columns are named without ``config.``."""
     frame = frame.assign(run=short_names(frame["run"].map(os.path.abspath)))
-    front = ["run", *varying(frame)]
+    front = ["run", *report.row_keys(frame)]
     if group_by:
         front.append(group_by)
     interval = [f"{metric}_ci_low", f"{metric}_ci_high"]
@@ -234,7 +222,10 @@ def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None
     columns = [*front, "defense", "strength_key", "strength", "status", "runs", "trials"]
     columns += [metric, *interval, *rate, *others, "wall_s"]
     columns = [c for c in dict.fromkeys(columns) if c in frame]
-    return frame[columns]
+    shown = frame[columns]
+    short = {c: c.removeprefix("config.") for c in columns}
+    named = {c: name for c, name in short.items() if name not in columns}
+    return shown.rename(columns=named)
 
 
 def per_image(run_dir: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
@@ -260,6 +251,28 @@ def per_image(run_dir: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     return values, METRICS[key].passes(chosen, threshold)
 
 
+def distinct(folders: list[str]) -> list[str]:
+    """``folders`` without the runs that repeat an earlier one: a finished run whose flat
+    config (``tags.*`` aside: labels) equals an earlier run's attacked the same (image,
+    model) pairs, every draw being seeded by the config; e.g. one sweep copied into two
+    folders that a command reads. Pooled statistics and verdicts count each pair once."""
+    seen: set[str] = set()
+    kept = []
+    for folder in dict.fromkeys(folders):
+        try:
+            cfg = (read_metrics(Path(folder)) or {}).get("config")
+        except RunError:
+            cfg = None
+        if cfg:
+            same = json.dumps({k: v for k, v in cfg.items() if not k.startswith("tags.")},
+                              sort_keys=True, default=str)  # fmt: skip
+            if same in seen:
+                continue
+            seen.add(same)
+        kept.append(folder)
+    return kept
+
+
 def members(row: pd.Series) -> list[str]:
     """The run folders behind a row: its ``pooled_runs`` (";"-joined) or its ``run``."""
     pooled = row.get("pooled_runs")
@@ -271,11 +284,12 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     metric's mean and 95% interval and the success rate recomputed over all their trials;
     ``runs`` and ``trials`` count them, ``pooled_runs`` lists their folders (";"-joined),
     ``run`` is the first (its images stand for the group in figures). Rows may themselves
-    be pooled. Runs without per-image values are left out."""
+    be pooled. Runs without per-image values, and repeats of a run (``distinct``), are
+    left out."""
     done = frame[frame["status"].isin(FINISHED)]
     rows = []
     for _, group in done.groupby(by, dropna=False, sort=False):
-        folders = [f for _, row in group.iterrows() for f in members(row)]
+        folders = distinct([f for _, row in group.iterrows() for f in members(row)])
         loaded = [p for p in map(per_image, folders) if p is not None]
         if not loaded:
             continue
@@ -312,14 +326,18 @@ def write(
     csv_name: str = "summary.csv",
     markdown: bool = False,
 ) -> list[Path]:
-    """CSV (every column), optional Markdown (the readable table) and both figures."""
-    written = [out_dir / csv_name]
-    artifacts.write_csv(written[0], frame)
+    """CSV (every column), optional Markdown (the readable table) and both figures; the
+    CSV last, so that its presence means the others were written (a full disk stops
+    before it). Returns the paths, the CSV first."""
+    from gradinv_exp.analysis import figures  # torch, matplotlib: only to draw
+
+    written = []
     if markdown:
         text = table(frame, metric, group_by).to_markdown(index=False, floatfmt=".4g") + "\n"
         written.append(out_dir / "summary.md")
         artifacts.write_text(written[-1], text)
-    labels = [label(row, varying(frame)) for _, row in frame.iterrows()]
+    keys = report.row_keys(frame)
+    labels = [label(row, keys) for _, row in frame.iterrows()]
     written.append(out_dir / "comparison.png")
     note = report.stand_in(frame)  # the figures' titles say when photos stood in
     artifacts.save_figure(written[-1], figures.comparison(frame, labels, note=note))
@@ -327,7 +345,8 @@ def write(
     lines = [group_by] if group_by else line_keys(frame)
     points = pool(frame, ["defense", "strength", *lines])
     artifacts.save_figure(written[-1], figures.curves(points, metric, lines, note=note))
-    return written
+    artifacts.write_csv(out_dir / csv_name, frame)
+    return [out_dir / csv_name, *written]
 
 
 def failures(frame: pd.DataFrame, problems: list[str]) -> list[str]:

@@ -9,11 +9,15 @@ setting (seeds, images) are averaged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from matplotlib.figure import Figure
 
 from gradinv_exp.analysis import metric_table
 from gradinv_exp.defenses import axis
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def setting(name: str, strength: float | None) -> str:
@@ -44,6 +48,8 @@ def accuracy(utility: pd.DataFrame) -> pd.DataFrame:
 def figure(joined: pd.DataFrame, metric: str) -> Figure:
     """Attack ``metric`` (x) against test accuracy (y), one labelled point per setting:
     a good defense sits top-left for PSNR/SSIM (low leakage, high accuracy)."""
+    from matplotlib.figure import Figure  # only to draw: compare answers before it loads
+
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     ax.scatter(joined[metric], joined["accuracy"])
@@ -53,7 +59,7 @@ def figure(joined: pd.DataFrame, metric: str) -> Figure:
             text += f", eps {row['epsilon']:.3g}"
         ax.annotate(text, (row[metric], row["accuracy"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")  # fmt: skip
-    ax.set(xlabel=f"attack {metric_table.label(metric)}", ylabel="test accuracy (utility)",
+    ax.set(xlabel=f"attack {metric_table.axis_label(metric)}", ylabel="test accuracy (utility)",
            title="privacy vs utility per defense")  # fmt: skip
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from gradinv_exp.analysis.metric_table import METRICS
 
 LEVEL = 0.95
+# The bound a verdict judges a success rate's interval against (analysis/verdict.py: a
+# defense stops an attack when the upper end is at most this); here, where ``compare``
+# reads its default without loading the analysis.
+VERDICT_THRESHOLD = 0.05
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float]:
@@ -34,6 +37,8 @@ def mean_interval(values: np.ndarray) -> tuple[float, float]:
     n = len(values)
     if n < 2:
         return math.nan, math.nan
+    from scipy import stats  # ~1 s to import: not for compare --help or its errors
+
     mean, sem = float(values.mean()), float(values.std(ddof=1) / math.sqrt(n))
     half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sem
     return mean - half, mean + half
@@ -43,6 +48,8 @@ def rate_interval(successes: int, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion ``successes / n``; (nan, nan) for n = 0."""
     if n == 0:
         return math.nan, math.nan
+    from scipy import stats
+
     z = float(stats.norm.ppf(0.5 + LEVEL / 2))
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

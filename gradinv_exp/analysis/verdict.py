@@ -12,12 +12,12 @@ higher success rate (ties: higher mean PSNR); the verdict is measured against it
 - ``does not stop it``: the lower end is above ``threshold``;
 - ``inconclusive``: the interval contains ``threshold`` (more pairs would decide).
 
-``THRESHOLD`` = 0.05: a defense "stops" an attack only if, at 95% confidence, fewer than
-1 in 20 of the client's images can be reconstructed; the issue's goal (the strength at
-which adaptive DLG's success drops to <= 0.05) uses the same bound. A Wilson interval of
-0 successes in n pairs ends at z^2 / (n + z^2), so 0/n meets it from n = 73 on (0/20 ends
-at 0.16: inconclusive, not "stopped"). With one attacker measured, the verdict is against
-that one and ``against`` says the other was not measured.
+``uncertainty.VERDICT_THRESHOLD`` = 0.05: a defense "stops" an attack only if, at 95%
+confidence, fewer than 1 in 20 of the client's images can be reconstructed; the issue's
+goal (the strength at which adaptive DLG's success drops to <= 0.05) uses the same bound.
+A Wilson interval of 0 successes in n pairs ends at z^2 / (n + z^2), so 0/n meets it from
+n = 73 on (0/20 ends at 0.16: inconclusive, not "stopped"). With one attacker measured,
+the verdict is against that one and ``against`` says the other was not measured.
 
 The defense's cost, where recorded: ``defense_rel_error`` and ``defense_cosine`` of
 metrics.json (mean over the setting's runs) and, given a utility.csv, its test accuracy.
@@ -35,7 +35,6 @@ from gradinv_exp.analysis import summary, tradeoff, uncertainty
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.resume import FINISHED
 
-THRESHOLD = 0.05
 ATTACKERS = ("naive", "adaptive")
 COSTS = ("defense_rel_error", "defense_cosine", "epsilon")
 STOPS, NOT_STOPPED, INCONCLUSIVE = "stops it", "does not stop it", "inconclusive"
@@ -49,9 +48,10 @@ def attacker(adaptive: Any) -> str:
 
 def measured(folders: list[str]) -> dict[str, float] | None:
     """One attacker's record over these run folders: successes and pairs (images), the
-    success rate with its 95% Wilson interval, and the mean PSNR over all images; None
-    when none of them has per-image values."""
-    loaded = [p for p in map(summary.per_image, folders) if p is not None]
+    success rate with its 95% Wilson interval, and the mean PSNR over all images, each
+    pair counted once (a run found twice, e.g. in two folders given to compare, counts
+    once: ``summary.distinct``); None when none of them has per-image values."""
+    loaded = [p for p in map(summary.per_image, summary.distinct(folders)) if p is not None]
     if not loaded:
         return None
     passed = np.concatenate([ok.ravel() for _, ok in loaded])
@@ -87,7 +87,9 @@ def setting_keys(done: pd.DataFrame) -> list[str]:
 
 
 def verdict(
-    frame: pd.DataFrame, threshold: float = THRESHOLD, utility: pd.DataFrame | None = None
+    frame: pd.DataFrame,
+    threshold: float = uncertainty.VERDICT_THRESHOLD,
+    utility: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One verdict row per defense setting x attack family over the finished runs of
     ``frame`` (``summary.collect``); ``utility``: a utility.csv whose test accuracy joins
@@ -156,7 +158,7 @@ def rate(row: pd.Series, name: str) -> str:
 def markdown(table: pd.DataFrame) -> str:
     """The verdict table for a reader: success with interval and counts per attacker,
     mean PSNR, the strongest attacker, the verdict and the costs."""
-    threshold = table.attrs.get("threshold", THRESHOLD)
+    threshold = table.attrs.get("threshold", uncertainty.VERDICT_THRESHOLD)
     extra = [c for c in table.columns if c.startswith("config.")]
     lines = []
     for _, row in table.iterrows():

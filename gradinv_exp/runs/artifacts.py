@@ -1,13 +1,16 @@
 """Writing result files: JSON, CSV, text, images.npz and figures.
 
 Every file is written to a temporary name in the same folder and renamed into place,
-so a reader (the sweep summary, the compare command) never sees half a file. The
+so a reader (the sweep summary, the compare command) never sees half a file; a disk that
+fills up while a file is written leaves the file as it was and raises ``DiskFull``, whose
+one line names the file and how to finish the run. The
 temporary file is created like any new file, with the mode the user's umask gives
 (0644 under umask 022), so results on a shared cluster folder stay readable.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,6 +27,15 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; the user's quota used up
+
+
+class DiskFull(OSError):
+    """A result file could not be written for want of space. Its message names the file and
+    says how to finish: free space and run the command again into the same folder (resume
+    skips the runs that finished, and a run without metrics.json runs again)."""
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a new temporary file beside ``path``, then rename it to
     ``path``; on any exception (an interrupt included) the temporary file is removed.
@@ -31,7 +43,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     The file ``.<name>.<random>.tmp`` is created with ``O_EXCL`` and mode 0666, so that
     the kernel applies the umask (and a folder's default ACL) as for any new file;
     ``tempfile.mkstemp`` would create it 0600, and the rename keeps the mode. It is
-    created inside the ``try``: a signal right after it exists still removes it.
+    created inside the ``try``: a signal right after it exists still removes it. A full
+    disk (or quota) becomes ``DiskFull``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # 64 random bits
@@ -39,8 +52,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in FULL and not isinstance(err, DiskFull):
+            raise DiskFull(
+                err.errno,
+                f"{os.strerror(err.errno)}: {path} was not written; free space, then run the "
+                "command again into the same folder (hydra.run.dir or hydra.sweep.dir) to "
+                "finish it",
+            ) from err
         raise
 
 

@@ -10,11 +10,12 @@ the per-job checks that need torch or the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -55,6 +56,8 @@ class Plan:
     when the job runs).
     ``in_process``: the jobs run in this process (a single run, the basic launcher), not
     in processes of a launcher (joblib workers, submitit tasks).
+    ``warnings``: settings of the command line that it ignores (``hydra.sweep.dir`` on a
+    single run), one line each.
     """
 
     multirun: bool
@@ -63,6 +66,7 @@ class Plan:
     configs: list[Config]
     job_dirs: list[Path | None]
     in_process: bool
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def folder_key(self) -> str:
@@ -99,33 +103,72 @@ def hydra_message(err: BaseException) -> str:
     return ": ".join(dict.fromkeys(parts))
 
 
-def keys(node: object, prefix: str = "") -> Iterator[str]:
-    """Every dotted key of a config container (``attack``, ``attack.iterations``, ...)."""
-    if isinstance(node, dict):
-        for name, child in node.items():
-            key = f"{prefix}{name}"
-            yield key
-            yield from keys(child, f"{key}.")
-
-
-def suggestion(message: str) -> str:
-    """``; did you mean 'defense'?`` when ``message`` is Hydra's for an override of an
-    unknown key (``defence``, ``attack.iteration``) one typo away from a config group or a
-    key of the default config; else nothing."""
+def explain(message: str, job: Sequence[str]) -> str:
+    """Hydra's ``message`` for an override of a key the config lacks (``Could not override
+    'defense.sigm'``), said in terms of the option the job chose: ``defense=noise has no
+    field 'sigm' (its fields: name, sigma, distribution); did you mean 'defense.sigma'?``.
+    The fields are those of the config that the job ``job`` (override lines) composes with
+    its group choices, so a key that other options have but the chosen one lacks
+    (``attack=imprint attack.iterations=3``) is named as missing there, never suggested as
+    itself. Any other message is returned as it is."""
     found = re.match(r"Could not override '([^']+)'", message)
     if found is None:
-        return ""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        known = [*GROUPS, *keys(OmegaConf.to_container(compose("config")))]
-    close = difflib.get_close_matches(found.group(1), known, n=1, cutoff=0.8)
-    return f"; did you mean '{close[0]}'?" if close else ""
+        return message
+    key = found.group(1)
+    choices = [o.input_line for o in parse(list(job)) if o.key_or_group in GROUPS]
+    try:
+        cfg = compose("config", overrides=choices, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException):  # choices that fail: the defaults'
+        cfg = compose("config", return_hydra_config=True)
+    node = OmegaConf.to_container(cfg, resolve=False)
+    if not key.startswith("hydra."):  # Hydra's own settings are not the experiment's keys
+        del node["hydra"]
+    *parents, missing = key.lstrip("+~").split(".")
+    path: list[str] = []  # the deepest node of the key that exists
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            missing = part
+            break
+        node, path = node[part], [*path, part]
+    owner = ".".join(path)
+    chosen = cfg.hydra.runtime.choices.get(owner)
+    where = f"{owner}={chosen}" if chosen else owner or "the config"
+    kind = "field" if owner else "key"
+    close = difflib.get_close_matches(missing, list(node), n=1, cutoff=0.8)
+    guess = f"; did you mean '{'.'.join([*path, close[0]])}'?" if close else ""
+    listed = f"its {kind}s: {', '.join(node)}"
+    return f"Could not override '{key}': {where} has no {kind} '{missing}' ({listed}){guess}"
+
+
+def check_added(job: list[str], typed: Config) -> None:
+    """ConfigError for a key the job adds (``+defense.sigm=3``) that its typed config has
+    no place for: Hydra adds it to the composed config, and the conversion to the chosen
+    option's schema would drop it without a word."""
+    for o in parse(job):
+        if not (o.is_add() or o.is_force_add()) or o.is_hydra_override():
+            continue
+        if o.key_or_group not in GROUPS and not holds(typed, o.key_or_group.split(".")):
+            raise ConfigError(explain(f"Could not override '{o.key_or_group}'", job))
+
+
+def holds(node: object, path: list[str]) -> bool:
+    """Whether the typed config ``node`` (dataclasses and dicts) has the key ``path``."""
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        else:
+            return False
+    return True
 
 
 def values(override: Override) -> list[str]:
-    """The values an override takes in a sweep (one value when it is not a sweep)."""
+    """The values an override takes in a sweep (one value when it is not a sweep), as
+    Hydra's basic sweeper writes them into a job's overrides."""
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
-    return [override.get_value_element_as_str()] if not override.is_delete() else []
+    return [override.get_value_element_as_str()]
 
 
 def check_groups(overrides: list[Override]) -> None:
@@ -133,7 +176,7 @@ def check_groups(overrides: list[Override]) -> None:
     plain = [o.input_line for o in overrides if not o.is_sweep_override()]  # hydra.searchpath
     for o in overrides:
         group = o.key_or_group
-        if group not in GROUPS or o.package is not None:
+        if group not in GROUPS or o.package is not None or o.is_delete():
             continue
         known = options(group, plain)
         for value in values(o):
@@ -145,19 +188,21 @@ def check_groups(overrides: list[Override]) -> None:
 
 
 def jobs(overrides: list[Override], preset_sweeps: dict[str, str]) -> Iterator[list[str]]:
-    """Each job's override list, as Hydra's basic sweeper would form it."""
+    """Each job's override lines, as Hydra's basic sweeper forms them: the preset's swept
+    keys first, then the command's overrides, one axis per key, where a command-line value
+    of a key replaces the preset's (``+experiment=dp_sweep defense.noise_multiplier=0.5``
+    is one job); then the command's ``hydra`` overrides, which Hydra applies to every job.
+    """
+    lines = [f"{key}={value}" for key, value in preset_sweeps.items()]
+    preset = OverridesParser.create().parse_overrides(lines)
     axes: dict[str, list[str]] = {}
-    for key, value in preset_sweeps.items():
-        parsed = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
-        axes[parsed.get_key_element()] = [f"{parsed.get_key_element()}={v}" for v in values(parsed)]
-    fixed = []
-    for o in overrides:
-        if o.is_sweep_override():
-            axes[o.get_key_element()] = [f"{o.get_key_element()}={v}" for v in values(o)]
-        else:
-            fixed.append(o.input_line)
+    for o in [*preset, *overrides]:
+        if not o.is_hydra_override():
+            key = o.get_key_element()
+            axes[key] = [f"{key}={v}" for v in values(o)]
+    every = [o.input_line for o in overrides if o.is_hydra_override()]
     for combo in itertools.product(*axes.values()):
-        yield fixed + list(combo)
+        yield list(combo) + every
 
 
 def quoted(value: str) -> str:
@@ -204,8 +249,12 @@ def plan(argv: list[str]) -> Plan | None:
         return None
     overrides = parse(args.overrides)
     plain = [o.input_line for o in overrides if not o.is_sweep_override()]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    # the job being composed (at first: the first value of each sweep), whose choices
+    # explain an unknown key
+    current = [*plain, *(f"{o.get_key_element()}={values(o)[0]}" for o in overrides
+                         if o.is_sweep_override())]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
             check_groups(overrides)
             first = compose("config", overrides=plain, return_hydra_config=True)
             params = first.hydra.sweeper.get("params")
@@ -214,7 +263,10 @@ def plan(argv: list[str]) -> Plan | None:
             if not multirun and (preset or len(plain) < len(overrides)):
                 raise ConfigError("this command sweeps over values: add -m (--multirun)")
             every = list(jobs(overrides, preset)) if multirun else [plain]
-            configs = [to_config(job) for job in every]
+            configs = []
+            for current in every:
+                configs.append(to_config(current))
+                check_added(current, configs[-1])
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
             dirs = (
                 [job_folder(job, num, folder, first.hydra) for num, job in enumerate(every)]
@@ -226,17 +278,56 @@ def plan(argv: list[str]) -> Plan | None:
                 if run_dir is not None:
                     resume.check_folder(run_dir, job)
             local = in_process(first.hydra, multirun)
-            if multirun and first.hydra.launcher.get("_target_") == BATCHED_LAUNCHER:
-                from gradinv_exp.runs import batched
+            if multirun:
+                check_launcher(first.hydra)
+        except ConfigError:
+            raise
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(explain(hydra_message(err), current)) from None
+    notes = [] if multirun else [single_run_note(o, folder) for o in overrides if sweep_only(o)]
+    return Plan(multirun, folder, every, configs, dirs, local, notes)
 
-                launcher = first.hydra.launcher
-                batched.check(launcher.max_problems, launcher.workers, launcher.get("cluster"))
-    except ConfigError:
-        raise
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        message = hydra_message(err)
-        raise ConfigError(message + suggestion(message)) from None
-    return Plan(multirun, folder, every, configs, dirs, local)
+
+# what only a sweep (-m) reads: its folder, sweeper and launcher
+SWEEP_ONLY = ("hydra.sweep.", "hydra.sweeper.", "hydra.launcher.", "hydra/launcher",
+              "hydra/sweeper")  # fmt: skip
+
+
+def sweep_only(override: Override) -> bool:
+    """Whether ``override`` sets something only a sweep (``-m``) reads."""
+    return override.key_or_group.startswith(SWEEP_ONLY)
+
+
+def single_run_note(override: Override, folder: Path) -> str:
+    """The warning for a sweep-only ``override`` on a single run, which Hydra ignores."""
+    return (
+        f"{override.input_line} applies to sweeps (-m) only: this single run writes to "
+        f"{folder} (set hydra.run.dir to choose its folder)"
+    )
+
+
+def check_launcher(hydra_cfg: DictConfig) -> None:
+    """ConfigError unless Hydra's plugin scan finds the sweep's launcher class (an install
+    that hides ``hydra_plugins/gradinv_exp_batched`` from it fails here, before any job or
+    file, not when the sweep ends); the batched launcher's settings are checked too."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    target = hydra_cfg.launcher.get("_target_")
+    found = sorted(f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher))
+    if target not in found:
+        hint = (
+            ": the installed gradinv_exp does not show its hydra_plugins/ folder to Hydra; "
+            "install it again (make install, or pip install -e . in the checkout)"
+            if target == BATCHED_LAUNCHER
+            else f"; Hydra finds {', '.join(found)}"
+        )
+        choice = hydra_cfg.runtime.choices.get("hydra/launcher")
+        raise ConfigError(f"hydra/launcher={choice}: Hydra finds no launcher {target}{hint}")
+    if target == BATCHED_LAUNCHER:
+        from gradinv_exp.runs import batched
+
+        batched.check(hydra_cfg.launcher.max_problems, hydra_cfg.launcher.workers)
 
 
 def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:

@@ -56,3 +56,75 @@ def test_progress_shows_every_snapshot_under_its_step_on_one_image():
     top, left = pad + (band + height + pad) + band, pad + 2 * (width + pad)
     np.testing.assert_allclose(grid[top : top + height, left : left + width], frame, atol=1e-6)
     assert ax.texts[7].get_position() == (left + width / 2, top - band / 2)
+
+
+def test_a_batch_of_32_is_a_grid_of_pairs_each_titled_with_its_psnr():
+    """Not one row of 32 thumbnails (4767 x 168 px): 4 pairs (truth | reconstruction) a
+    row, 8 rows; each reconstruction's title is the PSNR metrics.json records for it."""
+    from gradinv_exp.analysis import metrics
+
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 32, 3, 16, 16, generator=gen)
+    recon = (truth + 0.1 * torch.randn(truth.shape, generator=gen)).clamp(0, 1)
+    fig = figures.reconstruction(truth, recon, "ok  PSNR 20.00 dB")
+    width, height = fig.get_size_inches()
+    assert 0.5 < width / height < 2  # about square, not a strip
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts[0::2] == ["truth"] * 32
+    assert texts[1::2] == [f"{v:.1f} dB" for v in metrics.psnr(truth[0], recon[0])]
+    assert figures.pairs_per_row(32) == 4 and figures.pairs_per_row(2) == 2
+    assert figures.pairs_per_row(128) == 8
+    two = figures.reconstruction(
+        truth[:, :2].repeat(3, 1, 1, 1, 1), recon[:, :2].repeat(3, 1, 1, 1, 1), "t"
+    )
+    assert [t.get_text() for t in two.axes[0].texts][1].startswith("trial 0: ")
+
+
+def test_curve_bands_stay_inside_what_the_metric_can_take_and_show_the_threshold():
+    """Two trials give a t interval wider than PSNR's range ([-15.8, 26.3] dB): the band
+    stops at 0 dB; the runs' success threshold is a line; the axis says which way leaks."""
+    frame = points([0, 1, 2, 3]).assign(
+        **{"config.metrics.success_metric": "psnr", "config.metrics.success_threshold": 20.0}
+    )
+    frame.loc[0, ["psnr_ci_low", "psnr_ci_high"]] = [-15.8, 126.3]
+    ax = figures.curves(frame, "psnr").axes[0]
+    band = next(c for c in ax.collections if isinstance(c, PolyCollection))
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == 0.0 and ys.max() == 100.0
+    assert ax.get_ylim()[0] == 0.0
+    (threshold,) = [line for line in ax.lines if line.get_label() == "success: psnr >= 20"]
+    assert list(threshold.get_ydata()) == [20.0, 20.0]
+    assert ax.get_ylabel() == "PSNR [dB] (higher = more leakage)"
+
+
+def test_a_user_defense_sweep_is_one_line_next_to_the_built_in_ones():
+    """The plugin example's soft pruning keeps its strength in defense.params.p: a column
+    that changes with the strength only splits no point, so each defense is one line and
+    no legend reads ``=nan``."""
+    from gradinv_exp.analysis import summary
+
+    rows = [
+        {"defense": d, "strength": s, "strength_key": k, "strength_log": True, "psnr": 10.0,
+         "config.defense.name": d, f"config.defense.{field}": s, "config.seed": 0}
+        for d, k, field in (("soft_prune", "p", "params.p"), ("noise", "sigma", "sigma"))
+        for s in (1e-3, 1e-2, 1e-1)
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    assert summary.line_keys(frame) == []
+    fig = figures.curves(frame, "psnr", summary.line_keys(frame))
+    for ax, name in zip(fig.axes, ("soft_prune", "noise")):
+        (line,) = [li for li in ax.lines if li.get_label() == name]
+        assert list(line.get_xdata()) == [1e-3, 1e-2, 1e-1]
+        assert not any("nan" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_a_closed_form_attack_has_no_empty_axes_in_loss_png():
+    one = pd.DataFrame({"step": [0], "grad_loss": [0.0], "mse": [0.0], "psnr": [100.0]})
+    fig = figures.loss(one)
+    assert fig.axes == []
+    (text,) = fig.texts
+    assert text.get_text().startswith("one snapshot, at step 0: no steps to draw")
+    assert "PSNR [dB] 100.0" in text.get_text()
+    steps = pd.DataFrame({"step": [0, 5], "grad_loss": [1.0, 0.1], "mse": [0.1] * 2,
+                          "psnr": [10.0, 12.0]})  # fmt: skip
+    assert len(figures.loss(steps).axes) == 2

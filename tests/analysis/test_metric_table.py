@@ -51,14 +51,14 @@ def test_a_proportion_gets_a_wilson_interval_and_others_a_t_interval():
 def test_units_and_directions_reach_result_lines_axes_and_compare():
     line = report.result_line({"status": "ok", "psnr": 21.0, "ssim": 0.5, "label_acc": 1.0})
     assert line.startswith("result: ok: PSNR 21.0 dB, SSIM 0.500, label acc 1.00")
-    assert figures.axis_label("psnr") == "PSNR [dB] (higher is better)"
-    assert figures.axis_label("lpips") == "LPIPS (lower is better)"
+    assert metric_table.axis_label("psnr") == "PSNR [dB] (higher = more leakage)"
+    assert metric_table.axis_label("lpips") == "LPIPS (lower = more leakage)"
     points = pd.DataFrame(
         {"defense": ["noise"], "strength": [0.1], "strength_key": ["sigma"],
          "strength_log": [True], "mse": [0.01]}
     )  # fmt: skip
     axes = figures.curves(points, "mse").axes[0]
-    assert axes.get_ylabel() == "MSE (lower is better)"
+    assert axes.get_ylabel() == "MSE (lower = more leakage)"
     assert parse(["x", "--metric", "label_acc"]).metric == "label_acc"
     with pytest.raises(SystemExit):
         parse(["x", "--metric", "accuracy"])

@@ -53,8 +53,14 @@ def test_the_sweep_table_has_one_row_per_job_sorted_by_defense_and_strength():
 
 def test_a_run_prints_its_folder_and_a_sweep_its_table_and_figures(tmp_path):
     tiny = ["dataset=photos", "dataset.image_size=16", "attack.iterations=2"]
-    proc = cli([*tiny, f"hydra.run.dir={tmp_path / 'one'}"], cwd=tmp_path)
+    ignored = f"hydra.sweep.dir={tmp_path / 'ignored'}"  # a sweep's setting: warned
+    proc = cli([*tiny, f"hydra.run.dir={tmp_path / 'one'}", ignored], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[0] == (
+        f"gradinv-exp: warning: {ignored} applies to sweeps (-m) only: this single run "
+        f"writes to {tmp_path / 'one'} (set hydra.run.dir to choose its folder)"
+    )
+    assert not (tmp_path / "ignored").exists()
     lines = proc.stdout.splitlines()
     assert lines[-2] == f"run folder: {tmp_path / 'one'}"
     assert lines[-1].startswith("result: ok: PSNR ") and " dB" in lines[-1]
@@ -103,3 +109,28 @@ def test_offline_stand_in_reaches_summary_csv_and_every_figures_title(tmp_path):
     assert figures.comparison(frame, labels, note=note).get_suptitle() == note
     assert figures.curves(frame, "psnr", note=note).get_suptitle() == note
     assert figures.curves(frame, "psnr").get_suptitle() == ""
+
+
+def test_the_sweep_table_sorts_strengths_by_value_and_shows_what_else_varies():
+    """bits 1, 2, 3, 4, 6, 8, 16 in that order (not as text: 1, 16, 2 ...); jobs of one
+    defense and strength that differ in a swept key (seed, attack.adaptive) get its column,
+    and a key that follows the others (optimizer.name beside attack.name) does not."""
+    rows = [
+        {**METRICS, "defense": "quantize", "strength_key": "bits", "strength": b,
+         "config.seed": 0, "config.attack.adaptive": False}
+        for b in (16, 1, 8, 2, 6, 3, 4)
+    ]  # fmt: skip
+    lines = report.sweep_table(pd.DataFrame(rows)).splitlines()
+    assert [line.split()[1] for line in lines[1:]] == [f"bits={b}" for b in (1, 2, 3, 4, 6, 8, 16)]
+    assert "seed" not in lines[0] and "adaptive" not in lines[0]  # the same in every job
+    twice = [
+        {**METRICS, "defense": "noise", "strength_key": "sigma", "strength": 1e-3,
+         "config.seed": seed, "config.attack.adaptive": adaptive, "config.attack.name": attack,
+         "config.optimizer.name": "lbfgs" if attack == "dlg" else "adam"}
+        for seed in (0, 8) for adaptive in (False, True) for attack in ("dlg", "ig")
+    ]  # fmt: skip
+    lines = report.sweep_table(pd.DataFrame(twice)).splitlines()
+    assert lines[0].split()[:5] == ["defense", "strength", "seed", "attack.adaptive", "attack.name"]
+    cells = [tuple(line.split()[2:5]) for line in lines[1:]]
+    assert len(set(cells)) == 8  # no two rows print alike
+    assert "optimizer.name" not in lines[0]

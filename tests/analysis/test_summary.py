@@ -13,7 +13,7 @@ from helpers import REPO
 
 from gradinv_exp import compare
 from gradinv_exp.__main__ import summarise
-from gradinv_exp.analysis import summary
+from gradinv_exp.analysis import report, summary
 
 
 def fake_run(path, overrides, metrics=None, cfg=None, image_seed=0):
@@ -57,7 +57,7 @@ def test_collect_keeps_failed_and_missing_jobs_and_reports_unreadable(sweeps):
     assert frame["strength"].tolist()[1:] == [1e-3, 1e-2, 0.2, 0.5]  # missing: from config.yaml
     assert frame.loc[4, "error"] == "RuntimeError: boom"
     assert len(problems) == 1 and "b/1/metrics.json" in problems[0]
-    assert summary.varying(frame) == ["defense", "defense.ratio", "defense.sigma"]
+    assert report.row_keys(frame) == []  # defense and strength tell every row apart
 
 
 def test_summary_and_figures_written_for_a_sweep(sweeps):
@@ -122,6 +122,48 @@ def test_compare_prints_one_table_and_writes_files(sweeps, tmp_path, capsys):
     assert compare.main([str(sweeps[0]), "--group-by", "no.such.key"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--pool", "sed"], "compare: error: --pool sed: no such config key in these runs "
+                            "(their keys: defense.name, defense.ratio, defense.sigma, seed); "
+                            "did you mean 'seed'?"),
+        (["--group-by", "defense.sigm"], "compare: error: --group-by defense.sigm: no such "
+         "config key in these runs (their keys: defense.name, defense.ratio, defense.sigma, "
+         "seed); did you mean 'defense.sigma'?"),
+    ],
+)  # fmt: skip
+def test_compare_names_the_closest_key_and_every_key_of_a_typo(sweeps, capsys, args, expected):
+    assert compare.main([*map(str, sweeps), *args]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == expected
+
+
+def test_compare_on_a_folder_without_runs_names_it_and_exits_2(tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    assert compare.main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == (
+        f"compare: error: no runs in {tmp_path / 'empty'} (a run folder holds metrics.json "
+        "or .hydra/)\n"
+    )
+
+
+def test_compare_shows_the_keys_that_tell_runs_apart(tmp_path, capsys):
+    """Two runs of one setting that differ in attack.adaptive and the seed: compare's
+    table has both columns, with the values the runs used, not only what was overridden."""
+    for num, (adaptive, seed) in enumerate([(False, 0), (True, 8)]):
+        cfg = ok(20.0, "noise", sigma=1e-3)["config"] | {"attack.adaptive": adaptive, "seed": seed}
+        overrides = ["defense=noise", f"attack.adaptive={adaptive}"] + (
+            [f"seed={seed}"] if seed else []
+        )
+        fake_run(
+            tmp_path / "s" / str(num), overrides, ok(20.0, "noise", sigma=1e-3) | {"config": cfg}
+        )
+    assert compare.main([str(tmp_path / "s")]) == 0
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert head.split()[:3] == ["run", "attack.adaptive", "seed"]
+    assert [r.split()[:3] for r in rows] == [["0", "False", "0"], ["1", "True", "8"]]
+
+
 def test_compare_script_wrapper(sweeps):
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "compare_outputs.py"), str(sweeps[0])],
@@ -158,6 +200,7 @@ def test_curves_split_settings_that_differ_beyond_strength_and_seed():
         {
             "defense": ["noise"] * 4 + ["none", "none"],
             "strength_key": ["sigma"] * 4 + [None, None],
+            "strength": [0.1] * 4 + [None, None],
             "config.defense.sigma": [0.1, 0.1, 0.1, 0.1, None, None],
             "config.defense.distribution": ["gaussian", "laplace"] * 2 + [None, None],
             "config.seed": [0, 0, 1, 1, 0, 1],

@@ -47,7 +47,7 @@ def sweep(tmp_path):
     return folder
 
 
-def table(folder, threshold=verdict.THRESHOLD) -> pd.DataFrame:
+def table(folder, threshold=uncertainty.VERDICT_THRESHOLD) -> pd.DataFrame:
     frame, problems = summary.collect([folder])
     assert not problems
     return verdict.verdict(frame, threshold).set_index(["defense", "strength"])
@@ -104,3 +104,22 @@ def test_the_end_of_a_sweep_writes_its_verdict(sweep):
     assert unwritten is None and counts["finished"] == 6
     assert len(pd.read_csv(sweep / "verdict.csv")) == 3
     assert (sweep / "verdict.md").exists()
+
+
+def test_a_run_found_in_two_folders_counts_its_pairs_once(sweep, tmp_path):
+    """compare --verdict over a sweep and a copy of it: every (image, model) pair of the
+    copy is one of the sweep's, so the counts are those of the sweep alone."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    frame, _ = summary.collect([sweep, copy])
+    assert len(frame) == 12
+    both = verdict.verdict(frame).set_index(["defense", "strength"])
+    alone = table(sweep)
+    for column in ("naive_successes", "naive_pairs", "adaptive_successes", "adaptive_pairs"):
+        assert both[column].tolist() == alone[column].tolist(), column
+    assert both.loc[("prune", 0.2), "adaptive_pairs"] == 20
+    pooled = summary.pool(frame, ["defense", "strength", "config.attack.adaptive"])
+    assert pooled["trials"].tolist() == [20, 20, 80, 80, 20, 10]
+    assert pooled["runs"].tolist() == [1] * 6

@@ -166,7 +166,11 @@ def test_a_full_disk_while_writing_fails_the_run_and_keeps_what_was_written(tmp_
         experiment.run(typed_config(*FAST), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed"
-    assert metrics["error"] == "OSError: [Errno 28] No space left on device"
+    assert metrics["error"] == (
+        f"DiskFull: [Errno 28] No space left on device: {tmp_path / 'loss.png'} was not "
+        "written; free space, then run the command again into the same folder "
+        "(hydra.run.dir or hydra.sweep.dir) to finish it"
+    )
     assert pd.read_csv(tmp_path / "history.csv")["step"].tolist() == [0, 3, 6]  # intact
     assert (tmp_path / "progress.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "loss.png").exists() and not list(tmp_path.glob(".*.tmp"))
@@ -183,6 +187,67 @@ def test_a_disk_too_full_for_metrics_json_still_raises_the_first_error(
     with pytest.raises(OSError, match="No space left"), caplog.at_level(logging.ERROR):
         experiment.run(typed_config(*FAST), tmp_path)
     assert "the failure could not be recorded in metrics.json: OSError" in caplog.text
+
+
+# The command line with a disk that fills up while the file named FULL_AT is written: the
+# write gets half the file on disk, then ENOSPC (artifacts.atomic_write does the rest).
+FULL_DISK = """
+import errno, os, sys
+from gradinv_exp.runs import artifacts
+real = artifacts.atomic_write
+def atomic_write(path, write):
+    if path.name != os.environ["FULL_AT"]:
+        return real(path, write)
+    def half_then_full(tmp):
+        tmp.write_bytes(b'{"status": "ok", "psnr": 1')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(path, half_then_full)
+artifacts.atomic_write = atomic_write
+from gradinv_exp.__main__ import main
+sys.argv[0] = "gradinv-exp"
+main()
+"""
+
+
+def full_disk(args: list[str], cwd, file: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0", "FULL_AT": file}
+    return subprocess.run([sys.executable, "-c", FULL_DISK, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_a_run_whose_disk_fills_says_so_in_one_line_and_a_rerun_finishes_it(run_cli, tmp_path):
+    out = tmp_path / "run"
+    args = [*FAST, "dataset.image_size=16", f"hydra.run.dir={out}"]
+    proc = full_disk(args, tmp_path, "metrics.json")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"gradinv-exp: error: DiskFull: [Errno 28] No space left on device: "
+        f"{out / 'metrics.json'} was not written; free space, then run the command again into "
+        "the same folder (hydra.run.dir or hydra.sweep.dir) to finish it"
+    ]
+    assert not (out / "metrics.json").exists() and not list(out.glob(".*.tmp"))
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_a_sweep_whose_disk_fills_writes_no_summary_and_a_rerun_writes_it(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "dataset.image_size=16", "defense=none,prune", f"hydra.sweep.dir={sweep}"]
+    proc = full_disk(args, tmp_path, "curves.png")  # summary.csv, written last, never is
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "gradinv-exp: error: the sweep summary could not be written: DiskFull: [Errno 28] No "
+        f"space left on device: {sweep / 'curves.png'} was not written; free space, then run "
+        "the command again into the same folder (hydra.run.dir or hydra.sweep.dir) to finish it"
+    ]
+    assert not (sweep / "summary.csv").exists() and not list(sweep.glob(".*.tmp"))
+    assert all(json.loads((sweep / j / "metrics.json").read_text())["status"] == "ok"
+               for j in ("0", "1"))  # fmt: skip
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["ok", "ok"]
+    assert (sweep / "curves.png").stat().st_size > 1000
 
 
 def test_a_killed_single_run_continues_from_its_checkpoint(tmp_path):

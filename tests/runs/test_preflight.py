@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, preflight_check
+from helpers import REPO, compose_config, preflight_check
 
 from gradinv_exp import config, models
 from gradinv_exp.options import ConfigError
@@ -87,8 +87,11 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
         (["defense=quantize", "defense.bits=four"], "could not be converted to Integer"),
         (["-m", "defense=prune", "defense.ratio=0.2,2.0"], "defense.ratio=2.0 is not allowed"),
         (["model=vgg"], "model=vgg is not an option of 'model': choose one of convnet, custom"),
-        (["defence=noise"], "Key 'defence' not in 'Config'; did you mean 'defense'?"),
-        (["attack.iteration=3"], "not in 'AttackConfig'; did you mean 'attack.iterations'?"),
+        (["defence=noise"], "the config has no key 'defence' (its keys: defense, model,"),
+        (["attack.iteration=3"], "attack=dlg has no field 'iteration' (its fields: name,"),
+        (["defense=noise", "defense.sigm=0.01"],
+         "Could not override 'defense.sigm': defense=noise has no field 'sigm' (its fields: "
+         "name, sigma, distribution); did you mean 'defense.sigma'?"),
         (["dataset.batch_size=100000"],
          "dataset.batch_size=100000 is not allowed: the run attacks 100000 images (trials x "
          "dataset.batch_size) and cifar100 has 50000"),
@@ -146,14 +149,136 @@ def test_plan_names_every_job_and_the_folder_before_any_runs(tmp_path):
     assert plan is not None and plan.multirun and plan.folder == tmp_path
     sweep_dir = f"hydra.sweep.dir={tmp_path}"
     assert plan.jobs == [
-        ["seed=3", sweep_dir, "defense=none"],
-        ["seed=3", sweep_dir, "defense=prune"],
+        ["defense=none", "seed=3", sweep_dir],
+        ["defense=prune", "seed=3", sweep_dir],
     ]
     assert [c.defense.name for c in plan.configs] == ["none", "prune"]
     assert all(c.seed == 3 for c in plan.configs)
     single = preflight.plan(["defense=noise", f"hydra.run.dir={tmp_path / 'one'}"])
     assert single is not None and not single.multirun and single.folder == tmp_path / "one"
     assert preflight.plan(["--help"]) is None  # Hydra only prints
+
+
+@pytest.mark.parametrize(
+    ("args", "count"),
+    [
+        (["+experiment=dp_sweep", "hydra/launcher=basic", "defense.noise_multiplier=0.5"], 1),
+        (["+experiment=fedavg_sweep", "client.local_batch=null"], 8),
+        (["+experiment=seed_defenses", "seed=0,8"], 8),
+        (["+experiment=quantize_sweep", "defense.bits=2,4"], 2),
+        (["-m", "defense=none,prune", "seed=3", "defense=noise"], 1),
+    ],
+)
+def test_the_jobs_are_those_hydras_basic_sweeper_runs(tmp_path, args, count):
+    """A command-line value of a key replaces a preset's (or an earlier) sweep of it, as
+    in Hydra's basic sweeper: the plan's jobs (and so the sweep's summary rows) are the
+    sweeper's own job lists, the same overrides in the same order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config.register()
+    plan = preflight.plan([*args, f"hydra.sweep.dir={tmp_path}"])
+    assert plan is not None and plan.multirun and len(plan.jobs) == count
+    first = compose_config(*[a for a in args if a != "-m" and "," not in a], hydra=True)
+    params = [f"{k}={v}" for k, v in (first.hydra.sweeper.get("params") or {}).items()]
+    task = [a for a in args if a != "-m" and not a.startswith("hydra")]
+    parsed = OverridesParser.create().parse_overrides([*params, *task])
+    (hydras,) = BasicSweeper.split_arguments(parsed, None)
+    assert [job[: len(hydras[0])] for job in plan.jobs] == hydras
+    assert all(job[len(hydras[0]) :] == [a for a in args if a.startswith("hydra")]
+               + [f"hydra.sweep.dir={tmp_path}"] for job in plan.jobs)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["server=imprint", "attack=imprint", "attack.iterations=3"],
+         "Could not override 'attack.iterations': attack=imprint has no field 'iterations' "
+         "(its fields: name, family, min_bias_grad)"),
+        (["defense=noise", "defense.sigm=0.01"],
+         "defense=noise has no field 'sigm' (its fields: name, sigma, distribution); did you "
+         "mean 'defense.sigma'?"),
+        (["-m", "defense=noise,prune", "defense.sigm=0.01"],  # the first job's choice
+         "defense=noise has no field 'sigm' (its fields: name, sigma, distribution); did you "
+         "mean 'defense.sigma'?"),
+        (["+experiment=dp_sweep", "defense.sigma=0.1"],
+         "defense=dp has no field 'sigma' (its fields: name, clip, noise_multiplier, delta, "
+         "accountant)"),
+        (["defense=noise", "defense.extra.x=3"], "defense=noise has no field 'extra' ("),
+        (["hydra.sweep.dirr=x"],
+         "hydra.sweep has no field 'dirr' (its fields: dir, subdir); did you mean "
+         "'hydra.sweep.dir'?"),
+        (["defense=noise", "+defense.sigm=3"],  # added: schema conversion would drop it
+         "defense=noise has no field 'sigm' (its fields: name, sigma, distribution); did you "
+         "mean 'defense.sigma'?"),
+        (["metrics.success_thresh=3"],
+         "metrics has no field 'success_thresh' (its fields: lpips, success_metric, "
+         "success_threshold); did you mean 'metrics.success_threshold'?"),
+        (["sed=3"],
+         "the config has no key 'sed' (its keys: defense, model, dataset, client, optimizer, "
+         "attack, server, clients, tracking, seed,"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_is_named_with_the_fields_of_the_chosen_option(args, expected):
+    config.register()
+    with pytest.raises(ConfigError) as err:
+        preflight.plan(args)
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+    guess = {"attack.iterations=3": None, "defense.sigma=0.1": None, "defense.extra.x=3": None,
+             "sed=3": "; did you mean 'seed'?"}.get(args[-1], "did you mean")  # fmt: skip
+    assert (guess is None and "did you mean" not in message) or (guess and guess in message)
+
+
+def test_a_sweep_only_setting_on_a_single_run_is_warned(tmp_path):
+    config.register()
+    one = tmp_path / "one"
+    plan = preflight.plan([f"hydra.sweep.dir={tmp_path / 's'}", f"hydra.run.dir={one}"])
+    assert plan is not None and not plan.multirun
+    assert plan.warnings == [
+        f"hydra.sweep.dir={tmp_path / 's'} applies to sweeps (-m) only: this single run "
+        f"writes to {one} (set hydra.run.dir to choose its folder)"
+    ]
+    swept = preflight.plan(["-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}"])
+    assert swept is not None and swept.warnings == []
+
+
+def test_a_launcher_that_hydra_cannot_find_stops_the_plan(tmp_path, monkeypatch):
+    """An install that hides hydra_plugins/gradinv_exp_batched from Hydra's plugin scan
+    (the editable install did, before pyproject.toml listed the namespace) fails in
+    preflight, before any job or file, not when the sweep ends."""
+    from hydra.core.plugins import Plugins
+
+    config.register()
+    plugins = Plugins.instance()
+    found = plugins.discover
+    monkeypatch.setattr(
+        plugins,
+        "discover",
+        lambda kind=None: [c for c in found(kind) if c.__name__ != "BatchedLauncher"],
+    )
+    with pytest.raises(ConfigError) as err:
+        preflight.plan(["+experiment=seed_defenses", f"hydra.sweep.dir={tmp_path / 's'}"])
+    assert str(err.value).startswith(
+        "hydra/launcher=batched: Hydra finds no launcher "
+        "hydra_plugins.gradinv_exp_batched.BatchedLauncher: the installed gradinv_exp does "
+        "not show its hydra_plugins/ folder to Hydra"
+    )
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_unknown_launcher_class_is_one_line_and_exit_2_before_any_file(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    target = "hydra.launcher._target_=hydra_plugins.nowhere.Launcher"
+    proc = run_cli("-m", "seed=0,1", target, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "gradinv-exp: error: hydra/launcher=basic: Hydra finds no launcher "
+        "hydra_plugins.nowhere.Launcher; Hydra finds "
+    )
+    assert "hydra_plugins.gradinv_exp_batched.BatchedLauncher" in lines[0]
+    assert not sweep.exists()
 
 
 def test_check_jobs_checks_each_distinct_config_once(tmp_path):

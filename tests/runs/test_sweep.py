@@ -47,6 +47,21 @@ def test_multirun_gives_each_job_its_folder(run_cli, tmp_path):
     assert names == ["none", "prune", "quantize", "noise"]
 
 
+def test_an_override_that_narrows_a_preset_runs_and_lists_only_its_jobs(run_cli, tmp_path):
+    """``+experiment=dp_sweep defense.noise_multiplier=0.5``: the value replaces the preset's
+    sweep of it (Hydra's basic sweeper), so one job runs, and the summary and the printed
+    table have one row; the command exits 0."""
+    sweep = tmp_path / "sweep"
+    args = ["+experiment=dp_sweep", "hydra/launcher=basic", "defense.noise_multiplier=0.5"]
+    proc = run_cli(*args, *FAST, "dataset.image_size=16", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert frame["status"].tolist() == ["ok"] and frame["strength"].tolist() == [0.5]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"]
+    rows = [line.split()[:3] for line in proc.stdout.splitlines() if line.split()[:1] == ["dp"]]
+    assert rows == [["dp", "noise_multiplier=0.5", "ok"]]
+
+
 @pytest.mark.slow
 def test_joblib_gives_the_sequential_metrics(seed_sweep, joblib_sweep):
     parallel, sequential = by_defense(joblib_sweep), by_defense(seed_sweep)

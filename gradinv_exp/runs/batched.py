@@ -41,15 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
+from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config
 from gradinv_exp.options import ConfigError, require
-from gradinv_exp.runs import cluster, faults, pool, resume
+from gradinv_exp.runs import cluster, faults, pool, preflight, resume
 from gradinv_exp.runs import job as runs_job
 from gradinv_exp.runs.cluster import CLUSTERS
 from gradinv_exp.runs.workers import started_since
@@ -127,20 +126,22 @@ def lost(j: Job, since: float) -> JobReturn:
         or metrics.stat().st_mtime < (j.run_dir / ".hydra" / "overrides.yaml").stat().st_mtime
     ):
         with faults.logged("the death could not be recorded in metrics.json"):
-            faults.record_death(j.run_dir, config.flat(task_config(j.sweep_config)))
+            faults.record_death(j.run_dir, {} if j.typed is None else config.flat(j.typed))
         print(f"gradinv-exp: job {j.idx} failed: {faults.DIED}", file=sys.stderr)
     return JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
 @dataclass
 class Job:
-    """One planned job of the sweep: its composed config (hydra node included) and folder."""
+    """One planned job of the sweep: its overrides, folder and, when it is to run, its
+    typed config and batch key."""
 
     idx: int
-    sweep_config: DictConfig
+    overrides: list[str]
     run_dir: Path
-    key: str | None  # None: runs alone
-    problems: int  # trials x restarts
+    typed: Any = None  # config.Config; None: finished, holding a checkpoint, or unreadable
+    key: str | None = None  # None: runs alone
+    problems: int = 1  # trials x restarts
     device: str = "cpu"  # the device type its attack runs on
 
 
@@ -162,6 +163,7 @@ class BatchedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.composer = preflight.Composer(self.task)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -218,41 +220,66 @@ class BatchedLauncher(Launcher):
         return self.together(jobs)
 
     def plan(self, idx: int, overrides: Sequence[str]) -> Job:
-        """Compose job ``idx``; its batch key, None when it must run alone (finished,
-        holding a checkpoint, or its config cannot be read here)."""
-        assert self.config is not None and self.hydra_context is not None
+        """Job ``idx``: its folder and, unless it finished or holds a checkpoint (it then
+        runs alone), its typed config and batch key (None: it runs alone). Composed with
+        the defaults of its choices made once (``preflight.Composer``); Hydra composes the
+        job whole only when it runs (``sweep_config``)."""
+        assert self.config is not None
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(
-            self.config, list(overrides)
-        )
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
-        HydraConfig.instance().set_config(sweep_config)
-        run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-        key, problems, device = None, 1, "cpu"
+        sweep = Path(str(self.config.hydra.sweep.dir))
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        run_dir = sweep / str(idx) if subdir == preflight.JOB_NUM else None
+        if run_dir is None:  # another subdir: resolved with the job's own config
+            run_dir = sweep / str(self.sweep_config(idx, overrides).hydra.sweep.subdir)
+        job = Job(idx, list(overrides), run_dir)
         from gradinv_exp import experiment  # torch: not when Hydra scans its plugins
         from gradinv_exp.runs import checkpoints
 
-        if not (resume.finished(run_dir) or (run_dir / checkpoints.NAME).exists()):
-            try:
-                typed = experiment.to_config(task_config(sweep_config))
-            except Exception:  # the normal job path reports it
-                typed = None
-            if typed is not None:
-                device = experiment.device_of(typed.device).type
-                key = batch_key(typed)
-                problems = typed.trials * experiment.attack_entry(typed).restarts(typed.attack)
-        return Job(idx, sweep_config, run_dir, key, problems, device)
+        if resume.finished(run_dir) or (run_dir / checkpoints.NAME).exists():
+            return job
+        try:
+            job.typed = preflight.typed(self.composer(overrides))
+        except Exception:  # the normal job path reports it
+            return job
+        job.device = experiment.device_of(job.typed.device).type
+        job.key = batch_key(job.typed)
+        job.problems = job.typed.trials * experiment.attack_entry(job.typed).restarts(
+            job.typed.attack
+        )
+        return job
+
+    def task(self, overrides: list[str]) -> DictConfig:
+        """The task config of ``overrides`` (no ``hydra`` node), as the sweep composes it."""
+        assert self.config is not None and self.hydra_context is not None
+        hydra = list(OmegaConf.to_container(self.config.hydra.overrides.hydra))
+        cfg = self.hydra_context.config_loader.load_configuration(
+            config_name=self.config.hydra.job.config_name,
+            overrides=[*hydra, *overrides],
+            run_mode=RunMode.RUN,
+        )
+        return task_config(cfg)
+
+    def sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
+        """Job ``idx`` composed whole by Hydra (its ``hydra`` node included), as Hydra's
+        launchers hand a job to ``run_job``."""
+        assert self.config is not None and self.hydra_context is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = idx
+            cfg.hydra.job.num = idx
+        return cfg
 
     def alone(self, j: Job) -> JobReturn:
         """The normal job path (Hydra's task function), as the basic launcher runs it."""
         assert self.config is not None and self.hydra_context is not None
         assert self.task_function is not None
+        previous = resume.finished_run(j.run_dir)
+        if previous is not None:  # finished before: not run again, not even composed
+            return JobReturn(status=JobStatus.COMPLETED, _return_value=previous["psnr"])
         ret = run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
-            config=j.sweep_config,
+            config=self.sweep_config(j.idx, j.overrides),
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
@@ -275,7 +302,7 @@ class BatchedLauncher(Launcher):
                 returns[j.idx] = run_job(
                     hydra_context=self.hydra_context,
                     task_function=prepare,
-                    config=j.sweep_config,
+                    config=self.sweep_config(j.idx, j.overrides),
                     job_dir_key="hydra.sweep.dir",
                     job_subdir_key="hydra.sweep.subdir",
                 )

@@ -10,6 +10,7 @@ the per-job checks that need torch or the disk.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -212,9 +214,55 @@ def quoted(value: str) -> str:
 
 def to_config(job: list[str]) -> Config:
     """The typed, range-checked config of one job (ConfigError on the first problem)."""
-    typed = OmegaConf.to_object(compose("config", overrides=job))
-    assert isinstance(typed, Config)
-    return typed
+    return typed(compose("config", overrides=job))
+
+
+def typed(cfg: DictConfig) -> Config:
+    """A composed task config as typed, range-checked values."""
+    out = OmegaConf.to_object(cfg)
+    assert isinstance(out, Config)
+    return out
+
+
+class Composer:
+    """Each job's task config as Hydra composes it, with the defaults composed once per
+    set of choices.
+
+    Hydra composes a job in two parts: its defaults list (the config-group choices, and
+    Hydra's own overrides, which may move the search path) into one config, then its value
+    overrides applied to that config (``ConfigLoaderImpl._apply_overrides_to_config``). The
+    jobs of a sweep mostly differ in values only, so the first part is made once per set of
+    choices (``compose``: 0.1-0.5 s) and copied for each job (a copy and its values: a few
+    ms): a sweep of 1,000 jobs is planned in seconds. A job whose values Hydra refuses is
+    composed whole, so that its error is Hydra's own.
+    """
+
+    def __init__(self, compose: Callable[[list[str]], DictConfig]) -> None:
+        self.compose = compose  # override lines -> the task config (no ``hydra`` node)
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def __call__(self, job: Sequence[str]) -> DictConfig:
+        parsed = parse(list(job))
+        choice = [choosing(o) for o in parsed]
+        key = tuple(o.input_line for o, c in zip(parsed, choice) if c)
+        if key not in self.composed:
+            self.composed[key] = self.compose(list(key))
+        cfg = copy.deepcopy(self.composed[key])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(
+                [o for o, c in zip(parsed, choice) if not c], cfg
+            )
+        except (HydraException, OmegaConfBaseException):
+            return self.compose(list(job))  # raises Hydra's own error
+        return cfg
+
+
+def choosing(override: Override) -> bool:
+    """Whether ``override`` takes part in composing the defaults: a config group's choice
+    (``defense=prune``, ``+experiment=x``, ``hydra/launcher=batched``), a deletion, or one
+    of Hydra's own settings (``hydra.searchpath`` finds the user's presets)."""
+    group = override.key_or_group
+    return group in GROUPS or "/" in group or override.is_delete() or override.is_hydra_override()
 
 
 def parse(lines: list[str]) -> list[Override]:
@@ -263,9 +311,10 @@ def plan(argv: list[str]) -> Plan | None:
             if not multirun and (preset or len(plain) < len(overrides)):
                 raise ConfigError("this command sweeps over values: add -m (--multirun)")
             every = list(jobs(overrides, preset)) if multirun else [plain]
+            composer = Composer(lambda job: compose("config", overrides=job))
             configs = []
             for current in every:
-                configs.append(to_config(current))
+                configs.append(typed(composer(current)))
                 check_added(current, configs[-1])
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
             dirs = (
@@ -332,9 +381,11 @@ def check_launcher(hydra_cfg: DictConfig) -> None:
 
 def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:
     """Run ``check`` (the checks that need torch or the disk) on every job's config; jobs
-    with equal configs are checked once."""
+    whose configs differ only in their seed or tags (which those checks do not read) are
+    checked once."""
     seen: set[str] = set()
     for cfg in plan.configs:
-        if repr(cfg) not in seen:
+        key = repr(dataclasses.replace(cfg, seed=0, tags={}))
+        if key not in seen:
             check(cfg)
-            seen.add(repr(cfg))
+            seen.add(key)

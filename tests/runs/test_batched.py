@@ -102,7 +102,7 @@ def test_a_member_whose_case_fails_is_recorded_and_the_others_run(tmp_path, monk
 
 
 def job(idx: int, problems: int = 1) -> batched.Job:
-    return batched.Job(idx, None, None, "key", problems)
+    return batched.Job(idx, [], None, key="key", problems=problems)
 
 
 def test_spread_splits_the_largest_batch_until_every_worker_has_a_unit():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from helpers import REPO, compose_config, preflight_check
 
 from gradinv_exp import config, models
@@ -283,10 +285,11 @@ def test_an_unknown_launcher_class_is_one_line_and_exit_2_before_any_file(run_cl
 
 def test_check_jobs_checks_each_distinct_config_once(tmp_path):
     config.register()
-    plan = preflight.plan(["-m", "defense=none,none,prune", f"hydra.sweep.dir={tmp_path}"])
+    args = ["-m", "defense=none,none,prune", "seed=0,1", f"hydra.sweep.dir={tmp_path}"]
+    plan = preflight.plan(args)
     seen = []
     preflight.check_jobs(plan, lambda cfg: seen.append(cfg.defense.name))
-    assert seen == ["none", "prune"]
+    assert seen == ["none", "prune"]  # seeds are not what the checks read
 
 
 def test_hydra_message_joins_the_first_line_of_each_cause():
@@ -345,3 +348,26 @@ def test_config_checks_run_before_torch_is_imported():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["+experiment=defense_audit"],  # group choices (levels, attacks) and a value axis
+        ["-m", "defense=noise", "defense.sigma=0.1,0.2", "seed=4,5", "+tags.level=3",
+         "model.init_range=0.3", "hydra.sweep.dir=x"],  # fmt: skip
+    ],
+    ids=["audit", "values"],
+)
+def test_the_composer_gives_each_job_the_config_hydra_composes(args):
+    """``preflight.Composer`` composes the defaults once per set of choices and applies the
+    values to a copy: each job's config equals Hydra's composition of the job."""
+    jobs = preflight.plan(args).jobs
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        composer = preflight.Composer(lambda job: compose("config", overrides=job))
+        for job in jobs[:8]:
+            mine = OmegaConf.to_container(composer(job), resolve=True)
+            assert mine == OmegaConf.to_container(compose("config", overrides=job), resolve=True)
+    assert len(composer.composed) < len(jobs[:8])  # some were copies
+    with pytest.raises(ConfigError, match="has no field 'sigm'"):
+        preflight.plan(["-m", "defense=noise", "defense.sigm=0.1,0.2"])  # Hydra's own error

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, compose_config, preflight_check
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from helpers import REPO, compose_config, preflight_check
 
 from gradinv_exp import config, models
 from gradinv_exp.options import ConfigError
@@ -354,8 +354,15 @@ def test_config_checks_run_before_torch_is_imported():
     "args",
     [
         ["+experiment=defense_audit"],  # group choices (levels, attacks) and a value axis
-        ["-m", "defense=noise", "defense.sigma=0.1,0.2", "seed=4,5", "+tags.level=3",
-         "model.init_range=0.3", "hydra.sweep.dir=x"],  # fmt: skip
+        [
+            "-m",
+            "defense=noise",
+            "defense.sigma=0.1,0.2",
+            "seed=4,5",
+            "+tags.level=3",
+            "model.init_range=0.3",
+            "hydra.sweep.dir=x",
+        ],  # fmt: skip
     ],
     ids=["audit", "values"],
 )

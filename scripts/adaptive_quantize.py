@@ -8,11 +8,12 @@ tables go into docs/adaptive_attacks.md.
         [--stochastic 8] [--candidates] [--candidate-trials 8] [--candidate-steps 200] \
         [--write docs/adaptive_attacks.md]
 
-Setting: DLG (L-BFGS, labels optimised jointly) on the DLG LeNet, the bundled photos at
-32x32 (ten photographs: pairs t and t + 10 share an image and differ in the model seed),
-one image per client, ``trials_vary=both``. Each row of the main table is two
-``gradinv_exp.run`` calls (``attack.adaptive=false`` and ``true``) on the same pairs;
-success is PSNR >= 20 dB with its 95% Wilson interval over the pairs.
+Setting: DLG (L-BFGS, labels optimised jointly) on the DLG LeNet, one 32x32 image per
+client, ``trials_vary=both``, the data set the audit uses: the default, CIFAR-100 from
+index 25, which offline falls back to the ten bundled photos (pairs t and t + 10 then
+share an image and differ in the model seed; the table names the source). Each row of
+the main table is two ``gradinv_exp.run`` calls (``attack.adaptive=false`` and ``true``)
+on the same pairs; success is PSNR >= 20 dB with its 95% Wilson interval over the pairs.
 
 ``--candidates`` runs each model below through the attack engine on the pairs of one
 case (built once per bit width as a run builds it), every one from the same start:
@@ -53,8 +54,10 @@ CAND_START, CAND_END = (
     "<!-- adaptive_quantize_candidates:end -->",
 )
 THRESHOLD = 20.0  # dB: the default success criterion (metrics.success_threshold)
-SETTING = ["model=lenet_dlg", "dataset=photos", "trials_vary=both", "threads=1",
-           "metrics.lpips=off", "defense=quantize"]  # fmt: skip
+# the data set is the default, CIFAR-100 from dataset.index 25; offline, the bundled photos
+# (metrics.json's data_source), wrapping around their ten images
+SETTING = ["model=lenet_dlg", "trials_vary=both", "threads=1", "metrics.lpips=off",
+           "defense=quantize"]  # fmt: skip
 Model = Callable[[Sequence[Tensor], Sequence[Tensor]], list[Tensor]]
 
 
@@ -76,18 +79,20 @@ def measure(trials: int, steps: int, settings: list[tuple[int, bool]]) -> list[d
         for bits, stochastic in settings:
             base = [*SETTING, f"defense.bits={bits}", f"defense.stochastic={stochastic}",
                     f"trials={trials}", f"attack.iterations={steps}"]  # fmt: skip
-            found, seconds = {}, {}
+            found, seconds, source = {}, {}, set()
             for adaptive in (False, True):
                 start = time.perf_counter()
                 out = Path(tmp) / f"{bits}{stochastic}{adaptive}"
                 run = gradinv_exp.run(*base, f"attack.adaptive={str(adaptive).lower()}", out=out)
                 found[adaptive], seconds[adaptive] = pair_psnrs(run), time.perf_counter() - start
+                source.add(run.metrics["data_source"])
             naive, adaptive = found[False], found[True]
             only_naive = int(((naive >= THRESHOLD) & (adaptive < THRESHOLD)).sum())
             only_adaptive = int(((adaptive >= THRESHOLD) & (naive < THRESHOLD)).sum())
             rows.append({
                 "bits": str(bits),
                 "rounding": "stochastic" if stochastic else "nearest",
+                "data": ", ".join(sorted(source)),
                 "naive DLG success": rate(naive),
                 "adaptive DLG success": rate(adaptive),
                 "mean PSNR naive / adaptive (dB)": f"{naive.mean():.1f} / {adaptive.mean():.1f}",
@@ -168,7 +173,7 @@ class Case:
             cfg = ex.to_config(compose("config", overrides=overrides))
         torch.set_num_threads(1)
         self.cfg = cfg
-        self.images, labels, _ = ex.load_data(cfg)
+        self.images, labels, self.source = ex.load_data(cfg)
         nets, sent = ex.send(cfg, ex.build_models(cfg, torch.device("cpu")))
         _, shared = ex.share(cfg, nets, self.images, labels)
         self.observed = ex.observe(cfg, shared, labels)
@@ -230,6 +235,7 @@ def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> lis
             rows.append({
                 "bits": f"{bits}{' (stochastic)' if stochastic else ''}",
                 "adaptive model": name,
+                "data": case.source,
                 "success": rate(found),
                 "mean PSNR (dB)": f"{found.mean():.1f}",
                 "PSNR per pair (dB)": " ".join(f"{v:.0f}" for v in found),

@@ -5,8 +5,8 @@ the adaptive models that were considered, side by side on a smaller set of pairs
 tables go into docs/adaptive_attacks.md.
 
     python scripts/adaptive_quantize.py [--trials 20] [--steps 300] [--bits 4 6 8] \
-        [--stochastic 8] [--candidates] [--candidate-trials 8] [--candidate-steps 200] \
-        [--write docs/adaptive_attacks.md]
+        [--stochastic 8] [--candidates | --why] [--candidate-trials 8] \
+        [--candidate-steps 200] [--write docs/adaptive_attacks.md]
 
 Setting: DLG (L-BFGS, labels optimised jointly) on the DLG LeNet, one 32x32 image per
 client, ``trials_vary=both``, the data set the audit uses: the default, CIFAR-100 from
@@ -23,6 +23,13 @@ the dummy, the identity's gradient); the naive objective plus the bin's hinge; t
 expected value alone (``compression.quantize_target``, no hinge); the bin started from
 the naive solution (half the steps each); the bin with its width annealed from 0 to the
 full bin in four equal phases. A phase is a fresh L-BFGS from where the last one ended.
+
+``--why`` looks inside the naive attacker, the former bin model and straight-through on
+those pairs at the first bit width: per pair, the share of entries in the two bins beside
+zero (where the share gives only the sign), the share inside their bin at the start, and
+per attacker the PSNR and the mean inner L-BFGS iterations per step (20 = never stopped
+early) over the steps, the objective at the end, and the share of entries whose own
+quantisation equals the share at the end (1: a gradient with exactly the client's share).
 """
 
 from __future__ import annotations
@@ -189,21 +196,53 @@ class Case:
         self.y0 = mode.start(evidence, 1)
         self.optimised = mode.optimised
 
-    def attack(self, phases: list[tuple[Model | None, int]]) -> np.ndarray:
-        """PSNR per pair after the phases (model, steps), each from where the last ended."""
+    def attack(
+        self, phases: list[tuple[Model | None, int]], every: int | None = None
+    ) -> tuple[np.ndarray, list[Trace]]:
+        """PSNR per pair after the phases (model, steps), each from where the last ended,
+        and (with ``every``) a ``Trace`` every ``every`` steps of the last phase."""
         from gradinv_exp.attacks import engine
 
         x, y = self.x0, self.y0
+        traces: list[Trace] = []
         for model, steps in phases:
-            cfg = dataclasses.replace(self.cfg.attack, iterations=steps, snapshot_every=steps)
+            cfg = dataclasses.replace(
+                self.cfg.attack, iterations=steps, snapshot_every=every or steps
+            )
             problem = engine.build_problem(
                 self.sim, self.observed.update, x, y, cfg, self.cfg.optimizer,
                 optimised=self.optimised, defense_model=model,
             )  # fmt: skip
-            engine.optimise(problem, cfg, lambda *_: None)
+            traces = []
+
+            def trace(
+                step: int, loss: Tensor, images: Tensor, problem=problem, traces=traces
+            ) -> None:
+                inner = getattr(problem.opt, "iters", torch.zeros(len(images))).clone()
+                traces.append(Trace(step, loss.numpy().copy(), self.psnr(images), inner.numpy()))
+
+            engine.optimise(problem, cfg, trace)
             x = problem.images().detach().clone()
             y = problem.label_logits().detach().clone() if self.optimised else y
-        return np.array([float(psnr(t, r).mean()) for t, r in zip(self.images, x)])
+        self.end = (x, y)
+        return self.psnr(x), traces
+
+    def psnr(self, images: Tensor) -> np.ndarray:
+        return np.array([float(psnr(t, r).mean()) for t, r in zip(self.images, images)])
+
+    def gradients(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """The simulated share of dummies ``x`` with label logits ``y``, one ``(T, ...)``
+        tensor per parameter."""
+        with torch.no_grad():
+            return self.sim(x, torch.softmax(y, -1) if self.optimised else y)
+
+
+@dataclasses.dataclass
+class Trace:
+    step: int
+    objective: np.ndarray  # (T,)
+    psnr: np.ndarray  # (T,)
+    inner: np.ndarray  # (T,) L-BFGS inner iterations so far
 
 
 def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> list[dict[str, str]]:
@@ -231,7 +270,7 @@ def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> lis
         }
         for name, phases in models.items():
             start = time.perf_counter()
-            found = case.attack(phases)
+            found, _ = case.attack(phases)
             rows.append({
                 "bits": f"{bits}{' (stochastic)' if stochastic else ''}",
                 "adaptive model": name,
@@ -242,6 +281,66 @@ def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> lis
                 "s": f"{time.perf_counter() - start:.0f}",
             })  # fmt: skip
             print(" | ".join(rows[-1].values()), flush=True)
+    return rows
+
+
+def why(trials: int, steps: int, bits: int) -> list[dict[str, str]]:
+    """Inside the naive attacker, the former bin model and straight-through (``--why``)."""
+    from gradinv_exp import defenses
+
+    case = Case([*SETTING, f"defense.bits={bits}", f"trials={trials}"])
+    cfg = case.cfg.defense
+    assert isinstance(cfg, QuantizeConfig)
+    shared = case.observed.update
+
+    def fraction(mask: Callable[[Tensor, Tensor], Tensor], grads: list[Tensor]) -> np.ndarray:
+        """Per pair, the share of all entries where ``mask(g, q)`` holds."""
+        hits = sum(mask(g, q).flatten(1).sum(1) for g, q in zip(grads, shared))
+        return (hits / sum(q[0].numel() for q in shared)).numpy()
+
+    def half(q: Tensor) -> Tensor:
+        return (q.abs().flatten(1).amax(1) / (2**bits - 1)).view(-1, *[1] * (q.dim() - 1))
+
+    def inside(g: Tensor, q: Tensor) -> Tensor:
+        return (g - q).abs() <= half(q) * (1 + 1e-4)
+
+    def same_share(grads: list[Tensor]) -> np.ndarray:
+        def own(g: Tensor, q: Tensor) -> Tensor:
+            rows = [
+                defenses.apply([g[t]], cfg, generator=torch.Generator())[0] for t in range(len(g))
+            ]
+            return torch.stack(rows) == q
+
+        return fraction(own, grads)
+
+    beside = fraction(lambda g, q: q.abs() < 2 * half(q), shared)
+    start = fraction(inside, case.gradients(case.x0, case.y0))
+    rows = [{
+        "attacker": "(the share)", "pair": str(t),
+        "measure": "beside zero / inside their bin at the start",
+        "value": f"{beside[t]:.2f} / {start[t]:.2f}",
+    } for t in range(trials)]  # fmt: skip
+    marks = [m for m in (50, 100, 150, steps) if m <= steps]
+    for name, model in [("naive", None), ("bin alone (former model)", bin_only(cfg)),
+                        ("straight-through", straight_through(cfg))]:  # fmt: skip
+        _, traces = case.attack([(model, steps)], every=50)
+        x, y = case.end
+        equal = same_share(case.gradients(x, y))
+        at = {tr.step: tr for tr in traces}
+        for t in range(trials):
+            psnrs = " ".join(f"{at[m].psnr[t]:.1f}" for m in marks)
+            inner = [
+                (at[b].inner[t] - at[a].inner[t]) / (b - a) for a, b in zip([0, *marks], marks)
+            ]
+            rows.append({
+                "attacker": name,
+                "pair": str(t),
+                "measure": f"PSNR at steps {'/'.join(map(str, marks))}; inner iterations per "
+                "step; objective at the end; own quantisation = share",
+                "value": f"{psnrs}; {' '.join(f'{v:.1f}' for v in inner)}; "
+                f"{traces[-1].objective[t]:.1e}; {equal[t]:.4f}",
+            })  # fmt: skip
+        print(f"{name}: PSNR {np.round(traces[-1].psnr, 1)}", flush=True)
     return rows
 
 
@@ -277,11 +376,16 @@ def main() -> None:
     parser.add_argument("--stochastic", type=int, nargs="*", default=[8],
                         help="bit widths also measured with stochastic rounding")  # fmt: skip
     parser.add_argument("--candidates", action="store_true", help="the candidates' table only")
+    parser.add_argument("--why", action="store_true", help="inside the former model (printed)")
     parser.add_argument("--candidate-trials", type=int, default=8)
     parser.add_argument("--candidate-steps", type=int, default=200)
     parser.add_argument("--write", type=Path, help="markdown page holding the markers")
     args = parser.parse_args()
     settings = [(b, False) for b in args.bits] + [(b, True) for b in args.stochastic]
+    if args.why:
+        rows = why(args.candidate_trials, args.candidate_steps, args.bits[0])
+        print(markdown(rows, "python scripts/adaptive_quantize.py --why"))
+        return
     if args.candidates:
         rows = candidates(args.candidate_trials, args.candidate_steps, settings)
         command = (

@@ -126,6 +126,9 @@ class Problem:
 
     Each step: ``opt`` steps all rows; ``signed`` replaces the images' gradient by its sign
     first; afterwards ``boxed`` clamps the images to [0, 1] and ``schedule`` advances.
+    An adaptive attack whose defense model warms up (``defenses.AttackerModel.warmup``)
+    starts with the naive objective in ``loss``/``value_and_grad`` and takes the model's,
+    ``later``, from step ``warmup + 1`` on (``stage``), with the same optimiser state.
     """
 
     variables: Tensor  # (N, D) leaf
@@ -138,6 +141,14 @@ class Problem:
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None
     boxed: bool = False
     signed: bool = False
+    warmup: int = 0  # steps with the naive objective before ``later``'s
+    later: tuple[Callable[[Tensor], Tensor], ValueAndGrad] | None = None
+
+    def stage(self, step: int) -> None:
+        """Use the objective of step ``step``: the model's from step ``warmup + 1`` on."""
+        if self.later is not None and step > self.warmup:
+            self.loss, self.value_and_grad = self.later
+            self.later = None
 
     @property
     def size(self) -> int:
@@ -198,7 +209,8 @@ def attack(
     ``checkpoints``: where to save the state, and a state to continue from (the problem
     is built as always, then that state replaces its start). ``defense_model``
     (adaptive attacker): maps the dummy's gradient and the share to the dummy's gradient
-    as the defense would have shared it; the objective compares that with the share.
+    as the defense would have shared it; the objective compares that with the share (after
+    ``int(iterations * defense_model.warmup)`` naive steps, when it has a warm-up).
     """
     device = shared[0].device
     backend = eager_if_needed(backend, cfg)
@@ -311,28 +323,39 @@ def build_problem(
     goal = [g.repeat(len(x0) // len(g), *[1] * (g.dim() - 1)) for g in shared]
     parts = [x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)]
     variables = torch.cat(parts, 1).clone().requires_grad_(True)
-    objective = OBJECTIVES[cfg.objective].fn
-    if defense_model is not None:
-        objective = adaptive_objective(objective, defense_model)
+    naive = OBJECTIVES[cfg.objective].fn
+    objective = naive if defense_model is None else adaptive_objective(naive, defense_model)
     scene = Scene(simulator.model, restarts=len(x0) // len(shared[0]))
     priors = [(PRIORS[name].batched(scene), w) for name, w in cfg.priors.items() if w]
     size = math.prod(shape[1:])
 
-    def loss(v: Tensor) -> Tensor:
-        x = v[:, :size].view(shape)
-        labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
-        total = torch.func.vmap(objective)(simulator(x, labels), goal)
-        for prior, weight in priors:
-            total = total + weight * prior(x)
-        return total
+    def loss_of(objective: Callable) -> Callable[[Tensor], Tensor]:
+        def loss(v: Tensor) -> Tensor:
+            x = v[:, :size].view(shape)
+            labels = torch.softmax(v[:, size:].view(y0.shape), -1) if optimised else y0
+            total = torch.func.vmap(objective)(simulator(x, labels), goal)
+            for prior, weight in priors:
+                total = total + weight * prior(x)
+            return total
+
+        return loss
 
     opt = OPTIMIZERS[optimizer.name].fn(variables, optimizer)
     schedule = step_decay(opt, cfg.iterations) if cfg.lr_decay else None  # type: ignore[arg-type]
     fixed = None if optimised else y0
-    both = value_and_grad(loss, compiled=compiled, timings={} if timings is None else timings)
+    timings = {} if timings is None else timings
+    loss = loss_of(objective)
+    both = value_and_grad(loss, compiled=compiled, timings=timings)
+    warmup = int(cfg.iterations * getattr(defense_model, "warmup", 0.0))
+    later = None
+    if warmup > 0:  # the naive objective first; the model's from step warmup + 1 on
+        later = (loss, both)
+        loss = loss_of(naive)
+        both = value_and_grad(loss, compiled=compiled, timings=timings)
     return Problem(
-        variables, shape, y0.shape[-1], fixed, loss, both, opt, schedule, cfg.boxed, cfg.signed
-    )
+        variables, shape, y0.shape[-1], fixed, loss, both, opt, schedule, cfg.boxed, cfg.signed,
+        warmup, later,
+    )  # fmt: skip
 
 
 def adaptive_objective(objective: Callable, model: DefenseModel) -> Callable:
@@ -403,6 +426,7 @@ def optimise(
         on_snapshot(step, losses().cpu(), problem.images().detach())
 
     if checkpoints is not None and checkpoints.start is not None:
+        problem.stage(checkpoints.start["step"])
         start = checkpoint.restore(problem, checkpoints.start)
     else:
         snapshot(0)
@@ -414,6 +438,7 @@ def optimise(
         )
     good, steps, diverged = start.good, start.steps, start.diverged
     for step in range(start.step + 1, cfg.iterations + 1):
+        problem.stage(step)
         first = problem.opt.step(problem.closure)
         problem.after_step()
         with torch.no_grad():

@@ -114,40 +114,30 @@ def quantize_model(
     dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: QuantizeConfig
 ) -> list[Tensor]:
     """Adaptive model of ``quantize``: the dummy is matched to the expected value of the
-    true entry given its bin, plus the distance by which it leaves the bin.
+    true gradient given the share's bins, ``quantize_target`` t, instead of to the share:
+    returned ``d + (q - t)`` (shapes as the parameters), so l2 against the share is
+    ||d - t||^2. Registered with a warm-up of half the attack's steps: it takes over from
+    the naive attacker's solution.
 
-    Per tensor the share reveals its scale s = max|q| (the largest entry lands on a
-    level), so half a step h = s/(2**bits-1); the levels are the odd multiples of h and
-    the true g lay in [q - h, q + h] (stochastic rounding: [q - 2h, q + 2h]). Returned,
-    shapes as the parameters: ``d + (q - t) + (d - clamp(d, bin))``, so that l2 against
-    the share is ||d - t + hinge||^2: d is pulled to the target t and, outside its bin,
-    pushed twice as hard. t is the bin's centre q, except in the two bins beside zero
-    (|q| = h), where it is q * ``_beside_zero_mean(f0)``: the mean of |g| in [0, 2h]
-    under an exponential density of |g| whose scale is fitted to the share f0 of entries
-    that landed there.
-
-    Why not the bin alone (``q + d - clamp(d, bin)``, zero on the whole bin): an
-    objective that is exactly zero at the truth is zero on every gradient that quantises
-    to the share, and at 8 bits on a 32-px image that set holds images far from the truth
-    (a dummy whose gradient quantised to the share in all but a few entries was 17.7 dB
-    from its image). The bin model stopped at the first such point it reached (L-BFGS
-    exits once the objective stops changing), 2/8 pairs against naive DLG's 7/8
-    (docs/adaptive_attacks.md). The centre of the bin breaks that tie as the naive
-    attacker does, and is the expected value of g when g is spread evenly in its bin;
-    the bins beside zero are the exception: most entries of a gradient are far smaller
-    than a step (at 8 bits, the 99 rows of the last layer that are not the label's), so
-    there the share gives the sign and h overstates |g| several-fold (the target cuts the
-    squared error to the truth to 0.25-0.36 of the level's at 4-8 bits). Measured on the
-    same pairs against the naive attacker, the bin alone, straight-through, annealed bin
-    width, the bin started from the naive solution and the naive objective plus the
-    hinge: docs/adaptive_attacks.md."""
-    width = 2.0 if cfg.stochastic else 1.0  # the bin's half-width in units of h
-    out = []
-    for d, q in zip(dummy, shared, strict=True):
-        h = q.abs().amax() / (2**cfg.bits - 1)
-        bin_gap = d - torch.clamp(d, q - width * h, q + width * h)
-        out.append(d + (q - quantize_target(q, cfg)) + bin_gap)
-    return out
+    The former model matched to the bin, ``q + d - clamp(d, q - h, q + h)`` (h: half a
+    step), zero anywhere in it. An objective that is zero at the truth is zero on every
+    gradient that quantises to the share, and at 8 bits on a 32-px image that set holds
+    images far from the truth: the bin model stopped at the first such point it reached,
+    its objective ~1e-7 with L-BFGS down to one inner iteration per step, at 15-18 dB
+    (``scripts/adaptive_quantize.py --why``). Between gradients with the same share, the
+    naive attacker breaks the tie at the bin's centre, the expected value of g when g is
+    spread evenly in its bin; this model does the same except in the two bins beside
+    zero, where most entries of a LeNet gradient lie (all rows of the last layer but the
+    label's), the share gives only the sign and h overstates |g|: there t is shrunk
+    towards zero. Measured on the same pairs against the naive objective, the bin alone,
+    straight-through, the bin started from the naive solution or with its width annealed,
+    the naive objective plus the bin's hinge, and the expected value with the hinge or
+    from the first step (docs/adaptive_attacks.md): a model that changes the objective
+    from the first step changes which pairs L-BFGS's first steps throw into a flat,
+    saturated region (naive DLG loses about 1 pair in 8 that way), so none of them was
+    reliably as strong as naive; started from the naive solution the expected value only
+    refines it."""
+    return [d + (q - quantize_target(q, cfg)) for d, q in zip(dummy, shared, strict=True)]
 
 
 def quantize_target(share: Tensor, cfg: QuantizeConfig) -> Tensor:
@@ -174,7 +164,7 @@ def _beside_zero_mean(share: Tensor) -> Tensor:
     return torch.where(share >= 1, torch.ones_like(a), mean)
 
 
-@defense(QuantizeConfig, strength="bits", model=quantize_model)
+@defense(QuantizeConfig, strength="bits", model=quantize_model, warmup=0.5)
 def quantize(
     grads: Sequence[Tensor],
     cfg: QuantizeConfig,

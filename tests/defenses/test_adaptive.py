@@ -2,15 +2,20 @@
 models); quantize's matches the expected value in the bin, and its attacker is at least
 as strong as the naive one."""
 
+import io
+
 import pytest
 import torch
 from helpers import lenet_client
 
 import gradinv_exp
-from gradinv_exp import defenses
+from gradinv_exp import data, defenses, models
+from gradinv_exp.attacks import AttackConfig, Checkpoints, attack
 from gradinv_exp.attacks.engine import adaptive_objective
 from gradinv_exp.attacks.objectives import OBJECTIVES
-from gradinv_exp.client import gradient
+from gradinv_exp.attacks.optimizers import LBFGSConfig
+from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
+from gradinv_exp.config import DatasetConfig
 from gradinv_exp.defenses.chain import ChainConfig
 from gradinv_exp.defenses.compression import (
     PruneConfig,
@@ -22,6 +27,7 @@ from gradinv_exp.defenses.custom import CustomConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.privacy import ClipConfig, DPConfig
 from gradinv_exp.defenses.registry import DEFENSES, describe
+from gradinv_exp.experiment import generator
 
 
 def grads() -> list[torch.Tensor]:
@@ -196,19 +202,69 @@ def test_quantize_model_prefers_the_truth_to_another_gradient_with_the_same_shar
     assert float(objective(true, shared)) < 0.5 * float(objective(edge, shared))
 
 
-@pytest.mark.parametrize("stochastic", [False, True])
-def test_quantize_model_pushes_harder_outside_the_bin(stochastic) -> None:
-    """Outside its bin (one step wide; two with stochastic rounding) an entry's distance
-    to the target grows twice as fast as inside it."""
-    cfg = QuantizeConfig(bits=4, stochastic=stochastic)
-    q = [torch.tensor([-1.0, -1 / 15, 1 / 15, 5 / 15, 1.0])]  # levels: h = 1/15
-    t = quantize_target(q[0], cfg)
-    width = (2 if stochastic else 1) / 15
+def test_warm_up_is_a_fact_of_the_registry_entry_and_a_chain_takes_the_least() -> None:
+    assert defenses.attacker_model(QuantizeConfig()).warmup == 0.5
+    assert defenses.attacker_model(PruneConfig()).warmup == 0.0
+    chain = ChainConfig(steps=[QuantizeConfig(bits=3), PruneConfig(ratio=0.5)])
+    assert defenses.attacker_model(chain).warmup == 0.0  # the mask is best modelled at once
+    noisy = ChainConfig(steps=[NoiseConfig(sigma=0.1), QuantizeConfig(bits=3)])
+    assert defenses.attacker_model(noisy).warmup == 0.5  # noise has no model
+    with pytest.raises(TypeError, match="warmup 1.0 is not a fraction"):
+        defenses.defense(QuantizeConfig, warmup=1.0)
+
+
+def photo_share(cfg):
+    """A 16-px photo's LeNet and its gradient as ``cfg`` shares it, one trial: the model
+    and ``(1, *param.shape)`` tensors."""
+    images, labels, _ = data.load(DatasetConfig(name="photos", index=2, image_size=16), 1)
+    net = models.build(
+        "lenet", channels=3, num_classes=100, image_size=16, activation="sigmoid",
+        init_range=0.5, generator=generator(0, "model"),
+    )  # fmt: skip
+    onehot = torch.nn.functional.one_hot(labels, 100).float()
+    true = gradient(Client(net, images, onehot))
+    return net, [q[None] for q in defenses.apply(true, cfg, generator=torch.Generator())]
+
+
+def copy(state):
+    """A saved state as the run folder's file keeps it (the optimiser's are references)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+
+
+def warm_attack(net, model, shared, start=None):
+    """DLG (L-BFGS, 12 steps, checkpoints every 4) on ``shared``: the result, the snapshots
+    (every 2 steps) and the saved states."""
+    cfg = AttackConfig(name="dlg", iterations=12, snapshot_every=2)
+    seen, saved = [], {}
+    result = attack(
+        Simulator(net, FedSGDConfig()), shared, shape=(1, 1, 3, 16, 16), num_classes=100, cfg=cfg,
+        optimizer=LBFGSConfig(max_iter=4, history_size=6), generator=generator(0, "attack"),
+        on_snapshot=lambda step, loss, x: seen.append((step, x.clone())),
+        checkpoints=Checkpoints(4, lambda state: saved.update({state["step"]: copy(state)}), start),
+        defense_model=model,
+    )  # fmt: skip
+    return result, seen, saved
+
+
+def test_a_warm_up_is_the_naive_attack_until_the_model_takes_over() -> None:
+    """quantize's model warms up for half of 12 steps: step for step the naive attack up
+    to step 6, the model's objective from step 7 on; continued from a checkpoint saved
+    before (4) or after (8) the switch it ends where the attack never stopped ends."""
+    cfg = QuantizeConfig(bits=4)
+    net, shared = photo_share(cfg)
     model = defenses.attacker_model(cfg)
-    inside = model([q[0] + 0.5 * width], q)[0] - q[0]
-    outside = model([q[0] + 3 * width], q)[0] - q[0]
-    assert torch.allclose(inside, q[0] + 0.5 * width - t)
-    assert torch.allclose(outside, q[0] + 3 * width - t + 2 * width)
+    _, naive_seen, _ = warm_attack(net, None, shared)
+    whole, seen, saved = warm_attack(net, model, shared)
+    for (step, x), (_, x0) in zip(seen, naive_seen):
+        assert torch.equal(x, x0) == (step <= 6), step
+    assert sorted(saved) == [4, 8]
+    for step in (4, 8):
+        rest, _, _ = warm_attack(net, model, shared, start=saved[step])
+        assert torch.equal(rest.images, whole.images) and torch.equal(
+            rest.grad_loss, whole.grad_loss
+        )
 
 
 @pytest.mark.slow

@@ -17,12 +17,14 @@ on the same pairs; success is PSNR >= 20 dB with its 95% Wilson interval over th
 
 ``--candidates`` runs each model below through the attack engine on the pairs of one
 case (built once per bit width as a run builds it), every one from the same start:
-the naive objective; the registry's model (``defenses.attacker_model``); the bin alone
-(the former model: zero anywhere in the bin); straight-through (the share's quantiser on
-the dummy, the identity's gradient); the naive objective plus the bin's hinge; the
-expected value alone (``compression.quantize_target``, no hinge); the bin started from
-the naive solution (half the steps each); the bin with its width annealed from 0 to the
-full bin in four equal phases. A phase is a fresh L-BFGS from where the last one ended.
+the naive objective; the registry's model (``defenses.attacker_model``: the expected
+value after a naive warm-up of half the steps, one L-BFGS); the bin alone (the former
+model: zero anywhere in the bin); straight-through (the share's quantiser on the dummy,
+the identity's gradient); the naive objective plus the bin's hinge; the expected value
+(``compression.quantize_target``) from the first step, alone and with the hinge; the bin
+started from the naive solution (half the steps each); the bin with its width annealed
+from 0 to the full bin in four equal phases. A phase is a fresh L-BFGS from where the
+last one ended. ``--only NAME ...`` keeps the candidates whose names start so.
 
 ``--why`` looks inside the naive attacker, the former bin model and straight-through on
 those pairs at the first bit width: per pair, the share of entries in the two bins beside
@@ -156,11 +158,18 @@ def naive_plus_hinge(cfg: QuantizeConfig) -> Model:
     return model
 
 
-def expected_value(cfg: QuantizeConfig) -> Model:
-    """The dummy matched to ``quantize_target`` (the registry's model without its hinge)."""
+def expected_value(cfg: QuantizeConfig, hinge: bool = False) -> Model:
+    """The dummy matched to ``quantize_target`` from the first step (the registry's model
+    without its warm-up); ``hinge``: pushed twice as hard outside the bin."""
+    width = 2.0 if cfg.stochastic else 1.0
 
     def model(dummy: Sequence[Tensor], shared: Sequence[Tensor]) -> list[Tensor]:
-        return [d + (q - quantize_target(q, cfg)) for d, q in zip(dummy, shared)]
+        out = []
+        for d, q in zip(dummy, shared):
+            h = q.abs().amax() / (2**cfg.bits - 1)
+            gap = d - torch.clamp(d, q - width * h, q + width * h) if hinge else 0.0
+            out.append(d + (q - quantize_target(q, cfg)) + gap)
+        return out
 
     return model
 
@@ -245,7 +254,9 @@ class Trace:
     inner: np.ndarray  # (T,) L-BFGS inner iterations so far
 
 
-def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> list[dict[str, str]]:
+def candidates(
+    trials: int, steps: int, settings: list[tuple[int, bool]], only: list[str]
+) -> list[dict[str, str]]:
     from gradinv_exp import defenses
 
     rows = []
@@ -258,16 +269,21 @@ def candidates(trials: int, steps: int, settings: list[tuple[int, bool]]) -> lis
         half = steps // 2
         models: dict[str, list[tuple[Model | None, int]]] = {
             "naive": [(None, steps)],
-            "registry's model (expected value + hinge)": [(defenses.attacker_model(cfg), steps)],
+            "registry's model (expected value after a naive warm-up)": [
+                (defenses.attacker_model(cfg), steps)
+            ],
             "bin alone (former model)": [(bin_only(cfg), steps)],
             "straight-through": [(straight_through(cfg), steps)],
             "naive + hinge": [(naive_plus_hinge(cfg), steps)],
             "expected value alone": [(expected_value(cfg), steps)],
+            "expected value + hinge": [(expected_value(cfg, hinge=True), steps)],
             "bin from the naive solution": [(None, half), (bin_only(cfg), steps - half)],
             "bin, width annealed 0 to 1": [
                 (bin_only(cfg, f), steps // 4) for f in (0.0, 1 / 3, 2 / 3, 1.0)
             ],
         }
+        if only:
+            models = {k: v for k, v in models.items() if any(k.startswith(o) for o in only)}
         for name, phases in models.items():
             start = time.perf_counter()
             found, _ = case.attack(phases)
@@ -379,6 +395,7 @@ def main() -> None:
     parser.add_argument("--why", action="store_true", help="inside the former model (printed)")
     parser.add_argument("--candidate-trials", type=int, default=8)
     parser.add_argument("--candidate-steps", type=int, default=200)
+    parser.add_argument("--only", nargs="*", default=[], help="candidates whose names start so")
     parser.add_argument("--write", type=Path, help="markdown page holding the markers")
     args = parser.parse_args()
     settings = [(b, False) for b in args.bits] + [(b, True) for b in args.stochastic]
@@ -387,7 +404,7 @@ def main() -> None:
         print(markdown(rows, "python scripts/adaptive_quantize.py --why"))
         return
     if args.candidates:
-        rows = candidates(args.candidate_trials, args.candidate_steps, settings)
+        rows = candidates(args.candidate_trials, args.candidate_steps, settings, args.only)
         command = (
             f"python scripts/adaptive_quantize.py --candidates --candidate-trials "
             f"{args.candidate_trials} --candidate-steps {args.candidate_steps} --bits "

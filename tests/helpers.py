@@ -97,10 +97,12 @@ def random_grads(seed: int = 0):
     ]
 
 
-def attack_one(simulator, target, *, generator, on_snapshot, known_labels=None, **settings):
-    """The engine's ``attack`` of one job (its shares ``target``, its stream and progress);
-    that job's ``AttackResult``."""
+def attack_one(
+    simulator, target, *, generator, on_snapshot, known_labels=None, defense_model=None, **settings
+):
+    """The engine's ``attack`` of one job (its shares ``target``, its stream, progress and
+    adaptive defense model); that job's ``AttackResult``."""
     from gradinv_exp.attacks import Job, attack
 
-    job = Job(target, generator, on_snapshot, known_labels)
+    job = Job(target, generator, on_snapshot, known_labels, defense_model)
     return attack(simulator, [job], **settings)[0]

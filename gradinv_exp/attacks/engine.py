@@ -193,7 +193,10 @@ class Problem:
     first; afterwards ``boxed`` clamps the images to [0, 1] and ``schedule`` advances.
     ``separable``: every term of the objective is a function of one row (a prior over a
     trial's restarts is not), so rows may leave (``keep``). ``stops``: the optimiser's
-    idle rows are finished (its registry entry's ``stops``).
+    idle rows are finished (its registry entry's ``stops``). An adaptive job whose
+    defense model warms up (``defenses.AttackerModel.warmup``) matches its share naively
+    for its first ``warmup`` steps and with its model after (``stage``: the objective of
+    each step, ``restage`` builds it; the optimiser's state carries on).
     """
 
     variables: Tensor  # (n, D) leaf
@@ -211,6 +214,17 @@ class Problem:
     signed: bool = False
     separable: bool = True
     stops: bool = False
+    active: tuple[bool, ...] = ()  # per objective group: its defense model is in use
+    warmups: tuple[int, ...] = ()  # per objective group: its naive steps (0: none)
+    restage: Callable[[tuple[bool, ...]], tuple[Loss, ValueAndGrad]] | None = None
+
+    def stage(self, step: int) -> None:
+        """Use the objective of step ``step``: a group's model from step ``warmup + 1``
+        on (a compiled objective compiles again when it changes)."""
+        active = tuple(step > w for w in self.warmups)
+        if active != self.active and self.restage is not None:
+            self.loss_of, self.value_and_grad = self.restage(active)
+            self.active = active
 
     @property
     def size(self) -> int:
@@ -306,7 +320,8 @@ def attack(
     continue from (the problem is built as always, then that state replaces its start).
     An adaptive job's ``defense_model`` maps the dummy's gradient and the share to the
     dummy's gradient as the defense would have shared it; its objective compares that
-    with the share.
+    with the share (after ``int(iterations * defense_model.warmup)`` naive steps, when it
+    has a warm-up).
     """
     device = jobs[0].shared[0].device
     backend = eager_if_needed(backend, cfg)
@@ -494,14 +509,14 @@ def build_problem(
         which = every % len(next(iter(simulator.params.values())))
         params = {k: v[which.to(v.device)] for k, v in simulator.params.items()}
     simulate = dataclasses.replace(simulator, params=None)
-    groups = objective_groups(OBJECTIVES[cfg.objective].fn, models or [None] * targets, count)
+    naive = OBJECTIVES[cfg.objective].fn
+    groups = objective_groups(naive, models or [None] * targets, count, cfg.iterations)
     data = Rows(
         goal=[g[(every % targets).to(g.device)] for g in shared],
         params=params,
         labels=None if optimised else y0,
-        groups=[rows for _, rows in groups],
+        groups=[group.rows for group in groups],
     )
-    objectives = [fn for fn, _ in groups]
     scene = Scene(simulator.model, restarts=count // targets)
     priors = [(PRIORS[name], w) for name, w in cfg.priors.items() if w]
     separable = all(prior.rowwise for prior, _ in priors)
@@ -509,27 +524,41 @@ def build_problem(
     tail = tuple(x0.shape[1:])
     size = math.prod(tail)
 
-    def loss(v: Tensor, rows: Rows) -> Tensor:
-        x = v[:, :size].view(len(v), *tail)
-        if rows.labels is None:
-            labels = torch.softmax(v[:, size:].view(len(v), *y0.shape[1:]), -1)
-        else:
-            labels = rows.labels
-        grads = simulate(x, labels, rows.params)
-        if len(objectives) == 1:
-            total = torch.func.vmap(objectives[0])(grads, rows.goal)
-        else:
-            total = v.new_zeros(len(v))
-            for fn, members in zip(objectives, rows.groups):
-                if not len(members):  # every row of this defense has left
-                    continue
-                part = torch.func.vmap(fn)(
-                    [g[members] for g in grads], [g[members] for g in rows.goal]
-                )
-                total = total.index_copy(0, members, part)
-        for prior, weight in batched:
-            total = total + weight * prior(x)
-        return total
+    def loss_for(active: tuple[bool, ...]) -> Loss:
+        objectives = [g.modelled if on else g.naive for g, on in zip(groups, active)]
+
+        def loss(v: Tensor, rows: Rows) -> Tensor:
+            x = v[:, :size].view(len(v), *tail)
+            if rows.labels is None:
+                labels = torch.softmax(v[:, size:].view(len(v), *y0.shape[1:]), -1)
+            else:
+                labels = rows.labels
+            grads = simulate(x, labels, rows.params)
+            if len(objectives) == 1:
+                total = torch.func.vmap(objectives[0])(grads, rows.goal)
+            else:
+                total = v.new_zeros(len(v))
+                for fn, members in zip(objectives, rows.groups):
+                    if not len(members):  # every row of this defense has left
+                        continue
+                    part = torch.func.vmap(fn)(
+                        [g[members] for g in grads], [g[members] for g in rows.goal]
+                    )
+                    total = total.index_copy(0, members, part)
+            for prior, weight in batched:
+                total = total + weight * prior(x)
+            return total
+
+        return loss
+
+    timings = {} if timings is None else timings
+
+    def restage(active: tuple[bool, ...]) -> tuple[Loss, ValueAndGrad]:
+        loss = loss_for(active)
+        return loss, value_and_grad(loss, compiled=compiled, timings=timings, rows=count)
+
+    active = tuple(g.warmup == 0 for g in groups)
+    loss, both = restage(active)
 
     variables = torch.cat([x0.flatten(1), y0.flatten(1)] if optimised else [x0.flatten(1)], 1)
     variables = variables.clone().requires_grad_(True)
@@ -542,9 +571,6 @@ def build_problem(
         return step_decay(opt, cfg.iterations)
 
     opt = make_opt(variables)
-    both = value_and_grad(
-        loss, compiled=compiled, timings={} if timings is None else timings, rows=count
-    )
     return Problem(
         variables=variables,
         rows=every,
@@ -561,21 +587,43 @@ def build_problem(
         signed=cfg.signed,
         separable=separable,
         stops=entry.stops,
+        active=active,
+        warmups=tuple(g.warmup for g in groups),
+        restage=restage if any(g.warmup for g in groups) else None,
     )
 
 
+@dataclass(frozen=True)
+class Group:
+    """The rows ``(m,)`` attacked through one defense model (or none): ``naive`` is the
+    plain objective, ``modelled`` the adaptive one (``naive`` for the naive rows),
+    used from step ``warmup + 1`` on."""
+
+    naive: Objective
+    modelled: Objective
+    warmup: int
+    rows: Tensor
+
+
 def objective_groups(
-    objective: Objective, models: Sequence[DefenseModel | None], count: int
-) -> list[tuple[Objective, Tensor]]:
-    """The rows ``(m,)`` of each distinct defense model among the K targets' ``models``
-    (row n has target n % K), with its objective: ``objective`` itself for the naive
-    rows, ``objective(model(grads, target), target)`` for an adaptive group."""
+    objective: Objective,
+    models: Sequence[DefenseModel | None],
+    count: int,
+    iterations: int,
+) -> list[Group]:
+    """One ``Group`` per distinct defense model among the K targets' ``models`` (row n
+    has target n % K): ``objective(model(grads, target), target)`` for an adaptive group,
+    after ``int(iterations * model.warmup)`` naive steps."""
     every = torch.arange(count)
     out = []
     for model in {id(m): m for m in models}.values():
         mine = torch.tensor([m is model for m in models])
         rows = every[mine[every % len(models)]]
-        out.append((objective if model is None else adaptive_objective(objective, model), rows))
+        if model is None:
+            out.append(Group(objective, objective, 0, rows))
+            continue
+        warmup = int(iterations * getattr(model, "warmup", 0.0))
+        out.append(Group(objective, adaptive_objective(objective, model), warmup, rows))
     return out
 
 
@@ -661,6 +709,7 @@ def optimise(
     if loop.step == 0:
         snapshot(0)
     for step in range(loop.step + 1, cfg.iterations + 1):
+        problem.stage(step)
         before = v.detach().clone() if stops else None
         first = problem.opt.step(problem.closure)
         with torch.no_grad():

@@ -64,6 +64,10 @@ class Defense:
     ``model``: the adaptive attacker's differentiable model of this defense
     (``attack.adaptive=true``; Kerckhoffs: the attacker knows the defense and its
     parameters); None: nothing to invert (noise), the naive attacker is the adaptive one.
+    ``warmup``: the fraction of the attack's steps in which the adaptive attacker first
+    matches the share naively before its model takes over (``AttackerModel``): for a
+    model that refines the naive objective rather than reshaping it, so that it starts
+    from the naive attacker's solution instead of a basin of its own.
     """
 
     name: str
@@ -76,6 +80,7 @@ class Defense:
     axis: Callable[[Mapping[str, Any]], Axis] | None = None
     check: Callable[[Any, Client], None] | None = None
     model: ModelFn | None = None
+    warmup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,16 +108,20 @@ def defense(
     axis: Callable[[Mapping[str, Any]], Axis] | None = None,
     check: Callable[[Any, Client], None] | None = None,
     model: ModelFn | None = None,
+    warmup: float = 0.0,
 ) -> Callable[[DefenseFn], DefenseFn]:
     """Register the decorated function as the defense ``schema`` configures."""
     if strength is not None and strength not in {f.name for f in fields(schema)}:
         raise TypeError(f"{schema.__name__} has no strength field {strength!r}")
+    if not 0 <= warmup < 1:
+        raise TypeError(f"{schema.__name__}: warmup {warmup} is not a fraction in [0, 1)")
 
     def register(fn: DefenseFn) -> DefenseFn:
         name = option_name(schema)
         entry = Defense(
-            name, fn, schema, strength, log_scale, per_example, report, axis, check, model
-        )
+            name, fn, schema, strength, log_scale, per_example, report, axis, check, model,
+            warmup,
+        )  # fmt: skip
         DEFENSES.add(entry)
         return fn
 
@@ -172,11 +181,27 @@ def visible_mask(dummy: Sequence[Tensor], shared: Sequence[Tensor], cfg: Any) ->
     return [d * (s != 0) for d, s in zip(dummy, shared, strict=True)]
 
 
-def attacker_model(cfg: DefenseConfig) -> Callable[[Sequence[Tensor], Sequence[Tensor]], list]:
+@dataclass(frozen=True)
+class AttackerModel:
+    """The adaptive attacker's model of a defense: called as ``model(dummy grads, share)``
+    it returns the dummy's gradient as the defense would have shared it (shapes as the
+    parameters); ``warmup``: the fraction of the attack's steps that match the share
+    naively before the model takes over (``Defense.warmup``)."""
+
+    run: Callable[[Sequence[Tensor], Sequence[Tensor]], list[Tensor]]
+    warmup: float = 0.0
+
+    def __call__(self, dummy: Sequence[Tensor], shared: Sequence[Tensor]) -> list[Tensor]:
+        return self.run(dummy, shared)
+
+
+def attacker_model(cfg: DefenseConfig) -> AttackerModel:
     """The adaptive attacker's model of ``cfg``: its steps' models composed in order
     (steps without one, like noise, pass the dummy through). Every step's model sees
     only the final share: a mask is visible to it only if no later step fills the
-    zeros (prune then quantize is not inverted exactly; quantize then prune is)."""
+    zeros (prune then quantize is not inverted exactly: quantize's levels fill them).
+    Its warm-up is the least of its modelled steps' (a mask's model, warm-up 0, is best
+    started from scratch)."""
     models = [(DEFENSES[s.name].model, s) for s in steps(cfg)]
 
     def run(dummy: Sequence[Tensor], shared: Sequence[Tensor]) -> list[Tensor]:
@@ -186,7 +211,8 @@ def attacker_model(cfg: DefenseConfig) -> Callable[[Sequence[Tensor], Sequence[T
                 out = fn(out, shared, step)
         return out
 
-    return run
+    warmups = [DEFENSES[s.name].warmup for fn, s in models if fn is not None]
+    return AttackerModel(run, min(warmups, default=0.0))
 
 
 def describe(cfg: DefenseConfig) -> str:

@@ -56,7 +56,8 @@ def comparable(metrics: dict, rel: float) -> dict:
             return {k: near(v) for k, v in value.items()}
         if isinstance(value, list):
             return [near(v) for v in value]
-        return pytest.approx(value, rel=rel, abs=1e-6, nan_ok=True)
+        # abs: a similarity near 0 (SSIM of a failed pair) moves by float32 rounding
+        return pytest.approx(value, rel=rel, abs=5e-5, nan_ok=True)
 
     return {k: near(v) for k, v in metrics.items() if k not in TIMING}
 

@@ -24,7 +24,7 @@ CASES = {
     "aggregate": ["attack=dlg", "clients=2", "client=fedavg", *OPTIMISED],
     "analytic": ["attack=analytic", "model=mlp", "dataset.batch_size=2"],
     "imprint": ["server=imprint", "attack=imprint", "dataset.batch_size=4", "server.bins=8",
-                "server.public_images=4"],
+                "server.public_images=2"],  # photos: 2 of 10 are the server's
 }  # fmt: skip
 
 

@@ -188,12 +188,15 @@ def attack(
     backend: Backend = EAGER,
     checkpoints: Checkpoints | None = None,
     defense_model: DefenseModel | None = None,
+    start: Tensor | None = None,
 ) -> AttackResult:
     """Attack the T shares ``shared`` (one ``(T, *param.shape)`` tensor per parameter of
     the simulated model) as ``cfg`` says; images of shape ``shape`` = (T, B, C, H, W).
 
-    Dummy images start from N(0, 1) drawn from ``generator``, then the label mode draws
-    (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by ``labels=given``.
+    Dummy images start from N(0, 1) drawn from ``generator`` (or, every restart, from
+    ``start`` ``(T, B, C, H, W)``: another attack's images to refine), then the label
+    mode draws (or reads) its labels; ``known_labels`` ``(T, B)`` are only used by
+    ``labels=given``.
     ``backend`` says how the objective and its gradient run (``backend.py``);
     ``checkpoints``: where to save the state, and a state to continue from (the problem
     is built as always, then that state replaces its start). ``defense_model``
@@ -203,7 +206,10 @@ def attack(
     device = shared[0].device
     backend = eager_if_needed(backend, cfg)
     trials, restarts = shape[0], cfg.restarts
-    x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
+    if start is None:
+        x0 = torch.randn((restarts * trials, *shape[1:]), generator=generator).to(device)
+    else:
+        x0 = start.to(device).repeat(restarts, *[1] * (start.dim() - 1))
     mode = LABELS[cfg.labels]
     gradient = simulator.as_gradient(list(shared))
     evidence = Evidence(

@@ -11,11 +11,11 @@ and non-faces, 32x32; a run deals 100 to the clients, its batch drawn at random 
 and 100 to the server, which fits its bins to 64 of them). One batch of ``--batch``
 images (one trial: the model seed moves nothing the imprint read-out depends on); the
 success rate's Wilson interval is over the batch's images (which are not independent
-draws: read it as a lower bound on the uncertainty). Each row is one ``gradinv_exp.run`` into a temporary
-folder ("attack s": the attack and scoring, metrics.json's ``wall_s``; "run s": the whole
-run, model and data included); the script prints the table and, with ``--write``,
-replaces the part of the page between its markers, stamped with the date, commit and
-machine.
+draws: read it as a lower bound on the uncertainty). Each row is one ``gradinv_exp.run``
+into a temporary folder ("attack s": the attack and scoring, metrics.json's ``wall_s``;
+"run s": the whole run, model and data included); the script prints the table and, with
+``--write``, replaces the part of the page between its markers, stamped with the date,
+commit and machine.
 """
 
 from __future__ import annotations

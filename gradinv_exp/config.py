@@ -67,7 +67,7 @@ class ModelConfig:
     checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
     pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
     pretrain_lr: float = 0.01
-    pretrain_images: int = 8  # the images right after the attacked ones (wrapping around)
+    pretrain_images: int = 8  # the first of the server's own images (never attacked)
     # pretrain with batch norm in train mode, so its running statistics learn the data's
     # (false: eval mode throughout, running statistics stay those of the init: 0 and 1)
     pretrain_bn: bool = False
@@ -97,13 +97,29 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where images come from and the facts a model and a range check need about them."""
+    """Where images come from, how a run deals them out, and the facts a model and a range
+    check need about them.
+
+    A run deals the data set's images once, by a seeded permutation (the run's ``seed``,
+    its own stream): ``server_fraction`` of them are the server's own (its public images,
+    pretraining data, a learned attacker's auxiliary set), the rest the clients'; the two
+    parts are disjoint. Every attacked batch is drawn from the clients' part at random,
+    and the batches of a run are disjoint: trial t's clients hold the next
+    ``clients x batch_size`` images of that part's random order (IID), or, with ``alpha``
+    set, images drawn per client from a Dirichlet(alpha) label distribution (non-IID).
+
+    ``index`` pins one image: null (the default), every image is drawn; an index i makes
+    image i the run's first attacked image (trial 0's first client's first image) and a
+    client's image, never the server's; the others are drawn as always. So the default
+    run (CIFAR-100, ``index: 25``, one image, one trial) attacks the seed notebook's image,
+    whatever the seed, and more trials or a larger batch add random images to it.
+    """
 
     name: str = MISSING
     root: str = "data"  # torchvision root folder holding (or receiving) the archive
     download: bool = True  # let torchvision download when the data is not in `root`
-    offline_fallback: bool = True  # no data and no internet: warn and use bundled photos
-    index: int = 0  # first image of the run (train split)
+    offline_fallback: bool = True  # no data and no internet: warn and use the bundled crops
+    index: Optional[int] = None  # the run's first attacked image; null: every image drawn
     batch_size: int = 1
     image_size: int = 32
     channels: int = 3
@@ -111,9 +127,14 @@ class DatasetConfig:
     size: Optional[int] = None  # images in the train split; null: known only on disk
     mean: Optional[list[float]] = None  # normalisation inside the model; None = identity
     std: Optional[list[float]] = None
+    server_fraction: float = 0.5  # of the images, the server's own (never a client's)
+    alpha: Optional[float] = None  # non-IID: each client's labels ~ Dirichlet(alpha); null: IID
 
     def __post_init__(self) -> None:
-        require(self.index >= 0, "dataset.index", self.index, "must be >= 0")
+        require(
+            self.index is None or self.index >= 0, "dataset.index", self.index,
+            "must be null (every image drawn at random) or an index >= 0",
+        )  # fmt: skip
         require(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "must be >= 1")
         require(
             8 <= self.image_size <= 4096,
@@ -145,30 +166,54 @@ class DatasetConfig:
             self.std,
             "must be finite numbers > 0",
         )
+        require(
+            0 <= self.server_fraction < 1,
+            "dataset.server_fraction",
+            self.server_fraction,
+            "must be in [0, 1) (the clients need images)",
+        )
+        require(
+            self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
+            "dataset.alpha",
+            self.alpha,
+            "must be null (IID) or a finite number > 0",
+        )
+
+    def server_images(self, size: int) -> int:
+        """How many of ``size`` images are the server's own."""
+        return math.floor(self.server_fraction * size)
 
 
 def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
-    """ConfigError unless images ``ds.index .. ds.index + count - 1`` exist in a data set of
-    ``size`` images (default ``ds.size``; unknown -> no check). ``count`` is
-    ``trials x dataset.batch_size``."""
+    """ConfigError unless the clients' part of a data set of ``size`` images (default
+    ``ds.size``; unknown -> no check) holds ``count`` distinct images (``trials x
+    clients x dataset.batch_size``) and ``ds.index`` is one of the images."""
     size = ds.size if size is None else size
-    if size is None or ds.index + count <= size:
+    if size is None:
         return
-    if count > size and ds.batch_size > size:  # one batch alone is too big
+    require(
+        ds.index is None or ds.index < size,
+        "dataset.index",
+        ds.index,
+        f"{ds.name} has {size} images, so it must be null or < {size}",
+    )
+    clients = size - ds.server_images(size)
+    if count <= clients:
+        return
+    part = (
+        f"{ds.name} has {size} images and {clients} of them are the clients' "
+        f"(dataset.server_fraction={ds.server_fraction})"
+    )
+    if ds.batch_size > clients:  # one batch alone is too big
         raise ConfigError(
             f"dataset.batch_size={ds.batch_size} is not allowed: the run attacks {count} "
-            f"images (trials x dataset.batch_size) and {ds.name} has {size}"
+            f"distinct images (trials x clients x dataset.batch_size) and {part}"
         )
-    if count > size:  # the batches of all trials together are too many
-        trials = count // ds.batch_size
-        raise ConfigError(
-            f"trials={trials} is not allowed: the run attacks {count} images (trials x "
-            f"dataset.batch_size={ds.batch_size}) and {ds.name} has {size}, so trials must "
-            f"be <= {size // ds.batch_size}"
-        )
+    trials = count // ds.batch_size
     raise ConfigError(
-        f"dataset.index={ds.index} is not allowed: {ds.name} has {size} images and the "
-        f"run attacks {count} from the index on, so index must be <= {size - count}"
+        f"trials={trials} is not allowed: the run attacks {count} distinct images (trials "
+        f"x clients x dataset.batch_size={ds.batch_size}) and {part}, so at most "
+        f"{clients // ds.batch_size} batches"
     )
 
 
@@ -237,7 +282,7 @@ class Config:
     compile: str = "auto"  # the attack's closure through torch.compile: auto, on, off
     conv_backend: str = "auto"  # CPU convolutions in the attack: auto, onednn, native
     trials: int = 1  # independent attacks in one batched run; metrics give mean, CI, ...
-    # what differs between trials: images (consecutive batches, one model), models (the
+    # what differs between trials: images (disjoint random batches, one model), models (the
     # same images, trial t attacks the model of seed + t), both
     trials_vary: str = "images"
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -273,14 +318,19 @@ class Config:
         check_order(self.defense, self.dataset.batch_size)
         check_batch(self.client, self.dataset.batch_size)
         size = self.dataset.size
-        require(
-            self.model.pretrain_steps == 0 or size is None
-            or self.attacked + self.model.pretrain_images <= size,
-            "model.pretrain_images",
-            self.model.pretrain_images,
-            f"{self.dataset.name} has {size} images and {self.attacked} are attacked, so at "
-            f"most {(size or 0) - self.attacked} are left to pretrain on",
-        )  # fmt: skip
+        own = None if size is None else self.dataset.server_images(size)
+        wanted = {
+            "model.pretrain_images": self.model.pretrain_images if self.model.pretrain_steps else 0,
+            "server.public_images": SERVERS[self.server.name].public_images(self.server),
+        }
+        for key, count in wanted.items():
+            require(
+                own is None or count <= own,
+                key,
+                count,
+                f"{self.dataset.name} has {size} images and {own} of them are the server's "
+                f"own (dataset.server_fraction={self.dataset.server_fraction}), so at most {own}",
+            )
 
     @property
     def models_vary(self) -> bool:

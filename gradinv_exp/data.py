@@ -1,9 +1,15 @@
 """The ``dataset`` group: images under attack, from torchvision data sets, the user's own
-folder of images, or real photos bundled with scikit-image.
+folder of images, or real photographs that ship inside installed packages (ten whole
+photos, or 4096 distinct crops of them: the offline fallback); and how a run deals a
+data set out.
 
-``load`` returns images ``(N, C, H, W)`` in [0, 1], integer labels ``(N,)`` and the name
-of the source actually used, so a run that fell back to the offline photos says so in
-its metrics.
+A run's images are dealt once by a seeded permutation (``split``): the server's own part
+(public images, pretraining, a learned attacker's auxiliary set; ``server_images``) and
+the clients' part, disjoint. ``draw`` takes the attacked batches from the clients' part,
+IID or with a Dirichlet label skew per client, ``dataset.index`` pinned first. Both
+return images ``(N, C, H, W)`` in [0, 1] and integer labels ``(N,)``; ``draw`` also names
+the source actually used, so a run that fell back to the offline crops says so in its
+metrics.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import functools
 import logging
 import socket
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.cbook
 import numpy as np
 import skimage.data
 import torch
@@ -133,17 +140,18 @@ DATASETS.add(
 )
 
 
-# --- offline: scikit-image's bundled images ---------------------------------------
+# --- offline: photographs that ship inside installed packages --------------------------
 
 # scikit-image ships these photographs inside its wheel, so they need no download. The
-# order is part of the data set: photo i has label i % num_classes.
+# order is part of the data set: photo i has label i % num_classes. The first is the one
+# a run of dataset=photos shows first, so it is a recognisable one.
 PHOTOS: tuple[str, ...] = (
-    "hubble_deep_field",
+    "astronaut",
     "coffee",
     "chelsea",
     "rocket",
     "immunohistochemistry",
-    "astronaut",  # 25 % 10: the photo CIFAR-100's default index falls back to
+    "hubble_deep_field",
     "retina",
     "camera",
     "coins",
@@ -151,31 +159,142 @@ PHOTOS: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=32)  # decoded once per process; callers only read it
 def photo(name: str) -> Image.Image:
-    """One bundled scikit-image photograph as an RGB PIL image."""
-    array = getattr(skimage.data, name)()
+    """One bundled photograph as an RGB PIL image: ``skimage.data.<name>()``, the left
+    image of scikit-image's ``stereo_motorcycle`` (``motorcycle``), or matplotlib's sample
+    photograph ``grace_hopper``: all inside the installed wheels."""
+    if name == "grace_hopper":
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
+            return Image.open(file).convert("RGB")
+    array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else None
+    array = getattr(skimage.data, name)() if array is None else array
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     return Image.fromarray(array[..., :3].astype(np.uint8))
 
 
 class Photos(torch.utils.data.Dataset):
-    """The offline data set: scikit-image's photographs, label = position % num_classes."""
+    """The ten photographs, label = position % num_classes."""
 
     def __init__(self, num_classes: int, transform: Transform) -> None:
         self.num_classes = num_classes
         self.transform = transform
+        self.targets = [i % num_classes for i in range(len(PHOTOS))]
 
     def __len__(self) -> int:
         return len(PHOTOS)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(photo(PHOTOS[i])), i % self.num_classes
+        return self.transform(photo(PHOTOS[i])), self.targets[i]
 
 
 @dataset("photos")
 def photos(cfg: DatasetConfig, tf: Transform) -> Photos:
     return Photos(cfg.num_classes, tf)
+
+
+# The natural photographs the crops are cut from (crop i from photo i % 17, label photo %
+# num_classes); the synthetic images of skimage.data (colour wheel, logo, phantom ...) and
+# the scanned pages (page, text) are left out. astronaut is photo 8 = 25 % 17: the default
+# run (CIFAR-100's index 25) falls back to crop 25, its space shuttle, a recognisable image
+# that the default DLG run reconstructs.
+CROP_SOURCES: tuple[str, ...] = (
+    "camera", "chelsea", "coffee", "coins", "rocket", "moon", "immunohistochemistry",
+    "hubble_deep_field", "astronaut", "retina", "clock", "brick", "grass", "gravel", "cell",
+    "motorcycle", "grace_hopper",
+)  # fmt: skip
+CROPS = 4096  # images of dataset=crops (conf/dataset/crops.yaml's size)
+CROP_SCALE = (0.1, 0.9)  # a crop's side, as a fraction of the photograph's shorter side
+MIN_CONTRAST = 0.04  # a crop whose 16x16 grey thumbnail has a smaller std (sky) is redrawn
+MIN_DISTANCE = 0.05  # ... and one within this RMS of an earlier crop of its photograph
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One image of ``dataset=crops``: the square ``box`` (left, top, right, bottom) of
+    photograph ``CROP_SOURCES[source]``, mirrored when ``flip``."""
+
+    source: int
+    box: tuple[int, int, int, int]
+    flip: bool
+
+
+def _thumbnail(grey: Image.Image, factor: float, crop: Crop) -> np.ndarray:
+    """The crop as a 16x16 grey thumbnail ``(256,)`` in [0, 1], cut from the photograph
+    reduced by ``factor`` (``grey``): what the contrast and distance tests compare."""
+    left, top, right, bottom = (v * factor for v in crop.box)
+    box = (left, top, min(right, grey.width), min(bottom, grey.height))
+    thumb = np.asarray(grey.resize((16, 16), Image.BILINEAR, box=box), dtype=np.float32) / 255
+    return (thumb[:, ::-1] if crop.flip else thumb).ravel()
+
+
+@functools.lru_cache(maxsize=1)
+def crops() -> tuple[Crop, ...]:
+    """The ``CROPS`` crops, fixed (seeded by their index, not by a run's seed): crop i
+    comes from photograph ``i % len(CROP_SOURCES)``, with a side log-uniform in
+    ``CROP_SCALE`` of its shorter side, a uniform position and a coin-flip mirror; a draw
+    that is nearly flat or within ``MIN_DISTANCE`` of an earlier crop of the same
+    photograph is redrawn, so the images are distinct. About 2 s, once per process."""
+    greys, factors = [], []
+    for name in CROP_SOURCES:
+        grey = photo(name).convert("L")
+        factor = 128 / min(grey.size)  # thumbnails come from a 128 px copy: 10x faster
+        greys.append(grey.resize((round(grey.width * factor), round(grey.height * factor))))
+        factors.append(factor)
+    kept: list[list[np.ndarray]] = [[] for _ in CROP_SOURCES]
+    out = []
+    low, high = np.log(CROP_SCALE[0]), np.log(CROP_SCALE[1])
+    for i in range(CROPS):
+        k = i % len(CROP_SOURCES)
+        width, height = photo(CROP_SOURCES[k]).size
+        rng = np.random.default_rng([0, i])
+        while True:
+            side = round(min(width, height) * np.exp(rng.uniform(low, high)))
+            left, top = (
+                int(rng.integers(0, width - side + 1)),
+                int(rng.integers(0, height - side + 1)),
+            )
+            crop = Crop(k, (left, top, left + side, top + side), bool(rng.random() < 0.5))
+            thumb = _thumbnail(greys[k], factors[k], crop)
+            if thumb.std() < MIN_CONTRAST:
+                continue
+            if kept[k] and np.sqrt(((np.stack(kept[k]) - thumb) ** 2).mean(1)).min() < MIN_DISTANCE:
+                continue
+            kept[k].append(thumb)
+            out.append(crop)
+            break
+    return tuple(out)
+
+
+class Crops(torch.utils.data.Dataset):
+    """``dataset=crops``: ``CROPS`` distinct natural images, square crops of the bundled
+    photographs rescaled to the image size (``crops()``); label = photograph % num_classes.
+    The offline fallback, and the data the tests' statistics and a learned attacker's
+    auxiliary set come from when no real data set is on disk."""
+
+    def __init__(self, num_classes: int, image_size: int, transform: Transform) -> None:
+        self.image_size = image_size
+        self.transform = transform
+        self.targets = [i % len(CROP_SOURCES) % num_classes for i in range(CROPS)]
+
+    def __len__(self) -> int:
+        return CROPS
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        crop = crops()[i]
+        size = (self.image_size, self.image_size)
+        image = photo(CROP_SOURCES[crop.source]).resize(
+            size, Image.BILINEAR, box=crop.box, reducing_gap=2.0
+        )
+        if crop.flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return self.transform(image), self.targets[i]
+
+
+@dataset("crops")
+def natural_crops(cfg: DatasetConfig, tf: Transform) -> Crops:
+    return Crops(cfg.num_classes, cfg.image_size, tf)
 
 
 class LfwSubset(torch.utils.data.Dataset):
@@ -186,13 +305,14 @@ class LfwSubset(torch.utils.data.Dataset):
     def __init__(self, transform: Transform) -> None:
         self.images = skimage.data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
         self.transform = transform
+        self.targets = [int(i < len(self.images) // 2) for i in range(len(self.images))]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         grey = Image.fromarray((self.images[i] * 255).round().astype(np.uint8))  # 2-D: "L"
-        return self.transform(grey), int(i < len(self.images) // 2)
+        return self.transform(grey), self.targets[i]
 
 
 @dataset("lfw")
@@ -259,15 +379,15 @@ def folder(cfg: DatasetConfig, tf: Transform) -> datasets.ImageFolder:
 
 def check(cfg: DatasetConfig, attacked: int) -> None:
     """The checks that need the disk, before any work: the folder data set's images exist
-    and hold the ``attacked`` images from ``cfg.index`` on."""
+    and its clients' part holds the ``attacked`` images."""
     if cfg.name == "folder":
         check_range(cfg, attacked, check_folder(cfg.root, cfg.num_classes))
 
 
 def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
-    """The data set named by ``cfg``, or the offline photos when it cannot be had.
+    """The data set named by ``cfg``, or the offline crops when it cannot be had.
 
-    Returns the data set and the name of its source ("cifar100", "photos", ...).
+    Returns the data set and the name of its source ("cifar100", "crops", ...).
     """
     tf = transform(cfg)
     source = DATASETS[cfg.name]
@@ -283,49 +403,164 @@ def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
         if not cfg.offline_fallback:
             raise ConfigError(f"dataset {cfg.name} is not available ({err}); {hint}") from err
         log.warning(
-            "!!! dataset %s is not available (%s). Using the bundled offline photos "
-            "instead (metrics.json records data_source=photos). To use the real data, %s.",
+            "!!! dataset %s is not available (%s). Using the bundled offline crops of "
+            "photographs instead (metrics.json records data_source=crops). To use the real "
+            "data, %s.",
             cfg.name,
             str(err).splitlines()[0],
             hint,
         )
-        return Photos(cfg.num_classes, tf), "photos"
+        return Crops(cfg.num_classes, cfg.image_size, tf), "crops"
 
 
-def _items(dataset: torch.utils.data.Dataset, start: int, count: int) -> tuple[Tensor, Tensor]:
-    """``count`` images and labels from ``start`` on, wrapping around the data set."""
-    size = len(dataset)
-    items = [dataset[(start + i) % size] for i in range(count)]
+def _items(dataset: torch.utils.data.Dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The images ``(len(indices), C, H, W)`` and labels ``(len(indices),)`` at ``indices``."""
+    items = [dataset[int(i)] for i in indices]
     images = torch.stack([img for img, _ in items])
     return images, torch.tensor([label for _, label in items], dtype=torch.long)
 
 
 def load(cfg: DatasetConfig, count: int) -> tuple[Tensor, Tensor, str]:
-    """Images ``(count, C, H, W)`` in [0, 1], labels ``(count,)`` and the source's name, from
-    ``cfg.index`` on.
+    """The data set's images in its own order: ``count`` images ``(count, C, H, W)`` in
+    [0, 1] and labels ``(count,)`` from ``cfg.index`` (null: 0) on, and the source's name.
+    For scripts and tests that want particular images; a run draws its images with
+    ``draw`` and ``server_images``.
 
-    On the offline fallback the indices wrap around the photos (CIFAR-100's index 25
-    becomes photo 25 % 10); a real data set too small for the request is an error.
+    On the offline fallback the indices wrap around the crops; a real data set too small
+    for the request is an error.
+    """
+    dataset, source = open_dataset(cfg)
+    first = cfg.index or 0
+    require(
+        source != cfg.name or first + count <= len(dataset),
+        "dataset.index",
+        first,
+        f"{source} has {len(dataset)} images, so at most {len(dataset) - count} to load "
+        f"{count} from it on",
+    )
+    return (*_items(dataset, [(first + i) % len(dataset) for i in range(count)]), source)
+
+
+# --- splits and draws: pure functions of the config and the run's "data" stream --------
+
+
+@dataclass(frozen=True)
+class Split:
+    """A data set's images dealt into disjoint parts (indices into the data set):
+    ``clients`` (the images clients hold: the pinned ``dataset.index`` first, then a seeded
+    random order), ``server`` (the server's own: public images, pretraining, a learned
+    attacker's auxiliary set) and ``test`` (the utility experiment's held-out images)."""
+
+    clients: Tensor
+    server: Tensor
+    test: Tensor
+
+
+def partition(
+    size: int,
+    *,
+    server: int,
+    test: int = 0,
+    pinned: int | None = None,
+    generator: torch.Generator,
+) -> Split:
+    """Deal ``size`` images into a ``Split`` of ``test`` test images, ``server`` server
+    images and the rest for the clients, by one seeded permutation of the images (one
+    ``randperm`` from ``generator``): test first, then server, then clients. ``pinned``
+    (an index) is taken out first and leads the clients' part, so it is always a client's
+    image and the first one drawn."""
+    order = torch.randperm(size, generator=generator)
+    if pinned is not None:
+        order = order[order != pinned]
+    clients = order[test + server :]
+    if pinned is not None:
+        clients = torch.cat([torch.tensor([pinned]), clients])
+    return Split(clients, order[test : test + server], order[:test])
+
+
+def split(cfg: DatasetConfig, size: int, generator: torch.Generator) -> Split:
+    """The run's ``Split`` of a data set of ``size`` images: ``dataset.server_fraction`` of
+    them (``cfg.server_images(size)``) the server's, the rest the clients', the image
+    ``dataset.index`` (wrapped into range on a smaller fallback) pinned."""
+    pinned = None if cfg.index is None else cfg.index % size
+    return partition(size, server=cfg.server_images(size), pinned=pinned, generator=generator)
+
+
+def skewed(
+    pool: Tensor, labels: Tensor, sizes: Sequence[int], alpha: float, generator: torch.Generator
+) -> Tensor:
+    """Indices ``(sum(sizes),)`` from ``pool`` (without replacement until it runs out, then
+    again), client by client, ``sizes[k]`` for client k: each client draws a label
+    distribution p ~ Dirichlet(alpha) over the pool's classes, then each of its images'
+    class from p (among the classes with images left) and the next image of that class in
+    the pool's order. ``labels``: every image's label ``(len(data set),)``. A small alpha
+    gives each client few classes; a large one approaches the IID draw."""
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    classes = labels[pool].unique().tolist()
+    queues = {c: pool[labels[pool] == c].tolist() for c in classes}
+    left = {c: list(q) for c, q in queues.items()}
+    out: list[int] = []
+    for size in sizes:
+        p = rng.dirichlet([alpha] * len(classes))
+        for _ in range(size):
+            if not any(left.values()):  # every image drawn once: start over
+                left = {c: list(q) for c, q in queues.items()}
+            weights = np.array([p[j] if left[c] else 0.0 for j, c in enumerate(classes)])
+            if weights.sum() == 0:  # the client's classes are used up: any class left
+                weights = np.array([float(bool(left[c])) for c in classes])
+            out.append(left[classes[rng.choice(len(classes), p=weights / weights.sum())]].pop(0))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def labels_of(dataset: torch.utils.data.Dataset) -> Tensor:
+    """Every image's label ``(len(dataset),)``: the data set's ``targets`` (torchvision's
+    and the bundled ones have them), else read item by item."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [dataset[i][1] for i in range(len(dataset))]
+    return torch.as_tensor(list(targets), dtype=torch.long)
+
+
+def draw(cfg: DatasetConfig, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, str]:
+    """The images a run attacks: ``count`` images ``(count, C, H, W)`` in [0, 1] and labels
+    ``(count,)``, clients' batches of ``dataset.batch_size`` in turn, and the source's name.
+
+    All from the clients' part of ``split`` (``generator``: the run's "data" stream; the
+    split takes its first draw). IID (``dataset.alpha`` null): the part's order, so the
+    batches are disjoint random draws, ``dataset.index`` (if set) the first image. Non-IID:
+    ``skewed`` per client, the pinned image first. A real data set holds the images (the
+    config's checks); a smaller offline fallback starts over when its part runs out.
     """
     dataset, source = open_dataset(cfg)
     if source == cfg.name:
         check_range(cfg, count, len(dataset))
-    return (*_items(dataset, cfg.index, count), source)
+    pool = split(cfg, len(dataset), generator).clients
+    if cfg.alpha is None:
+        chosen = pool[torch.arange(count) % len(pool)]
+    else:
+        sizes = [min(cfg.batch_size, count - at) for at in range(0, count, cfg.batch_size)]
+        pinned = pool[:0] if cfg.index is None else pool[:1]
+        sizes[0] -= len(pinned)  # the pinned image is client 0's first
+        rest = pool[len(pinned) :]
+        chosen = torch.cat([pinned, skewed(rest, labels_of(dataset), sizes, cfg.alpha, generator)])
+    return (*_items(dataset, chosen.tolist()), source)
 
 
-def load_after(
-    cfg: DatasetConfig, attacked: int, count: int, key: str = "model.pretrain_images"
+def server_images(
+    cfg: DatasetConfig, count: int, generator: torch.Generator, key: str
 ) -> tuple[Tensor, Tensor]:
-    """The ``count`` images ``(count, C, H, W)`` and labels ``(count,)`` right after the
-    ``attacked`` ones from ``cfg.index`` on, wrapping around: never an attacked one (the
-    data the model is pretrained on, the data a server has of its own). ``key`` is the
-    setting that asked for ``count`` (named when there are not enough)."""
+    """The server's own ``count`` images ``(count, C, H, W)`` and labels ``(count,)``: the
+    first of the server's part of ``split`` (``generator``: the run's "data" stream), so
+    never a client's image (the model's pretraining data, an imprint server's public
+    images, a learned attacker's auxiliary set). ``key``: the setting that asked for
+    ``count``, named when the part is too small."""
     dataset, source = open_dataset(cfg)
+    part = split(cfg, len(dataset), generator).server
     require(
-        attacked + count <= len(dataset),
+        count <= len(part),
         key,
         count,
-        f"{source} has {len(dataset)} images and {attacked} are attacked, so at most "
-        f"{len(dataset) - attacked} are left",
+        f"{source} has {len(dataset)} images and {len(part)} of them are the server's "
+        f"(dataset.server_fraction={cfg.server_fraction}), so at most {len(part)}",
     )
-    return _items(dataset, cfg.index + attacked, count)
+    return _items(dataset, part[:count].tolist())

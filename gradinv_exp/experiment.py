@@ -100,9 +100,12 @@ def load_data(cfg: Config) -> tuple[Tensor, Tensor, str]:
     """Images ``(T, B, C, H, W)`` in [0, 1], labels ``(T, B)`` and the data's source name;
     B = ``cfg.images`` (clients x dataset.batch_size, client k's batch in turn).
 
-    Trials take consecutive batches from ``dataset.index`` on, or all the same batch when
-    only the models vary (``trials_vary=models``)."""
-    flat_images, flat_labels, source = data.load(cfg.dataset, cfg.attacked)
+    Each trial's batches are drawn at random from the clients' images (``data.draw``, the
+    "data" stream; disjoint across trials, ``dataset.index`` first), or all trials attack
+    the same batch when only the models vary (``trials_vary=models``)."""
+    flat_images, flat_labels, source = data.draw(
+        cfg.dataset, cfg.attacked, generator(cfg.seed, "data")
+    )
     images = flat_images.reshape(-1, cfg.images, *flat_images.shape[1:])
     labels = flat_labels.reshape(-1, cfg.images)
     if len(images) < cfg.trials:  # one batch, attacked through every trial's model
@@ -135,9 +138,10 @@ def build_model(cfg: Config | UtilityConfig, seed: int | None = None) -> nn.Modu
 
 
 def pretrain(cfg: Config, net: nn.Module, device: torch.device) -> None:
-    """``model.pretrain_steps`` of SGD on the images right after the attacked ones."""
+    """``model.pretrain_steps`` of SGD on images of the server's own (never a client's)."""
     ds = cfg.dataset
-    x, y = data.load_after(ds, cfg.attacked, cfg.model.pretrain_images)
+    count = cfg.model.pretrain_images
+    x, y = data.server_images(ds, count, generator(cfg.seed, "data"), "model.pretrain_images")
     onehot = nn.functional.one_hot(y, ds.num_classes).float().to(device)
     models.pretrain(
         net, x.to(device), onehot, steps=cfg.model.pretrain_steps, lr=cfg.model.pretrain_lr,
@@ -158,16 +162,22 @@ def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:
 
 def send(cfg: Config, nets: list[nn.Module]) -> tuple[list[nn.Module], server.Server]:
     """What the server sends the clients (``cfg.server``: the models as they are, or
-    modified by a malicious server, which may use images of its own: those right after
-    the attacked ones, never an attacked one), in the order of ``nets``, and the
-    ``Server`` that the attack receives."""
+    modified by a malicious server, which may use its public images), in the order of
+    ``nets``, and the ``Server`` that the attack receives, with the images of the server's
+    own that the server option and the attack ask for (never a client's)."""
     option = server.SERVERS[cfg.server.name]
-    count = option.public_images(cfg.server)
-    public = data.load_after(cfg.dataset, cfg.attacked, count, "server")[0] if count else None
+    public = option.public_images(cfg.server)
+    count = max(public, attack_entry(cfg).server_images(cfg.attack))
+    own = (
+        data.server_images(cfg.dataset, count, generator(cfg.seed, "data"), "server")
+        if count
+        else None
+    )
     device = next(nets[0].parameters()).device
-    sent, secrets = option.send(cfg.server, nets, public, generator(cfg.seed, "server"))
+    images = own[0][:public] if public else None
+    sent, secrets = option.send(cfg.server, nets, images, generator(cfg.seed, "server"))
     sent = [net.to(device) for net in sent]
-    return sent, server.controlled(cfg.server.name, sent, secrets)
+    return sent, server.controlled(cfg.server.name, sent, secrets, own)
 
 
 def share(

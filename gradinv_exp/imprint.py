@@ -4,8 +4,9 @@ sends the model with an imprint block in front, and ``attack=imprint`` reads ima
 The block maps an image ``x`` (flattened, D values in [0, 1]) to ``k = server.bins`` units
 ``h_i = ReLU(m . x - t_i)`` that share one measurement row ``m`` (``brightness``: the mean
 pixel; ``random``: a seeded random unit direction) and differ in their bias: thresholds
-``t_1 < ... < t_k`` at the quantiles of the measurement over images the server has of its
-own (never the clients' batch), so that about as many images fall between each pair.
+``t_1 < ... < t_k`` at the quantiles of a normal distribution fitted to the measurement
+over images the server has of its own (never the clients' batch), so that about as many
+images fall between each pair.
 A linear layer with equal columns maps the units back to D values, reshaped to the image,
 in front of the model under attack; every unit therefore receives the same gradient
 ``g_n`` from image n, and the update's rows are, for the units an image activates,
@@ -97,11 +98,16 @@ def measurement_row(cfg: ImprintServerConfig, size: int, generator: torch.Genera
 
 def thresholds(values: Tensor, bins: int) -> Tensor:
     """``bins`` increasing thresholds ``(bins,)``: the lowest below every value the server
-    has seen, the others at the quantiles ``i / bins`` of ``values``."""
-    levels = torch.arange(bins, dtype=torch.float64) / bins
-    cuts = torch.quantile(values.double(), levels)
+    has seen, the others at the quantiles ``i / bins`` of the normal distribution fitted
+    to ``values`` (their mean and std), so that each bin holds about the same share of
+    images. A fit, as Fowl et al. place their bins, rather than the empirical quantiles:
+    64 public images cannot place 128 quantiles evenly (on lfw, B = 64 and 128 bins,
+    over 40 random splits: 0.59 of a batch alone in its bin against 0.47)."""
+    values = values.double()
     spread = float(values.max() - values.min()) or 1.0
-    cuts[0] = values.min() - spread  # every image activates the first unit
+    fit = torch.distributions.Normal(values.mean(), values.std().clamp_min(1e-6 * spread))
+    cuts = fit.icdf(torch.arange(bins, dtype=torch.float64).clamp_min(0.5) / bins)
+    cuts[0] = min(float(values.min()), float(cuts[1])) - spread  # every image: first unit
     cuts = cuts.float()
     for i in range(1, bins):  # equal quantiles (repeated values): keep them increasing
         cuts[i] = torch.maximum(cuts[i], torch.nextafter(cuts[i - 1], cuts[i - 1] + 1))
@@ -166,7 +172,10 @@ def read_bins(weight: Tensor, bias: Tensor, floor: float) -> tuple[Tensor, Tenso
 @each
 def reconstruct(target: Target, context: Context) -> AttackResult:
     """Read up to ``observed.images`` images per trial, one per occupied bin (largest
-    bias-gradient difference first); missing ones are grey. Images ``(T, B, C, H, W)``."""
+    bias-gradient difference first). With fewer occupied bins than images some bins hold
+    several: the slots left repeat the bins' images in the same order (a shared bin's
+    blend is the update's best guess at each of its images; grey only where no bin is
+    occupied). Images ``(T, B, C, H, W)``."""
     from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
     from gradinv_exp.client import CLIENTS
 
@@ -181,7 +190,8 @@ def reconstruct(target: Target, context: Context) -> AttackResult:
         b = (sign * observed.update[1][t]).double().cpu()
         images, db = read_bins(w, b, cfg.min_bias_grad)
         order = torch.argsort(db.abs(), descending=True)[:count]
-        out[t, : len(order)] = images[order].float()
+        if len(order):
+            out[t] = images[order[torch.arange(count) % len(order)]].float()
         found.append(len(order))
     out = out.view(observed.shape).clamp(0, 1)
     target.on_snapshot(0, torch.zeros(trials), out)

@@ -36,13 +36,18 @@ class ServerConfig:
 class Server:
     """What the server controls for T trials: the model it sent (``model``: the
     architecture, with any block it inserted; its weights, or ``params``, one
-    ``(T, *param.shape)`` tensor per parameter when each trial attacks its own model), and
-    what it set up and keeps (``secrets``, e.g. an imprint block's bin edges)."""
+    ``(T, *param.shape)`` tensor per parameter when each trial attacks its own model),
+    what it set up and keeps (``secrets``, e.g. an imprint block's bin edges), and the
+    images of its own with their labels (``images`` ``(M, C, H, W)``, ``labels`` ``(M,)``;
+    a random part of the data set disjoint from every client's, None when no one asked for
+    them): an imprint server's public images, a learned attacker's auxiliary set."""
 
     model: nn.Module
     params: dict[str, Tensor] | None = None
     name: str = "honest"
     secrets: dict[str, Any] = field(default_factory=dict)
+    images: Tensor | None = None
+    labels: Tensor | None = None
 
 
 # (cfg, the models to attack (one, or one per trial), images the server has (M, C, H, W),
@@ -55,7 +60,7 @@ class ServerOption:
     """One option of the ``server`` group. ``send`` builds what the clients receive;
     ``malicious``: it modifies the model (an active attacker in the SoK's terms);
     ``public_images``: how many images of its own it needs (``send``'s third argument,
-    taken from the data set after the attacked ones; 0: none)."""
+    from the server's part of the data set, never a client's image; 0: none)."""
 
     name: str
     schema: type[ServerConfig]
@@ -95,12 +100,19 @@ def honest(
     return list(nets), {}
 
 
-def controlled(option: str, nets: Sequence[nn.Module], secrets: dict[str, Any]) -> Server:
-    """The ``Server`` for the models ``nets`` it sent (one shared, or one per trial)."""
+def controlled(
+    option: str,
+    nets: Sequence[nn.Module],
+    secrets: dict[str, Any],
+    own: tuple[Tensor, Tensor] | None = None,
+) -> Server:
+    """The ``Server`` for the models ``nets`` it sent (one shared, or one per trial) and
+    its own images and labels ``own``."""
+    images, labels = (None, None) if own is None else own
     if len(nets) == 1:
-        return Server(nets[0], None, option, secrets)
+        return Server(nets[0], None, option, secrets, images, labels)
     names = [k for k, _ in nets[0].named_parameters()]
     params = {
         k: torch.stack([dict(net.named_parameters())[k].detach() for net in nets]) for k in names
     }
-    return Server(nets[0], params, option, secrets)
+    return Server(nets[0], params, option, secrets, images, labels)

@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 
 
 def split(count: int, cfg: UtilityConfig) -> tuple[Tensor, list[Tensor]]:
-    """Seeded test indices and one training shard per client (dealt in turn)."""
-    order = torch.randperm(count, generator=generator(cfg.seed, "utility-split"))
+    """Seeded test indices and one training shard per client (dealt in turn): the test
+    part of ``data.partition`` and its clients' part, disjoint (no server part: federated
+    training has no server images)."""
     test = int(np.ceil(cfg.test_fraction * count))
-    train = order[test:]
-    return order[:test], [train[c :: cfg.clients] for c in range(cfg.clients)]
+    parts = data.partition(
+        count, server=0, test=test, generator=generator(cfg.seed, "utility-split")
+    )
+    return parts.test, [parts.clients[c :: cfg.clients] for c in range(cfg.clients)]
 
 
 @torch.no_grad()
@@ -147,9 +150,9 @@ def figure(table: pd.DataFrame) -> Figure:
 def utility(cfg: UtilityConfig, out_dir: Path) -> pd.DataFrame:
     """Train once per defense; write utility.csv and utility.png into ``out_dir``."""
     torch.set_num_threads(cfg.threads)
-    size = len(data.open_dataset(cfg.dataset)[0]) - cfg.dataset.index
+    size = len(data.open_dataset(cfg.dataset)[0]) - (cfg.dataset.index or 0)
     images, labels, source = data.load(cfg.dataset, min(size, cfg.samples or size))
-    if source != cfg.dataset.name:  # the offline photos are not a labelled task
+    if source != cfg.dataset.name:  # the offline crops are not this labelled task
         raise ConfigError(
             f"dataset.name={cfg.dataset.name} is not available and training needs real "
             "labelled data: use dataset=lfw (offline) or provide the data set"

@@ -6,16 +6,16 @@ FedAvg and each defense; the table goes into docs/malicious_server.md.
     python scripts/malicious_server.py [--batch 64] [--bins 128] [--dlg-steps 100] \
         [--ig-steps 300] [--write docs/malicious_server.md]
 
-Offline data: scikit-image's ``lfw_subset`` (``dataset=lfw``: 200 distinct grey faces,
-32x32), the only bundled set with >= 64 distinct images plus the server's own 64 for its
-quantiles (the ten bundled photos are too few). One batch of ``--batch`` images (one
-trial: the model seed moves nothing the imprint read-out depends on); the success rate's
-Wilson interval is over the batch's images (which are not independent draws: read it as
-a lower bound on the uncertainty). Each row is one ``gradinv_exp.run`` into a temporary
-folder ("attack s": the attack and scoring, metrics.json's ``wall_s``; "run s": the whole
-run, model and data included); the script prints the table and, with ``--write``,
-replaces the part of the page between its markers, stamped with the date, commit and
-machine.
+Offline data: scikit-image's ``lfw_subset`` (``dataset=lfw``: 200 distinct grey faces
+and non-faces, 32x32; a run deals 100 to the clients, its batch drawn at random from them,
+and 100 to the server, which fits its bins to 64 of them). One batch of ``--batch``
+images (one trial: the model seed moves nothing the imprint read-out depends on); the
+success rate's Wilson interval is over the batch's images (which are not independent
+draws: read it as a lower bound on the uncertainty). Each row is one ``gradinv_exp.run``
+into a temporary folder ("attack s": the attack and scoring, metrics.json's ``wall_s``;
+"run s": the whole run, model and data included); the script prints the table and, with
+``--write``, replaces the part of the page between its markers, stamped with the date,
+commit and machine.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def test_idlg_over_trials_reports_label_acc_and_statistics(run_cli, tmp_path):
     proc = run_cli(*FAST, "attack=idlg", "trials=3", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "metrics.json").read_text())
-    assert m["label_acc"] == 1.0 and m["recovered_labels"] == m["labels"] == [[0], [1], [2]]
+    assert m["label_acc"] == 1.0 and m["recovered_labels"] == m["labels"]
+    assert len({label for (label,) in m["labels"]}) == 3  # three photos drawn, none twice
     per_trial = np.array(m["per_image"]["psnr"]).mean(axis=1)
     assert len(per_trial) == 3 and m["psnr"] == pytest.approx(per_trial.mean())
     assert m["psnr_std"] == pytest.approx(per_trial.std()) and m["psnr_min"] == per_trial.min()
@@ -122,7 +123,7 @@ def test_ig_on_a_batch_with_restarts_writes_every_artifact(run_cli, tmp_path):
     assert m["config"]["optimizer.name"] == "adam" and m["steps"] == 6
     assert np.array(m["per_image"]["psnr"]).shape == (1, 4)
     assert sorted(m["per_image"]["order"][0]) == [0, 1, 2, 3]  # a one-to-one matching
-    assert sorted(m["recovered_labels"][0]) == [0, 1, 2, 3]  # the batch label rule
+    assert sorted(m["recovered_labels"][0]) == sorted(m["labels"][0])  # the batch label rule
     grid = Image.open(out / "reconstruction.png")
     assert grid.width > 2 * grid.height  # a row of 4 images per panel
 

@@ -165,23 +165,28 @@ def test_prior_weights_out_of_range_always_fail_and_in_range_never(good, bad):
         (["attack=ig", "optimizer=lbfgs"],
          "optimizer='lbfgs' is not allowed: attack=ig sets attack.signed=true and "
          "attack.lr_decay=true, which needs optimizer=adam"),
-        (["dataset=photos", "dataset.index=9", "trials=2"],
-         "dataset.index=9 is not allowed: photos has 10 images and the run attacks 2 from the "
-         "index on, so index must be <= 8"),
-        (["dataset=photos", "dataset.batch_size=11"],
-         "dataset.batch_size=11 is not allowed: the run attacks 11 images (trials x "
-         "dataset.batch_size) and photos has 10"),
+        (["dataset=photos", "dataset.index=10"],
+         "dataset.index=10 is not allowed: photos has 10 images, so it must be null or < 10"),
+        (["dataset=photos", "dataset.batch_size=9"],
+         "dataset.batch_size=9 is not allowed: the run attacks 9 distinct images (trials x "
+         "clients x dataset.batch_size) and photos has 10 images and 8 of them are the "
+         "clients' (dataset.server_fraction=0.2)"),
         (["dataset=photos", "trials=100000"],
-         "trials=100000 is not allowed: the run attacks 100000 images (trials x "
-         "dataset.batch_size=1) and photos has 10, so trials must be <= 10"),
-        (["dataset=photos", "model.pretrain_steps=1", "model.pretrain_images=8", "trials=3"],
-         "model.pretrain_images=8 is not allowed: photos has 10 images and 3 are attacked, so "
-         "at most 7 are left to pretrain on"),
+         "trials=100000 is not allowed: the run attacks 100000 distinct images (trials x "
+         "clients x dataset.batch_size=1) and photos has 10 images and 8 of them are the "
+         "clients' (dataset.server_fraction=0.2), so at most 8 batches"),
+        (["dataset=photos", "model.pretrain_steps=1", "model.pretrain_images=3"],
+         "model.pretrain_images=3 is not allowed: photos has 10 images and 2 of them are the "
+         "server's own (dataset.server_fraction=0.2), so at most 2"),
+        (["server=imprint", "attack=imprint", "dataset=lfw", "server.public_images=101"],
+         "server.public_images=101 is not allowed: lfw has 200 images and 100 of them are the "
+         "server's own (dataset.server_fraction=0.5), so at most 100"),
         (["defense=chain", "defense.steps=[{name: prune}, {name: clip}]", "dataset.batch_size=2"],
          "defense.steps: clip clips per example (dataset.batch_size=2) so it must be the "
          "chain's first step"),
     ],
-    ids=["ig-lbfgs", "index", "batch-size", "trials", "pretrain-images", "chain-order"],
+    ids=["ig-lbfgs", "index", "batch-size", "trials", "pretrain-images", "public-images",
+         "chain-order"],
 )  # fmt: skip
 def test_rules_across_groups_fail_when_the_config_is_built(overrides, expected):
     with pytest.raises(ConfigError) as info:
@@ -195,7 +200,7 @@ def test_pretraining_images_are_only_checked_when_pretraining():
 
 @pytest.mark.parametrize(
     ("name", "size"),
-    [("photos", 10), ("lfw", 200), ("cifar100", 50_000), ("cifar10", 50_000),
+    [("photos", 10), ("crops", 4096), ("lfw", 200), ("cifar100", 50_000), ("cifar10", 50_000),
      ("mnist", 60_000), ("fashion_mnist", 60_000), ("folder", None)],
 )  # fmt: skip
 def test_each_dataset_yaml_states_its_size(name, size):
@@ -203,14 +208,14 @@ def test_each_dataset_yaml_states_its_size(name, size):
 
 
 def test_check_range_uses_the_given_size_else_the_datasets():
-    ds = DatasetConfig(name="mine", index=3, size=5)
-    check_range(ds, 2)  # images 3, 4 of 5
-    with pytest.raises(ConfigError, match=r"dataset.index=3 is not allowed: mine has 5 images"):
-        check_range(ds, 3)
-    check_range(ds, 3, size=6)  # the size found on disk wins
+    ds = DatasetConfig(name="mine", index=3, size=5)  # 2 of 5 the server's, 3 the clients'
+    check_range(ds, 3)
+    with pytest.raises(ConfigError, match=r"trials=4 is not allowed: the run attacks 4 distinct"):
+        check_range(ds, 4)
+    check_range(ds, 4, size=8)  # the size found on disk wins: 4 of 8 are the clients'
+    with pytest.raises(ConfigError, match=r"dataset.index=3 is not allowed: mine has 3 images"):
+        check_range(ds, 1, size=3)
     check_range(DatasetConfig(name="mine", index=10**6), 10**6)  # size unknown: no check
-    with pytest.raises(ConfigError, match=r"trials=6 is not allowed: the run attacks 6 images"):
-        check_range(ds, 6)
 
 
 def test_flat_config_has_one_key_per_field():

@@ -1,5 +1,6 @@
-"""Data: bundled photos, the offline fallback with its warning, the user's own image
-folder with its checks, and clear errors."""
+"""Data: bundled photos and their distinct crops, the offline fallback with its warning,
+how a run deals the images out (server's part, clients' random and non-IID draws, the
+pinned index), the user's own image folder with its checks, and clear errors."""
 
 import logging
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from gradinv_exp import data
 from gradinv_exp.config import DatasetConfig
+from gradinv_exp.experiment import generator
 from gradinv_exp.options import ConfigError
 
 
@@ -40,18 +42,51 @@ def test_photos_are_real_images_of_the_asked_shape():
     assert (images[0, 0] - images[0, 1]).abs().mean() > 0.01
 
 
+def test_the_first_photo_is_a_recognisable_one_not_a_dark_sky():
+    images, _, _ = data.load(DatasetConfig(name="photos"), 1)
+    assert data.PHOTOS[0] == "astronaut"
+    assert images.mean() > 0.3 and images.std() > 0.15  # hubble_deep_field: mean 0.05
+
+
 def test_grey_dataset_gives_one_channel():
     cfg = DatasetConfig(name="photos", image_size=28, channels=1, num_classes=10)
     images, _, _ = data.load(cfg, 2)
     assert images.shape == (2, 1, 28, 28)
 
 
-def test_missing_cifar_falls_back_to_photos_with_a_loud_warning(tmp_path, caplog):
+def test_crops_hold_more_than_a_thousand_distinct_natural_images():
+    """The first 1024 crops at 32x32 colour, every pair compared: none is a copy or a near
+    copy of another (RMS difference >= 0.02 on [0, 1]), and each has contrast."""
+    cfg = DatasetConfig(name="crops", num_classes=17)
+    assert len(data.open_dataset(cfg)[0]) == data.CROPS == 4096
+    images, labels, source = data.load(cfg, 1024)
+    assert source == "crops" and images.shape == (1024, 3, 32, 32)
+    flat = images.flatten(1)
+    rms = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    rms.fill_diagonal_(1.0)
+    assert rms.min() >= 0.02
+    assert (flat.std(1) > 0.03).all()
+    assert labels.tolist() == [i % len(data.CROP_SOURCES) for i in range(1024)]
+    assert set(labels.tolist()) == set(range(17))  # every photograph is a class
+
+
+def test_crops_are_fixed_whatever_the_image_size_or_the_process():
+    small = data.load(DatasetConfig(name="crops", image_size=16, index=100), 3)[0]
+    data.crops.cache_clear()  # drawn again from scratch
+    large = data.load(DatasetConfig(name="crops", image_size=32, index=100), 3)[0]
+    shrunk = torch.nn.functional.avg_pool2d(large, 2)
+    assert (small - shrunk).abs().mean() < 0.05  # the same crops at two sizes
+    assert torch.equal(large, data.load(DatasetConfig(name="crops", index=100), 3)[0])
+
+
+def test_missing_cifar_falls_back_to_crops_with_a_loud_warning(tmp_path, caplog):
     cfg = DatasetConfig(name="cifar100", root=str(tmp_path), download=False, index=25)
     with caplog.at_level(logging.WARNING):
-        images, labels, source = data.load(cfg, 1)
-    assert source == "photos"
-    assert labels.tolist() == [25 % len(data.PHOTOS)]
+        images, labels, source = data.draw(cfg, 3, generator(0, "data"))
+    assert source == "crops"
+    crops = data.Crops(100, 32, data.transform(cfg))
+    assert torch.equal(images[0], crops[25][0])  # the pinned index is the first image
+    assert labels[0] == data.CROP_SOURCES.index("astronaut") == 25 % len(data.CROP_SOURCES)
     warning = caplog.records[-1].getMessage()
     assert "cifar-100-python.tar.gz" in warning and str(tmp_path) in warning
 
@@ -68,14 +103,14 @@ def test_index_beyond_a_real_dataset_is_an_error():
         data.load(cfg, 2)
 
 
-def test_fashion_mnist_falls_back_to_grey_photos_offline(tmp_path, caplog):
+def test_fashion_mnist_falls_back_to_grey_crops_offline(tmp_path, caplog):
     cfg = DatasetConfig(
         name="fashion_mnist", root=str(tmp_path), download=False, image_size=28, channels=1,
         num_classes=10,
     )  # fmt: skip
     with caplog.at_level(logging.WARNING):
-        images, _, source = data.load(cfg, 2)
-    assert source == "photos" and images.shape == (2, 1, 28, 28)
+        images, _, source = data.draw(cfg, 2, generator(0, "data"))
+    assert source == "crops" and images.shape == (2, 1, 28, 28)
     assert "FashionMNIST/raw" in caplog.records[-1].getMessage()
 
 
@@ -84,13 +119,61 @@ def test_torchvision_datasets_name_the_archive_to_place_offline():
     assert downloaded == {"cifar10", "cifar100", "mnist", "fashion_mnist"}
 
 
-def test_pretraining_images_follow_the_attacked_ones_and_wrap_around():
-    ds = DatasetConfig(name="photos", index=3)
-    x, y = data.load_after(ds, attacked=2, count=8)
-    assert y.tolist() == [5, 6, 7, 8, 9, 0, 1, 2]  # after photos 3, 4; wraps, skips them
-    assert x.shape == (8, 3, 32, 32)
-    with pytest.raises(ConfigError, match="model.pretrain_images=9 is not allowed: photos has 10"):
-        data.load_after(ds, attacked=2, count=9)
+# --- how a run deals the images out ------------------------------------------------------
+
+
+def test_partition_deals_disjoint_parts_with_the_pinned_image_first():
+    parts = data.partition(100, server=30, test=10, pinned=42, generator=generator(0, "data"))
+    clients, server, test = (set(p.tolist()) for p in (parts.clients, parts.server, parts.test))
+    assert len(clients) == 60 and len(server) == 30 and len(test) == 10
+    assert clients | server | test == set(range(100))
+    assert parts.clients[0] == 42
+    again = data.partition(100, server=30, test=10, pinned=42, generator=generator(0, "data"))
+    assert torch.equal(again.clients, parts.clients)  # seeded
+    other = data.partition(100, server=30, test=10, pinned=42, generator=generator(1, "data"))
+    assert not torch.equal(other.server, parts.server)
+
+
+def test_attacked_batches_are_random_disjoint_and_never_the_servers():
+    cfg = DatasetConfig(name="crops", num_classes=17, batch_size=4)
+    images, labels, _ = data.draw(cfg, 40, generator(0, "data"))
+    own, _ = data.server_images(cfg, 200, generator(0, "data"), "server")
+    pool = data.Crops(17, 32, data.transform(cfg))
+    everything = torch.stack([pool[i][0] for i in range(len(pool))]).flatten(1)
+    which = [int((everything - x.flatten()).abs().sum(1).argmin()) for x in images]
+    mine = [int((everything - x.flatten()).abs().sum(1).argmin()) for x in own]
+    assert len(set(which)) == 40 and not set(which) & set(mine)
+    assert which != sorted(which)  # not a contiguous slice
+    assert len(set(labels.tolist())) > 8  # IID: a batch of 40 spans the photographs
+    other, _, _ = data.draw(cfg, 40, generator(1, "data"))
+    assert not torch.equal(other, images)  # the seed draws the images
+
+
+def test_a_pinned_index_is_the_first_image_whatever_the_seed():
+    cfg = DatasetConfig(name="photos", index=3, batch_size=2)
+    firsts = [data.draw(cfg, 4, generator(seed, "data"))[0][0] for seed in range(3)]
+    expected = data.load(DatasetConfig(name="photos", index=3), 1)[0][0]
+    assert all(torch.equal(first, expected) for first in firsts)
+
+
+def test_a_small_dirichlet_alpha_gives_each_client_few_labels():
+    def labels_per_client(alpha):
+        cfg = DatasetConfig(name="crops", num_classes=17, batch_size=16, alpha=alpha)
+        labels = data.draw(cfg, 8 * 16, generator(0, "data"))[1].view(8, 16)
+        return [len(set(row.tolist())) for row in labels]
+
+    skewed, iid = labels_per_client(0.05), labels_per_client(None)
+    assert sum(skewed) / 8 <= 4 and min(iid) >= 8  # of 17 photographs (classes)
+    assert max(skewed) < min(iid)
+    assert labels_per_client(0.05) == skewed  # seeded
+
+
+def test_the_server_part_too_small_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="server.public_images=3 is not allowed: photos has 10"):
+        data.server_images(
+            DatasetConfig(name="photos", server_fraction=0.2), 3, generator(0, "data"),
+            "server.public_images",
+        )  # fmt: skip
 
 
 # --- the user's own images ------------------------------------------------------------
@@ -139,6 +222,8 @@ def test_more_class_folders_than_classes_is_an_error(tmp_path):
 def test_folder_holds_fewer_images_than_the_run_attacks(tmp_path):
     root = make_folder(tmp_path / "imgs")  # 4 images
     assert data.check_folder(str(root), 10) == 4
-    data.check(folder_cfg(root, index=2), 2)
-    with pytest.raises(ConfigError, match="dataset.index=3 is not allowed: folder has 4 images"):
-        data.check(folder_cfg(root, index=3), 2)
+    data.check(folder_cfg(root, index=3), 2)  # 2 of 4 are the clients'
+    with pytest.raises(ConfigError, match="dataset.index=4 is not allowed: folder has 4 images"):
+        data.check(folder_cfg(root, index=4), 1)
+    with pytest.raises(ConfigError, match="trials=3 is not allowed: the run attacks 3 distinct"):
+        data.check(folder_cfg(root), 3)

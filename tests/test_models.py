@@ -13,7 +13,7 @@ from gradinv_exp import experiment, models
 from gradinv_exp.attacks.labels import last_linear_weight
 from gradinv_exp.client import Client, gradient, soft_cross_entropy
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.data import load_after
+from gradinv_exp.data import server_images
 from gradinv_exp.experiment import generator
 from gradinv_exp.options import ConfigError, Registry
 
@@ -189,9 +189,7 @@ def test_unsafe_pickle_is_never_executed(tmp_path):
 
 
 def test_pretraining_lowers_the_loss_on_images_other_than_the_attacked(tmp_path):
-    ds = DatasetConfig(name="photos", index=3)
-    x, y = load_after(ds, attacked=2, count=8)
-    assert y.tolist() == [5, 6, 7, 8, 9, 0, 1, 2]  # after photos 3, 4; wraps, skips them
+    x, y = server_images(DatasetConfig(name="crops"), 8, generator(0, "data"), "pretrain")
     model = bare_model()
     onehot = torch.nn.functional.one_hot(y, 100).float()
     losses = models.pretrain(model, x, onehot, steps=30, lr=0.05)
@@ -199,7 +197,7 @@ def test_pretraining_lowers_the_loss_on_images_other_than_the_attacked(tmp_path)
 
 
 def test_pretraining_logs_the_loss_before_the_first_and_after_the_last_step(caplog):
-    x, y = load_after(DatasetConfig(name="photos", index=3), attacked=1, count=4)
+    x, y = server_images(DatasetConfig(name="crops"), 4, generator(0, "data"), "pretrain")
     onehot = torch.nn.functional.one_hot(y, 100).float()
     model = bare_model()
     with torch.no_grad():
@@ -213,14 +211,20 @@ def test_pretraining_logs_the_loss_before_the_first_and_after_the_last_step(capl
 
 
 def test_too_many_pretraining_images_fail_in_preflight():
-    with pytest.raises(ConfigError, match="model.pretrain_images=10 is not allowed: photos has 10"):
+    mine = "model.pretrain_images=10 is not allowed: photos has 10 images and 2 of them are"
+    with pytest.raises(ConfigError, match=mine):
         preflight_check([*FAST, "model.pretrain_steps=5", "model.pretrain_images=10"])
 
 
 def test_pretrained_run_attacks_another_model(tmp_path):
     plain = experiment.run(config("defense=noise"), tmp_path / "plain")
     trained = experiment.run(
-        config("defense=noise", "model.pretrain_steps=20", "model.pretrain_lr=0.1"),
+        config(
+            "defense=noise",
+            "model.pretrain_steps=20",
+            "model.pretrain_lr=0.1",
+            "model.pretrain_images=2",
+        ),  # photos: 2 of 10 are the server's
         tmp_path / "trained",
     )
     saved = json.loads((tmp_path / "trained" / "metrics.json").read_text())

@@ -111,11 +111,13 @@ def test_the_docs_table_of_data_set_defaults_is_the_yaml_files():
         ds = typed_config(f"dataset={name}").dataset
         size = "counted on disk" if ds.size is None else str(ds.size)
         assert row["size (train images)"] == size, name
-        for key in ("index", "image_size", "channels", "num_classes", "root"):
-            assert row[key] == str(getattr(ds, key)), (name, key)
+        for key in ("index", "image_size", "channels", "num_classes", "server_fraction", "root"):
+            value = getattr(ds, key)
+            assert row[key] == ("null" if value is None else str(value)), (name, key)
         for key in ("download", "offline_fallback"):
             assert row[key] == str(getattr(ds, key)).lower(), (name, key)
         assert ds.batch_size == 1 and ds.mean is None and ds.std is None, name
+        assert ds.alpha is None, name
 
 
 def test_the_docs_table_of_scripts_names_every_script_and_flag():

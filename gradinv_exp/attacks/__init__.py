@@ -5,10 +5,11 @@ context)``, one or more jobs' targets at once. The optimisation family is one en
 (``engine.py``), with ``conf/attack/<preset>.yaml`` (dlg, idlg, ig, gradinversion) as its
 configurations; objectives and priors (``objectives.py``), label modes and recovery
 (``labels.py``) and optimisers (``optimizers.py``, with the batched L-BFGS in
-``lbfgs.py``) are small registries it draws from.
+``lbfgs.py``) are small registries it draws from. The closed form (``analytic.py``) and
+the learned inversion (``learned.py``) are families of their own.
 """
 
-from gradinv_exp.attacks import analytic  # noqa: F401  (registers attack=analytic)
+from gradinv_exp.attacks import analytic, learned  # noqa: F401  (register their families)
 from gradinv_exp.attacks.backend import Backend
 from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.checkpoint import Checkpoints

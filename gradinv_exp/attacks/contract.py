@@ -168,6 +168,8 @@ class Attack:
     ``steps(cfg)``: the outer steps it reports progress over (0: it reports none).
     ``restarts(cfg)``: independent starts per trial, solved in one batch with the trials.
     ``models_defense(cfg)``: whether it runs the known defense's model (adaptive).
+    ``server_images(cfg)``: images of the server's own it needs (``Server.images``: a
+    part of the data set disjoint from every client's; 0: none).
     ``rules(config)``: checks of the whole run's config (the ``Config``) that span
     groups, without torch. ``check(config, net)``: checks that need torch (the model it
     attacks), run by preflight before any job starts.
@@ -184,6 +186,7 @@ class Attack:
     steps: Callable[[Any], int] = lambda cfg: 0
     restarts: Callable[[Any], int] = lambda cfg: 1
     models_defense: Callable[[Any], bool] = lambda cfg: False
+    server_images: Callable[[Any], int] = lambda cfg: 0
     rules: Callable[[Config], None] | None = None
     check: Check | None = None
 

@@ -143,6 +143,8 @@ class Job:
     ``defense_model``: the adaptive attacker's model of its defense (None: naive); jobs
     whose models are the same object share one objective group. ``params``: its model's
     weights, ``(T or 1, *param.shape)`` per parameter; None: the simulator's own.
+    ``start`` ``(T, B, C, H, W)``: where its dummy images start (every restart); None: a
+    draw from N(0, 1).
     """
 
     shared: Sequence[Tensor]
@@ -151,6 +153,7 @@ class Job:
     known_labels: Tensor | None = None
     defense_model: DefenseModel | None = None
     params: dict[str, Tensor] | None = None
+    start: Tensor | None = None
 
 
 @dataclass
@@ -313,7 +316,8 @@ def attack(
     """Attack every job's T shares as ``cfg`` says; images of shape ``shape`` = (T, B, C,
     H, W) per job. Returns one ``AttackResult`` ``(T, ...)`` per job, as it would be alone.
 
-    Per job, in order: dummy images start from N(0, 1) drawn from its generator, then the
+    Per job, in order: dummy images start from N(0, 1) drawn from its generator (or,
+    every restart, from its ``start``: another attack's images to refine), then the
     label mode draws (or reads) its labels; ``known_labels`` are only used by
     ``labels=given``. ``backend`` says how the objective and its gradient run
     (``backend.py``); ``checkpoints``: where to save the state of all rows, and a state to
@@ -329,7 +333,10 @@ def attack(
     mode = LABELS[cfg.labels]
     x0s, y0s = [], []
     for job in jobs:
-        x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=job.generator))
+        if job.start is None:
+            x0s.append(torch.randn((restarts * trials, *shape[1:]), generator=job.generator))
+        else:
+            x0s.append(job.start.cpu().repeat(restarts, *[1] * (job.start.dim() - 1)))
         evidence = Evidence(
             simulator.model, simulator.as_gradient(list(job.shared)), shape[1], num_classes,
             job.known_labels, job.generator, shape[2:],

@@ -23,8 +23,11 @@ CASES = {
     "given": ["attack=idlg", "attack.labels=given", "dataset.batch_size=2", *OPTIMISED],
     "aggregate": ["attack=dlg", "clients=2", "client=fedavg", *OPTIMISED],
     "analytic": ["attack=analytic", "model=mlp", "dataset.batch_size=2"],
+    "learned": ["attack=learned", "dataset.server_fraction=0.5", "attack.aux_images=4",
+                "attack.updates=8", "attack.steps=2", "attack.width=8", "attack.features=8",
+                "attack.cache_dir=null", "trials=2", "trials_vary=both"],
     "imprint": ["server=imprint", "attack=imprint", "dataset.batch_size=4", "server.bins=8",
-                "server.public_images=4"],
+                "server.public_images=2"],  # photos: 2 of 10 are the server's
 }  # fmt: skip
 
 

@@ -104,7 +104,7 @@ def test_pretraining_with_batch_norm_learns_running_statistics():
 
 def test_gradinversion_runs_end_to_end_on_resnet18(tmp_path):
     cfg = typed_config(
-        "attack=gradinversion", "model=resnet18", "dataset=photos", "dataset.batch_size=2",
+        "attack=gradinversion", "model=resnet18", "dataset=crops", "dataset.batch_size=2",
         "dataset.image_size=8", "attack.iterations=2", "attack.snapshot_every=1",
         "attack.restarts=2", "model.pretrain_steps=1", "model.pretrain_bn=true",
     )  # fmt: skip

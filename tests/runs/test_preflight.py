@@ -95,8 +95,9 @@ def test_bad_line_exits_2_with_one_stderr_line(run_cli, scratch, line, expected)
          "Could not override 'defense.sigm': defense=noise has no field 'sigm' (its fields: "
          "name, sigma, distribution); did you mean 'defense.sigma'?"),
         (["dataset.batch_size=100000"],
-         "dataset.batch_size=100000 is not allowed: the run attacks 100000 images (trials x "
-         "dataset.batch_size) and cifar100 has 50000"),
+         "dataset.batch_size=100000 is not allowed: the run attacks 100000 distinct images "
+         "(trials x clients x dataset.batch_size) and cifar100 has 50000 images and 25000 of "
+         "them are the clients'"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_fast_with_one_line(run_cli, tmp_path, args, expected):

@@ -208,6 +208,14 @@ class Client:
         return len(self.images)
 
 
+def probe(net: nn.Module, batch_size: int, shape: tuple[int, ...], num_classes: int) -> Client:
+    """A client of ``net`` holding ``batch_size`` seeded random images of ``shape`` (C, H,
+    W), labels 0, 1, ...: what preflight runs the user's code on before any job."""
+    images = torch.rand((batch_size, *shape), generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(batch_size) % num_classes
+    return Client(net, images, torch.nn.functional.one_hot(labels, num_classes).float())
+
+
 def share(client: Client, cfg: ClientConfig) -> list[Tensor]:
     """What ``client`` shares under protocol ``cfg``: one tensor per parameter, in
     ``model.parameters()`` order."""

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
-from gradinv_exp import attacks, client, data, defenses, models, plugins, server
+from gradinv_exp import attacks, client, data, defenses, models, server
 from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.config import Config, UtilityConfig, flat
@@ -65,9 +65,13 @@ def check(cfg: Config) -> None:
             f"(dataset.image_size={cfg.dataset.image_size})",
         )
         require(perceptual.load()[0] is not None, "metrics.lpips", "required", perceptual.load()[1])
-    net = build_model(cfg) if plugins.used(cfg) or attack_entry(cfg).check else None
-    if plugins.used(cfg):
-        plugins.check(cfg, net)
+    # the user's own model or defense (code that is not built in) runs once on a probe
+    own = models.MODELS[cfg.model.name].load is not None or defenses.has_checks(cfg.defense)
+    net = build_model(cfg) if own or attack_entry(cfg).check else None
+    if own:
+        ds = cfg.dataset
+        shape = (ds.channels, ds.image_size, ds.image_size)
+        defenses.check(cfg.defense, client.probe(net, ds.batch_size, shape, ds.num_classes))
     if attack_entry(cfg).check is not None:
         attack_entry(cfg).check(cfg, net)
 

@@ -32,6 +32,7 @@ from gradinv_exp.attacks.contract import (
     AttackResult,
     BaseAttackConfig,
     Context,
+    RunConfig,
     Target,
     each,
     family,
@@ -42,8 +43,6 @@ from gradinv_exp.server import ServerConfig, server
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
-
-    from gradinv_exp.config import Config
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -145,7 +144,7 @@ class ImprintAttackConfig(BaseAttackConfig):
         )
 
 
-def rules(cfg: Config) -> None:
+def rules(cfg: RunConfig) -> None:
     """The images behind one update must fit the bins (a bin holds one image at best)."""
     bins = cfg.server.bins  # type: ignore[attr-defined]  # server=imprint (its rules' own)
     require(

@@ -26,6 +26,7 @@ from gradinv_exp.attacks.contract import (
     AttackResult,
     BaseAttackConfig,
     Context,
+    RunConfig,
     Target,
     each,
     family,
@@ -35,8 +36,6 @@ from gradinv_exp.options import ConfigError, require
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
-
-    from gradinv_exp.config import Config
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -79,7 +78,7 @@ def first_linear(model: nn.Module) -> nn.Module | None:
     raise ValueError("it has no nn.Linear layer")
 
 
-def check(cfg: Config, net: nn.Module) -> None:
+def check(cfg: RunConfig, net: nn.Module) -> None:
     """Preflight: the model must start with a fully connected layer (one line otherwise)."""
     try:
         first_linear(net)

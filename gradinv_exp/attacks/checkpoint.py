@@ -23,19 +23,35 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gradinv_exp import lazy
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
-
-    from gradinv_exp.attacks.engine import Problem
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
 State = dict[str, Any]
+
+
+class Problem(Protocol):
+    """What a checkpoint reads of the engine's ``Problem`` (``engine.Problem`` is one;
+    named here by its shape, so that this module does not import the engine that uses
+    it): the running rows ``(n,)`` of N problems, their variables ``(n, D)``, optimiser
+    and schedule, and ``keep`` to drop rows."""
+
+    variables: Tensor
+    rows: Tensor
+    shape: tuple[int, ...]
+    opt: Any
+    schedule: Any
+
+    def keep(self: P, keep: Tensor) -> P: ...
+
+
+P = TypeVar("P", bound=Problem)
 
 
 @dataclass
@@ -100,7 +116,7 @@ def capture(problem: Problem, loop: Loop) -> State:
     }
 
 
-def restore(problem: Problem, state: State) -> tuple[Problem, Loop]:
+def restore(problem: P, state: State) -> tuple[P, Loop]:
     """Put ``state`` (``capture`` of a problem built from the same config) into the freshly
     built ``problem`` (without the rows that had left by then); return it and the loop's
     state to continue from."""

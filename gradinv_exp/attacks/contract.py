@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from gradinv_exp.attacks.checkpoint import State
     from gradinv_exp.attacks.optimizers import OptimizerConfig
     from gradinv_exp.client import ClientConfig
-    from gradinv_exp.config import Config
     from gradinv_exp.defenses import DefenseConfig
     from gradinv_exp.server import Server
 else:
@@ -141,7 +140,10 @@ class Context:
 
 
 Reconstruct = Callable[[Sequence[Target], Context], "list[AttackResult]"]
-Check = Callable[["Config", "nn.Module"], None]  # (the run's config, its model) -> raises
+# The run's whole config (``config.Config``, its groups as attributes), named by role only:
+# config composes every family's schema, so the families sit below it and never import it.
+RunConfig = Any
+Check = Callable[["RunConfig", "nn.Module"], None]  # (the run's config, its model) -> raises
 
 
 def each(fn: Callable[[Target, Context], AttackResult]) -> Reconstruct:
@@ -187,7 +189,7 @@ class Attack:
     restarts: Callable[[Any], int] = lambda cfg: 1
     models_defense: Callable[[Any], bool] = lambda cfg: False
     server_images: Callable[[Any], int] = lambda cfg: 0
-    rules: Callable[[Config], None] | None = None
+    rules: Callable[[RunConfig], None] | None = None
     check: Check | None = None
 
 

@@ -45,13 +45,14 @@ from gradinv_exp.attacks.contract import (
     AttackResult,
     BaseAttackConfig,
     Context,
+    RunConfig,
     Target,
     family,
 )
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS, Scene, check_model
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
-from gradinv_exp.options import one_of, require
+from gradinv_exp.options import not_allowed, one_of, require
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
-    from gradinv_exp.config import Config
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
 
@@ -477,14 +477,55 @@ def own_weights(server: Any, reference: Any) -> dict[str, Tensor] | None:
     return {k: v.detach()[None] for k, v in mine.items()}
 
 
-def _check(cfg: Config, net: nn.Module) -> None:
-    """Preflight: the user's objective and priors on a probe, and that the engine can
-    attack the run's model (``plugins.attackable``); imported here, on first use, because
-    the config checks that import this module load no torch."""
-    from gradinv_exp import plugins
+def _check(cfg: RunConfig, net: nn.Module) -> None:
+    """Preflight: the user's objective and priors once on a probe client of the run's
+    model, and, on a model that is not built in, that the engine can attack it
+    (``attackable``). Imports torch's side on first use: the config checks that import
+    this module load no torch."""
+    from gradinv_exp import client
+    from gradinv_exp.attacks import objectives
+    from gradinv_exp.models import MODELS
 
-    plugins.check_attack(cfg, net)
+    ds = cfg.dataset
+    shape = (ds.channels, ds.image_size, ds.image_size)
+    probe = client.probe(net, ds.batch_size, shape, ds.num_classes)
+    grads = [g.detach() for g in client.gradient(probe)]
+    objectives.check(cfg.attack.objective, cfg.attack.priors, grads, probe.images)
+    if MODELS[cfg.model.name].load is not None:
+        attackable(cfg, net, probe.images, probe.targets)
     check_model(cfg.attack.priors, net, cfg.model.name)
+
+
+def attackable(cfg: RunConfig, net: nn.Module, images: Tensor, onehot: Tensor) -> None:
+    """The attack needs of a model: with ``attack.labels=idlg`` a last ``nn.Linear`` layer
+    (label recovery reads its weight gradient), and a simulated client gradient that is
+    differentiable in the dummy images, as the attacker's ``client.Simulator`` computes it
+    for the run's client protocol and number of problems (one, or several under vmap)."""
+    from gradinv_exp import client
+    from gradinv_exp.attacks.labels import last_linear_weight
+
+    key, target = "model.target", cfg.model.target
+    if LABELS[cfg.attack.labels].reads_last_linear:
+        try:
+            last_linear_weight(net)
+        except ValueError:
+            why = (
+                f"attack.labels={cfg.attack.labels} reads the gradient of its last "
+                "nn.Linear, and it has none"
+            )
+            raise not_allowed(key, target, why) from None
+    problems = 2 if cfg.trials * cfg.attack.restarts > 1 else 1
+    dummy = images.expand(problems, *images.shape).clone().requires_grad_(True)
+    try:
+        simulate = client.Simulator(net, client.CLIENTS[cfg.client.name].assumed(cfg.client))
+        grads = simulate(dummy, onehot.expand(problems, *onehot.shape))
+        (slope,) = torch.autograd.grad(sum((g**2).sum() for g in grads), dummy)
+    except Exception as err:
+        text = " ".join(str(err).split())
+        why = f"the attack cannot differentiate its gradient ({type(err).__name__}: {text})"
+        raise not_allowed(key, target, why) from err
+    if not bool(torch.isfinite(slope).all()):
+        raise not_allowed(key, target, "the attack's derivative through it is not finite")
 
 
 def build_problem(

@@ -54,6 +54,7 @@ from gradinv_exp.attacks.contract import (
     BaseAttackConfig,
     Context,
     Observed,
+    RunConfig,
     Target,
     each,
     family,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from gradinv_exp.config import Config
     from gradinv_exp.server import Server
 else:
     torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
@@ -133,7 +133,7 @@ class LearnedConfig(BaseAttackConfig):
         )
 
 
-def rules(cfg: Config) -> None:
+def rules(cfg: RunConfig) -> None:
     """What the inverter supports, before any work: the images behind one update at most
     ``attack.max_images``, an auxiliary set that holds one update's images and fits the
     server's part of the data set."""
@@ -164,7 +164,7 @@ def rules(cfg: Config) -> None:
     )
 
 
-def check(cfg: Config, net: nn.Module) -> None:
+def check(cfg: RunConfig, net: nn.Module) -> None:
     """Preflight with the model: the chosen layers exist, a label mode that reads the last
     linear layer has one."""
     attack = cfg.attack

@@ -47,10 +47,9 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config
-from gradinv_exp.options import ConfigError, require
+from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import cluster, faults, pool, preflight, resume
 from gradinv_exp.runs import job as runs_job
-from gradinv_exp.runs.cluster import CLUSTERS
 from gradinv_exp.runs.workers import started_since
 
 log = logging.getLogger(__name__)
@@ -63,20 +62,6 @@ APART = ("defense.", "tags.", "seed", "dataset.index", "metrics.", "tracking.")
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def check(max_problems: Any, workers: Any, cluster: Any = None) -> None:
-    """The launcher's settings (``conf/hydra/launcher/batched.yaml``, any type as they come
-    from a command line): ConfigError naming the bad one. The command line checks them
-    before any job (``preflight.plan``)."""
-    for key, value, least, allowed in (
-        ("max_problems", max_problems, 0, "an integer >= 0 (0 = no cap)"),
-        ("workers", workers, 1, "an integer >= 1 (1 = in this process)"),
-    ):
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        require(whole and value >= least, f"hydra.launcher.{key}", value, allowed)
-    allowed = "null (forked local workers) or one of " + ", ".join(CLUSTERS)
-    require(cluster is None or cluster in CLUSTERS, "hydra.launcher.cluster", cluster, allowed)
 
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -156,7 +141,7 @@ class BatchedLauncher(Launcher):
         cluster: str | None = None,
         submitit: dict[str, Any] | None = None,
     ) -> None:
-        check(max_problems, workers, cluster)
+        preflight.check_batched(max_problems, workers, cluster)
         self.max_problems, self.workers, self.cluster = max_problems, workers, cluster
         settings = OmegaConf.to_container(submitit) if OmegaConf.is_config(submitit) else submitit
         self.submitit: dict[str, Any] = dict(settings or {})

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -30,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gradinv_exp.config import CONF_DIR, Config
-from gradinv_exp.options import ConfigError
+from gradinv_exp.options import ConfigError, require
 from gradinv_exp.runs import resume
+from gradinv_exp.runs.cluster import CLUSTERS
 
 JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
 GROUPS = (
@@ -374,9 +376,21 @@ def check_launcher(hydra_cfg: DictConfig) -> None:
         choice = hydra_cfg.runtime.choices.get("hydra/launcher")
         raise ConfigError(f"hydra/launcher={choice}: Hydra finds no launcher {target}{hint}")
     if target == BATCHED_LAUNCHER:
-        from gradinv_exp.runs import batched
+        launcher = hydra_cfg.launcher
+        check_batched(launcher.max_problems, launcher.workers, launcher.get("cluster"))
 
-        batched.check(hydra_cfg.launcher.max_problems, hydra_cfg.launcher.workers)
+
+def check_batched(max_problems: Any, workers: Any, cluster: Any = None) -> None:
+    """The batched launcher's settings (``conf/hydra/launcher/batched.yaml``, any type as
+    they come from a command line): ConfigError naming the bad one, before any job."""
+    for key, value, least, allowed in (
+        ("max_problems", max_problems, 0, "an integer >= 0 (0 = no cap)"),
+        ("workers", workers, 1, "an integer >= 1 (1 = in this process)"),
+    ):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        require(whole and value >= least, f"hydra.launcher.{key}", value, allowed)
+    allowed = "null (forked local workers) or one of " + ", ".join(CLUSTERS)
+    require(cluster is None or cluster in CLUSTERS, "hydra.launcher.cluster", cluster, allowed)
 
 
 def check_jobs(plan: Plan, check: Callable[[Config], None]) -> None:

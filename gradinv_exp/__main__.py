@@ -13,7 +13,7 @@ failed (in a sweep: after all jobs ran), 2 bad configuration, 130/143 stopped by
 SIGINT/SIGTERM.
 
 A bad command line answers before torch loads: the schema modules defer torch
-(``lazy.py``), and the experiment (torch, torchvision, matplotlib) is imported only once
+(``base/lazy.py``), and the experiment (torch, torchvision, matplotlib) is imported only once
 every job's config passed the checks that need no tensor.
 """
 
@@ -35,7 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradinv_exp import config
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import faults, locks, preflight, resume, workers
 from gradinv_exp.runs import job as runs_job
 
@@ -188,8 +188,8 @@ def group_page(argv: list[str]) -> str | None:
     if at >= len(argv) or "=" in argv[at] or argv[at].startswith("-"):
         return None
     group = argv[at].lstrip("+")
-    from gradinv_exp import group_help
-    from gradinv_exp.options import one_of
+    from gradinv_exp.base.options import one_of
+    from gradinv_exp.cli import group_help
 
     one_of("--help GROUP", group, [*preflight.GROUPS, group_help.TOP])
     return group_help.page(group, argv[: at - 1] + argv[at + 1 :])

@@ -69,7 +69,7 @@ def run(*overrides: str, out: str | os.PathLike[str] | None = None) -> Run:
     raised after metrics.json recorded it (``status: failed``).
     """
     from gradinv_exp import config, experiment
-    from gradinv_exp.options import ConfigError
+    from gradinv_exp.base.options import ConfigError
     from gradinv_exp.runs import locks, preflight
 
     config.register()

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Optional
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import Registry, option_name, positive, require
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import Registry, option_name, positive, require
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 Params = dict[str, "Tensor"]
 Loss = Callable[[Params, "Tensor", "Tensor"], "Tensor"]  # (params, x (B,...), y (B,K)) -> scalar

@@ -24,14 +24,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradinv_exp import imprint  # noqa: F401  (registers server=imprint and attack=imprint)
 from gradinv_exp.analysis.metric_table import METRICS, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
+from gradinv_exp.base.options import ConfigError, one_of, positive, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
-from gradinv_exp.options import ConfigError, one_of, positive, require
-from gradinv_exp.server import SERVERS, ServerConfig
+from gradinv_exp.servers import SERVERS, ServerConfig
 from gradinv_exp.tracking import TRACKERS, TrackingConfig
 
 

@@ -30,8 +30,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision import datasets, transforms
 
+from gradinv_exp.base.options import ConfigError, Registry, require
 from gradinv_exp.config import DatasetConfig, check_range
-from gradinv_exp.options import ConfigError, Registry, require
 
 log = logging.getLogger(__name__)
 

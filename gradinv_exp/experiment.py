@@ -24,11 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
-from gradinv_exp import attacks, client, data, defenses, models, server
+from gradinv_exp import attacks, client, data, defenses, models, servers
 from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS
+from gradinv_exp.base.options import one_of, require
 from gradinv_exp.config import Config, UtilityConfig, flat
-from gradinv_exp.options import one_of, require
 from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 
 log = logging.getLogger(__name__)
@@ -164,12 +164,12 @@ def build_models(cfg: Config, device: torch.device) -> list[nn.Module]:
     return nets
 
 
-def send(cfg: Config, nets: list[nn.Module]) -> tuple[list[nn.Module], server.Server]:
+def send(cfg: Config, nets: list[nn.Module]) -> tuple[list[nn.Module], servers.Server]:
     """What the server sends the clients (``cfg.server``: the models as they are, or
     modified by a malicious server, which may use its public images), in the order of
     ``nets``, and the ``Server`` that the attack receives, with the images of the server's
     own that the server option and the attack ask for (never a client's)."""
-    option = server.SERVERS[cfg.server.name]
+    option = servers.SERVERS[cfg.server.name]
     public = option.public_images(cfg.server)
     count = max(public, attack_entry(cfg).server_images(cfg.attack))
     own = (
@@ -181,7 +181,7 @@ def send(cfg: Config, nets: list[nn.Module]) -> tuple[list[nn.Module], server.Se
     images = own[0][:public] if public else None
     sent, secrets = option.send(cfg.server, nets, images, generator(cfg.seed, "server"))
     sent = [net.to(device) for net in sent]
-    return sent, server.controlled(cfg.server.name, sent, secrets, own)
+    return sent, servers.controlled(cfg.server.name, sent, secrets, own)
 
 
 def share(
@@ -247,7 +247,7 @@ def threat_model(cfg: Config) -> dict[str, Any]:
     entry = attack_entry(cfg)
     return {
         "threat.server": cfg.server.name,
-        "threat.malicious": server.SERVERS[cfg.server.name].malicious,
+        "threat.malicious": servers.SERVERS[cfg.server.name].malicious,
         "threat.labels_known": entry.labels_granted(cfg.attack),
         "threat.hyperparameters_known": (
             client.CLIENTS[cfg.client.name].assumed(cfg.client) == cfg.client
@@ -317,7 +317,7 @@ class Case:
     cfg: Config
     images: Tensor
     labels: Tensor
-    server: server.Server
+    server: servers.Server
     observed: attacks.Observed
     facts: dict[str, Any]
 

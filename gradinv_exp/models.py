@@ -25,8 +25,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from gradinv_exp.client import soft_cross_entropy
-from gradinv_exp.options import (
+from gradinv_exp.base.options import (
     ConfigError,
     Registry,
     check_signature,
@@ -35,6 +34,7 @@ from gradinv_exp.options import (
     require,
     resolve,
 )
+from gradinv_exp.client import soft_cross_entropy
 
 log = logging.getLogger(__name__)
 

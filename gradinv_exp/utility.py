@@ -35,11 +35,11 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from gradinv_exp import config, data, defenses, models
+from gradinv_exp.base.options import ConfigError, one_of
 from gradinv_exp.client import CLIENTS, Client, share
 from gradinv_exp.config import UtilityConfig
 from gradinv_exp.defenses import DefenseConfig
 from gradinv_exp.experiment import build_model, generator
-from gradinv_exp.options import ConfigError, one_of
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.preflight import hydra_message
 

@@ -12,7 +12,7 @@ import torch
 from helpers import FAST, REPO, cli
 
 import gradinv_exp
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 SCRIPT = """
 import gradinv_exp

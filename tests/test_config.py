@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 from gradinv_exp import config, data, models
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.client import CLIENTS
 from gradinv_exp.config import Config, DatasetConfig, ModelConfig, check_range
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
-from gradinv_exp.options import ConfigError
 from gradinv_exp.runs import preflight
-from gradinv_exp.server import SERVERS, HonestConfig
+from gradinv_exp.servers.registry import SERVERS, HonestConfig
 from gradinv_exp.tracking import TRACKERS
 
 

@@ -68,7 +68,7 @@ def test_help_group_lists_each_options_fields_defaults_and_allowed_values(tmp_pa
 
 
 def test_help_run_and_a_users_presets_and_a_wrong_group(tmp_path):
-    from gradinv_exp import group_help
+    from gradinv_exp.cli import group_help
 
     top = group_help.page("run")
     assert "  trials: int = 1\n" in top and "allowed: must be >= 1" in top

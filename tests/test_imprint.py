@@ -7,8 +7,8 @@ from helpers import preflight_check, typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.attacks import ATTACKS, Context, Target
-from gradinv_exp.imprint import thresholds
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
+from gradinv_exp.servers.imprint import thresholds
 
 BASE = ["server=imprint", "attack=imprint", "dataset=lfw", "dataset.image_size=16"]
 

@@ -99,8 +99,8 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_a_planted_cycle():
     edges = import_graph()
-    edges["gradinv_exp.options"].add("gradinv_exp.experiment")  # options -> ... -> options
-    assert any("gradinv_exp.options" in c for c in cycles(edges))
+    edges["gradinv_exp.base.options"].add("gradinv_exp.experiment")  # options -> ... -> options
+    assert any("gradinv_exp.base.options" in c for c in cycles(edges))
 
 
 def test_few_modules_sit_flat_in_the_package():

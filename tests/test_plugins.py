@@ -15,7 +15,7 @@ from helpers import FAST, REPO, preflight_check, typed_config
 
 from gradinv_exp import experiment, models
 from gradinv_exp.analysis import summary
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 EXAMPLE = REPO / "scripts" / "plugin_example"
 SEARCHPATH = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"

@@ -8,7 +8,7 @@ import pytest
 from helpers import FAST, cli
 
 import gradinv_exp
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.tracking import TRACKERS, log_run, log_sweep
 from gradinv_exp.tracking.to_mlflow import MLflowConfig
 from gradinv_exp.tracking.to_tensorboard import TensorBoardConfig

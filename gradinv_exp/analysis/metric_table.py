@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradinv_exp.options import Registry
+from gradinv_exp.base.options import Registry
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ configurations; objectives and priors (``objectives.py``), label modes and recov
 the learned inversion (``learned.py``) are families of their own.
 """
 
-from gradinv_exp.attacks import analytic, learned  # noqa: F401  (register their families)
+from gradinv_exp.attacks import analytic, imprint, learned  # noqa: F401  (register their families)
 from gradinv_exp.attacks.backend import Backend
 from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.checkpoint import Checkpoints

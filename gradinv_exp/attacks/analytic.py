@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gradinv_exp import lazy
 from gradinv_exp.attacks.contract import (
     AttackResult,
     BaseAttackConfig,
@@ -31,13 +30,14 @@ from gradinv_exp.attacks.contract import (
     each,
     family,
 )
-from gradinv_exp.options import ConfigError, require
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import ConfigError, require
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 @dataclass

@@ -26,13 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gradinv_exp import lazy
+from gradinv_exp.base import lazy
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 log = logging.getLogger(__name__)
 

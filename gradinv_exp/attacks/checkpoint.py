@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gradinv_exp import lazy
+from gradinv_exp.base import lazy
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 State = dict[str, Any]
 

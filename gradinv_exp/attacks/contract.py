@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
 from gradinv_exp.attacks.backend import Backend
-from gradinv_exp.options import Registry
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from gradinv_exp.attacks.optimizers import OptimizerConfig
     from gradinv_exp.client import ClientConfig
     from gradinv_exp.defenses import DefenseConfig
-    from gradinv_exp.server import Server
+    from gradinv_exp.servers.registry import Server
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 OnSnapshot = Callable[[int, "Tensor", "Tensor"], None]
 

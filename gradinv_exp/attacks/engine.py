@@ -37,7 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gradinv_exp import lazy
 from gradinv_exp.attacks import checkpoint
 from gradinv_exp.attacks.backend import Backend, ValueAndGrad, convolution, value_and_grad
 from gradinv_exp.attacks.checkpoint import Checkpoints, Loop
@@ -52,7 +51,8 @@ from gradinv_exp.attacks.contract import (
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS, Scene, check_model
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
-from gradinv_exp.options import not_allowed, one_of, require
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import not_allowed, one_of, require
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from gradinv_exp.attacks.optimizers import Optimizer
     from gradinv_exp.client import Simulator
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 log = logging.getLogger(__name__)
 

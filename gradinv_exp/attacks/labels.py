@@ -21,14 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import Registry
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import Registry
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from gradinv_exp import lazy
 from gradinv_exp.attacks.contract import (
     AttackResult,
     BaseAttackConfig,
@@ -61,15 +60,16 @@ from gradinv_exp.attacks.contract import (
 )
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS
-from gradinv_exp.options import ConfigError, one_of, positive, require
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import ConfigError, one_of, positive, require
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from gradinv_exp.server import Server
+    from gradinv_exp.servers.registry import Server
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 log = logging.getLogger(__name__)
 

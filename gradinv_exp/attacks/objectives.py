@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import (
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import (
     ConfigError,
     Registry,
     check_signature,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 ObjectiveFn = Callable[[Sequence["Tensor"], Sequence["Tensor"]], "Tensor"]
 PriorFn = Callable[["Tensor"], "Tensor"]  # one problem's images (B, C, H, W) -> scalar

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import Registry, option_name, require
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import Registry, option_name, require
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 class Optimizer(Protocol):

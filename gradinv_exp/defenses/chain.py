@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gradinv_exp import lazy
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import ConfigError, one_of, require
 from gradinv_exp.defenses.registry import DEFENSES, DefenseConfig, defense
-from gradinv_exp.options import ConfigError, one_of, require
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from gradinv_exp.client import Client
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 def defense_from(step: Mapping[str, Any] | DefenseConfig, key: str) -> DefenseConfig:

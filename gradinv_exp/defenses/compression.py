@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gradinv_exp import lazy
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import one_of, require
 from gradinv_exp.defenses.registry import DefenseConfig, defense, visible_mask
-from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from gradinv_exp.client import Client
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 @dataclass

@@ -28,10 +28,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
-from gradinv_exp.client import gradient
-from gradinv_exp.defenses.registry import Axis, DefenseConfig, defense, visible_mask
-from gradinv_exp.options import (
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import (
     ConfigError,
     check_signature,
     not_allowed,
@@ -39,6 +37,8 @@ from gradinv_exp.options import (
     resolve,
     split_target,
 )
+from gradinv_exp.client import gradient
+from gradinv_exp.defenses.registry import Axis, DefenseConfig, defense, visible_mask
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from gradinv_exp.client import Client
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 KEY = "defense.target"
 CALL = "fn(grads, *, generator, client, **params)"

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gradinv_exp import lazy
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import one_of, require
 from gradinv_exp.client import per_example_gradients
 from gradinv_exp.defenses.registry import DefenseConfig, defense
-from gradinv_exp.options import one_of, require
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from gradinv_exp.client import Client
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import ConfigError, Registry, option_name
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import ConfigError, Registry, option_name
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from gradinv_exp.client import Client
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import cluster, faults, pool, preflight, resume
 from gradinv_exp.runs import job as runs_job
 from gradinv_exp.runs.workers import started_since

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gradinv_exp import config, tracking
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import artifacts, faults, locks, preflight, resume
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 log = logging.getLogger(__name__)
 

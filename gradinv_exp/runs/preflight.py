@@ -30,8 +30,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from gradinv_exp.base.options import ConfigError, require
 from gradinv_exp.config import CONF_DIR, Config
-from gradinv_exp.options import ConfigError, require
 from gradinv_exp.runs import resume
 from gradinv_exp.runs.cluster import CLUSTERS
 

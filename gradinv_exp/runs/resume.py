@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 log = logging.getLogger(__name__)
 

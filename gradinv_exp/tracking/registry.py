@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from omegaconf import MISSING, OmegaConf
 
-from gradinv_exp.options import Registry, option_name, require
+from gradinv_exp.base.options import Registry, option_name, require
 from gradinv_exp.runs import faults
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ import torch
 
 from gradinv_exp.analysis import figures, metric_table, metrics, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.compare import parse
 from gradinv_exp.config import MetricsConfig
-from gradinv_exp.options import ConfigError
 
 
 def test_the_table_lists_exactly_what_a_run_computes_per_image():

@@ -12,7 +12,7 @@ from helpers import FAST, typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.analysis import perceptual
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from helpers import preflight_check, typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.attacks import analytic
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 
 def run(*overrides: str, tmp_path):

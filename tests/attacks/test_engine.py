@@ -16,10 +16,10 @@ from gradinv_exp.attacks import AttackConfig, AttackResult, check_optimizer, eng
 from gradinv_exp.attacks.backend import value_and_grad
 from gradinv_exp.attacks.objectives import l2_distance
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.experiment import generator
-from gradinv_exp.options import ConfigError
 
 
 def sim(model) -> Simulator:

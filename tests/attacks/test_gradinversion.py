@@ -10,7 +10,7 @@ from gradinv_exp import experiment, models
 from gradinv_exp.attacks import PRIORS, Backend
 from gradinv_exp.attacks.engine import eager_if_needed
 from gradinv_exp.attacks.objectives import Scene, image_norm
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 
 def bn_net() -> nn.Module:

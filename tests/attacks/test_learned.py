@@ -12,7 +12,7 @@ from helpers import cli, preflight_check, typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.attacks import learned
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 
 # 8x8 grey crops, DLG's LeNet, a small inverter: a few seconds per training on one core
 TINY = [

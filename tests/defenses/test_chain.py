@@ -6,11 +6,11 @@ import torch
 from helpers import gen, typed_config
 
 from gradinv_exp import defenses
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.defenses import chain
 from gradinv_exp.defenses.chain import ChainConfig, defense_from
 from gradinv_exp.defenses.compression import PruneConfig
 from gradinv_exp.defenses.noise import NoiseConfig
-from gradinv_exp.options import ConfigError
 
 
 def test_chain_applies_steps_in_order():

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 import gradinv_exp
 from gradinv_exp import __main__ as cli_main
 from gradinv_exp import api
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import job, locks
 
 

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gradinv_exp import config, models
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import preflight
 
 LINES = [
@@ -331,7 +331,7 @@ def test_config_checks_run_before_torch_is_imported():
     code = (
         "import sys\n"
         "from gradinv_exp import config\n"
-        "from gradinv_exp.options import ConfigError\n"
+        "from gradinv_exp.base.options import ConfigError\n"
         "from gradinv_exp.runs import preflight\n"
         "config.register()\n"
         "for argv in (['defense=prune', 'defense.ratio=1.5'], ['attack=ig', 'optimizer=lbfgs'],\n"

@@ -16,7 +16,7 @@ import torch
 from helpers import FAST, SEED_DEFENSES, cli, typed_config
 
 from gradinv_exp import config, experiment
-from gradinv_exp.options import ConfigError
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import checkpoints, faults, preflight, provenance, resume
 
 DEFENSES = ("none", "prune", "quantize", "noise")  # seed_defenses' jobs 0 .. 3

@@ -1,8 +1,9 @@
-"""The ``server`` group: what the server controls, and the model it sends to the clients.
+"""The ``server`` group's registry: what the server controls, and the model it sends to
+the clients.
 
-An ``honest`` server sends the model under attack as it is. A malicious one modifies it
-first (``imprint``: a block in front of it whose gradients give images away, see
-``imprint.py``). Either way the clients compute their updates on what was sent, and the
+An ``honest`` server (``honest.py``) sends the model under attack as it is. A malicious
+one modifies it first (``imprint.py``: a block in front of it whose gradients give images
+away). Either way the clients compute their updates on what was sent, and the
 attack receives the ``Server``: the architecture and weights it sent and what it set up,
 never the clients' data.
 """
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
-from gradinv_exp import lazy
-from gradinv_exp.options import Registry, option_name
+from gradinv_exp.base import lazy
+from gradinv_exp.base.options import Registry, option_name
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 else:
-    torch = lazy.module("torch", __name__)  # loaded on first use (see lazy.py)
+    torch = lazy.module("torch", __name__)  # loaded on first use (see base/lazy.py)
 
 
 @dataclass
@@ -85,19 +86,6 @@ def server(
         return fn
 
     return register
-
-
-@dataclass
-class HonestConfig(ServerConfig):
-    name: str = "honest"
-
-
-@server(HonestConfig, malicious=False)
-def honest(
-    cfg: HonestConfig, nets: Sequence[nn.Module], public: Tensor, generator: torch.Generator
-) -> tuple[list[nn.Module], dict[str, Any]]:
-    """Sends the models as they are."""
-    return list(nets), {}
 
 
 def controlled(

@@ -22,7 +22,8 @@ from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.runs import preflight
-from gradinv_exp.servers.registry import SERVERS, HonestConfig
+from gradinv_exp.servers import SERVERS
+from gradinv_exp.servers.honest import HonestConfig
 from gradinv_exp.tracking import TRACKERS
 
 

@@ -11,7 +11,7 @@ from helpers import typed_config
 
 from gradinv_exp import experiment
 from gradinv_exp.attacks import ATTACKS
-from gradinv_exp.servers.registry import SERVERS
+from gradinv_exp.servers import SERVERS
 
 TINY = ["dataset=photos", "dataset.image_size=16"]
 OPTIMISED = ["attack.iterations=2", "attack.snapshot_every=1", "attack.checkpoint_every=1"]

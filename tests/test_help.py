@@ -59,7 +59,7 @@ def test_help_group_lists_each_options_fields_defaults_and_allowed_values(tmp_pa
     assert "defense=prune\n  Zero the entries whose |g|" in text
     assert "  defense.ratio: float = 0.2\n      fraction of entries (smallest |g|) set to zero; " \
            "allowed: must be in [0, 1)" in text  # fmt: skip
-    assert "defense.scope: str = 'layer'" in text and "allowed: one of layer, global" in text
+    assert "defense.scope: str = 'layer'" in text and "allowed: choose one of layer, global" in text
     assert "defense.target: str = ??? (required)" in text  # custom: the user names it
     for entry in DEFENSES:  # every option, with every field of its schema
         assert f"\ndefense={entry.name}\n" in text

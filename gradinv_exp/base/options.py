@@ -29,6 +29,8 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import fields
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -44,8 +46,28 @@ def not_allowed(key: str, value: Any, why: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not allowed: {why}")
 
 
+# The checks run inside ``recorded()`` (this module's own; read through ``recorded``).
+_RECORDED: ContextVar[list[tuple[str, str]] | None] = ContextVar("recorded", default=None)
+
+
+@contextmanager
+def recorded() -> Iterator[list[tuple[str, str]]]:
+    """Collect ``(key, what it allows)`` of every ``require`` (``one_of``, ``positive``)
+    run inside, passed or not: ``--help`` shows a schema's ranges from its checks
+    themselves, run on a preset's values, so the two cannot disagree."""
+    seen: list[tuple[str, str]] = []
+    token = _RECORDED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDED.reset(token)
+
+
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise a one-line ConfigError naming ``key=value`` and what is allowed."""
+    seen = _RECORDED.get()
+    if seen is not None:
+        seen.append((key, allowed))
     if not ok:
         raise not_allowed(key, value, allowed)
 

@@ -5,14 +5,14 @@ All of it is read from where it already lives, never from a second table: the op
 and their presets from Hydra's config search path (the user's ``hydra.searchpath``
 included), an option's one-line description from the first comment of its YAML file,
 a field's meaning from the comment beside (or above) it in its schema dataclass, and
-the values it allows from the checks in the schema's ``__post_init__`` (``require``,
-``one_of``, ``positive``: the texts of their one-line errors). ``--help run`` shows the
+the values it allows from the checks in the schema's ``__post_init__`` themselves, run on
+the preset's values (``require``, ``one_of``, ``positive``: the texts of their one-line
+errors; nothing is evaluated from source). ``--help run`` shows the
 top-level fields (seed, trials, device ...).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import io
@@ -20,9 +20,12 @@ import textwrap
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gradinv_exp.base import options
+from gradinv_exp.base.options import ConfigError
 
 TOP = "run"  # --help run: the top-level fields of ``config.Config``
 WIDTH = 92
@@ -64,47 +67,28 @@ def trailing_comment(line: str) -> str:
     return ""
 
 
-def allowed(schema: type, group: str) -> dict[str, list[str]]:
-    """``{field: what its checks allow}`` from ``schema.__post_init__``: each ``require``'s
-    text, each ``one_of``'s choices (evaluated when they are a literal or a name of the
-    schema's module), ``> 0`` for ``positive``; keyed by the ``GROUP.FIELD`` they name."""
+def allowed(node: DictConfig, group: str) -> dict[str, list[str]]:
+    """``{field: what its checks allow}``: the checks themselves (``options.recorded``:
+    every ``require``, ``one_of`` and ``positive`` that building ``node``, a preset's
+    values, runs), keyed by the ``GROUP.FIELD`` they name (top-level fields for group
+    ""). A check that only applies to other values (a branch not taken) is not shown; a
+    preset that cannot be built as it is (a required ``???`` field) shows none."""
+    try:
+        with options.recorded() as rules:
+            OmegaConf.to_object(node)
+    except (OmegaConfBaseException, ConfigError):
+        return {}
     found: dict[str, list[str]] = {}
-    for cls in schema.__mro__:
-        post = cls.__dict__.get("__post_init__")
-        if post is None:
+    for key, text in rules:
+        if group and key.startswith(f"{group}."):
+            name = key.removeprefix(f"{group}.")
+        elif not group and "." not in key:
+            name = key
+        else:
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(post)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        scope = inspect.getmodule(cls).__dict__  # type: ignore[union-attr]
-        for call in ast.walk(tree):
-            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
-                rule = rule_of(call, scope)
-                if rule is not None and (rule[0].startswith(f"{group}.") or not group):
-                    found.setdefault(rule[0].removeprefix(f"{group}."), []).append(rule[1])
+        if text not in found.setdefault(name, []):
+            found[name].append(text)
     return found
-
-
-def rule_of(call: ast.Call, scope: dict[str, Any]) -> tuple[str, str] | None:
-    """(key, allowed text) of one ``require``/``one_of``/``positive`` call, else None."""
-    args = call.args
-    name = call.func.id  # type: ignore[attr-defined]
-    key_at = {"require": 1, "one_of": 0, "positive": 0}.get(name)
-    if key_at is None or len(args) <= key_at or not isinstance(args[key_at], ast.Constant):
-        return None
-    key = str(args[key_at].value)
-    if name == "positive":
-        return key, "a finite number > 0"
-    if name == "one_of" and len(args) > 2:
-        try:  # a literal tuple or a registry's names(): no attribute of ``self``
-            choices = eval(compile(ast.Expression(args[2]), "<help>", "eval"), dict(scope))
-            return key, "one of " + ", ".join(map(str, choices))
-        except Exception:
-            return key, "one of " + ast.unparse(args[2])
-    if name == "require" and len(args) > 3 and isinstance(args[3], ast.Constant):
-        return key, str(args[3].value)  # a text built at run time says it in the error only
-    return None
 
 
 def description(yaml_file: Path | None) -> str:
@@ -122,10 +106,13 @@ def description(yaml_file: Path | None) -> str:
     return " ".join(taken).rstrip(":")
 
 
-def fields_text(node: DictConfig, schema: type, group: str) -> list[str]:
+def fields_text(
+    node: DictConfig, schema: type, group: str, whole: DictConfig | None = None
+) -> list[str]:
     """One entry per field of ``schema`` (``name`` left out): ``FIELD: TYPE = VALUE`` (the
-    value ``node`` sets), then its comment and what it allows."""
-    notes, rules = comments(schema), allowed(schema, group)
+    value ``node`` sets), then its comment and what its checks allow when ``whole`` (the
+    config ``node`` belongs to; default ``node``) is built."""
+    notes, rules = comments(schema), allowed(node if whole is None else whole, group)
     hints = {f.name: f.type for f in dataclasses.fields(schema)}
     lines = []
     for name in node:
@@ -181,7 +168,7 @@ def top_page(cfg: DictConfig, schema: type) -> str:
     scalars = OmegaConf.masked_copy(
         cfg, [k for k in cfg if not isinstance(cfg[k], DictConfig) and k not in groups]
     )
-    lines = fields_text(scalars, schema, "")
+    lines = fields_text(scalars, schema, "", whole=cfg)
     text = [line.replace("  .", "  ", 1) for line in lines]
     return "run: the top-level fields; change one with FIELD=VALUE\n" + "\n".join(text)
 

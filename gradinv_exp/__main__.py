@@ -35,7 +35,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradinv_exp import config
+from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
+from gradinv_exp.base.status import Status
 from gradinv_exp.runs import faults, locks, preflight, resume, workers
 from gradinv_exp.runs import job as runs_job
 
@@ -88,7 +90,7 @@ def job(cfg: DictConfig, hydra_cfg: Any) -> float:
         from gradinv_exp.analysis import report
 
         print(f"run folder: {run_dir}\n{report.result_line(metrics)}", flush=True)
-    return metrics["psnr"]
+    return metrics[PRIMARY]
 
 
 def failed(hydra_cfg: Any, err: Exception, message: str, code: int) -> float:
@@ -244,7 +246,7 @@ def main() -> None:
 
 def stopped_run(plan: preflight.Plan, signum: int) -> None:
     """A single run was stopped: say what it saved and how to continue; exit 128 + signum."""
-    saved = resume.status(plan.folder) == "interrupted"
+    saved = resume.status(plan.folder) == Status.INTERRUPTED
     print(
         f"gradinv-exp: interrupted by {signal.Signals(signum).name}: "
         + (f"the run saved its results so far with status: interrupted in {plan.folder}; "
@@ -273,7 +275,7 @@ def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) 
         print(report.sweep_report(plan.folder, list(dict.fromkeys(keys))), flush=True)
         tracking.log_sweep(plan.configs[0].tracking, plan.folder)  # tracking=mlflow|...
     if stop.signum is not None:
-        failed = f", {counts['failed']} failed" if counts["failed"] else ""
+        failed = f", {counts[Status.FAILED]} failed" if counts[Status.FAILED] else ""
         elsewhere = (
             ""
             if plan.in_process or stop.forwarded

@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", type=Path, help="run folders and/or sweep folders")
     parser.add_argument(
         "--metric",
-        default="psnr",
+        default=metric_table.PRIMARY,
         choices=metric_table.names(),
         help="metric of the table's first columns and of the curves",
     )

@@ -24,7 +24,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradinv_exp.analysis.metric_table import METRICS, criteria
+from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
 from gradinv_exp.base.options import ConfigError, one_of, positive, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
@@ -231,7 +231,7 @@ class MetricsConfig:
     """
 
     lpips: str = "auto"  # auto: when AlexNet's weights are available; required; off
-    success_metric: str = "psnr"
+    success_metric: str = PRIMARY
     success_threshold: float = 20.0
 
     def __post_init__(self) -> None:

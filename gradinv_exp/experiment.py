@@ -28,6 +28,7 @@ from gradinv_exp import attacks, client, data, defenses, models, servers
 from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.base.options import one_of, require
+from gradinv_exp.base.status import Status
 from gradinv_exp.config import Config, UtilityConfig, flat
 from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 
@@ -504,7 +505,7 @@ def run_batch(cfgs: Sequence[Config], run_dirs: Sequence[Path]) -> list[dict[str
         if not alone:
             done.facts["batched_jobs"] = len(jobs)
             done.start = time.perf_counter() - share  # its share of the batch's time
-        status = "diverged" if result.diverged.any() else "ok"
+        status = Status.DIVERGED if result.diverged.any() else Status.OK
         try:
             out[job_dir] = finish(cfg, job_dir, done, result, status)
         except Exception as err:
@@ -607,7 +608,7 @@ def save_interrupted(
     metrics.json alone with the config, the signal and ``steps: 0``."""
     progress.facts["signal"] = stop.signal_name
     if not progress.snapshots or progress.losses is None:
-        record = {"status": "interrupted", "steps": 0, **progress.facts, "config": flat(cfg)}
+        record = {"status": Status.INTERRUPTED, "steps": 0, **progress.facts, "config": flat(cfg)}
         artifacts.write_json(run_dir / "metrics.json", record)
         return record
     step, last = progress.snapshots[-1]
@@ -620,4 +621,4 @@ def save_interrupted(
         diverged=torch.zeros(trials, dtype=torch.bool),
         restart=torch.zeros(trials, dtype=torch.long),
     )
-    return finish(cfg, run_dir, progress, partial, "interrupted")
+    return finish(cfg, run_dir, progress, partial, Status.INTERRUPTED)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
 from gradinv_exp.analysis import metric_table, metrics
+from gradinv_exp.base.status import Status
 
 # --- one run ----------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: s
         shown = pair[1] if shared else torch.cat([pair[0], pair[1]], dim=0)
         psnr = row.get("psnr")
         score = f"PSNR {psnr:.1f} dB" if pd.notna(psnr) else "PSNR n/a"
-        suffix = "" if status == "ok" else f" ({status})"
+        suffix = "" if status == Status.OK else f" ({status})"
         recovered = row.get("batch_recovered")
         if large and pd.notna(recovered):
             suffix += f"\nbest | worst, {recovered:.0%} of batch"
@@ -210,7 +211,10 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: s
 
 
 def curves(
-    points: pd.DataFrame, metric: str = "psnr", lines: Sequence[str] = (), note: str = ""
+    points: pd.DataFrame,
+    metric: str = metric_table.PRIMARY,
+    lines: Sequence[str] = (),
+    note: str = "",
 ) -> Figure:
     """``metric`` against strength: one panel per defense (each has its own unit), one line
     per combination of the ``lines`` columns' values, the 95% interval of the mean as a

@@ -62,8 +62,9 @@ class Metric:
         return ">=" if self.higher_is_better else "<="
 
 
+PRIMARY = "psnr"  # what success, tables, curves and a sweep's return value read by default
 METRICS: Registry[Metric] = Registry("metric")
-METRICS.add(Metric("psnr", "PSNR", True, unit="dB", fmt=".1f", bounds=(0.0, 100.0)))
+METRICS.add(Metric(PRIMARY, "PSNR", True, unit="dB", fmt=".1f", bounds=(0.0, 100.0)))
 METRICS.add(Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0)))
 METRICS.add(Metric("mse", "MSE", higher_is_better=False, fmt=".4f", bounds=(0.0, 1.0)))
 METRICS.add(Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf)))

@@ -22,16 +22,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gradinv_exp.analysis import report, uncertainty
-from gradinv_exp.analysis.metric_table import METRICS, names
+from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, names
+from gradinv_exp.base.status import FINISHED, Status
 from gradinv_exp.defenses import axis
 from gradinv_exp.runs import artifacts
-from gradinv_exp.runs.resume import FINISHED, RunError, read_metrics
+from gradinv_exp.runs.resume import RunError, read_metrics
 
 log = logging.getLogger(__name__)
 
 # non-scalar parts of metrics.json (``pool`` reads the per-image values from the folder)
 SKIPPED_KEYS = ("config", "per_image", "per_trial", "labels", "recovered_labels")
-MISSING = "missing"  # a job folder without metrics.json: crashed or killed before the end
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -101,7 +101,7 @@ def row(
         "strength_key": where.key,
         "strength": where.value if where.key else np.nan,
         "strength_log": where.log_scale,
-        "status": MISSING,
+        "status": Status.MISSING,
         **scalars,
         **{f"config.{k}": v for k, v in cfg.items()},
     }
@@ -164,9 +164,9 @@ def counts(frame: pd.DataFrame) -> dict[str, int]:
     status = frame["status"] if len(frame) else pd.Series(dtype=str)
     return {
         "finished": int(status.isin(FINISHED).sum()),
-        "interrupted": int((status == "interrupted").sum()),
-        "failed": int((status == "failed").sum()),
-        MISSING: int((status == MISSING).sum()),
+        Status.INTERRUPTED: int((status == Status.INTERRUPTED).sum()),
+        Status.FAILED: int((status == Status.FAILED).sum()),
+        Status.MISSING: int((status == Status.MISSING).sum()),
     }
 
 
@@ -206,7 +206,7 @@ def short_names(runs: pd.Series) -> pd.Series:
     return runs.map(lambda r: os.path.relpath(r, base))
 
 
-def table(frame: pd.DataFrame, metric: str = "psnr", group_by: str | None = None) -> pd.DataFrame:
+def table(frame: pd.DataFrame, metric: str = PRIMARY, group_by: str | None = None) -> pd.DataFrame:
     """The columns a reader compares: the run, the config keys that tell apart runs of one
     defense and strength (``report.row_keys``: a swept seed, ``attack.adaptive`` ...),
     defense, strength, status, the metric with its 95% interval, the success rate with its
@@ -243,10 +243,10 @@ def per_image(run_dir: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         if k in METRICS
     }
     cfg = metrics.get("config", {})
-    key = cfg.get("metrics.success_metric", "psnr")
+    key = cfg.get("metrics.success_metric", PRIMARY)
     threshold = cfg.get("metrics.success_threshold", 20.0)
     if key not in METRICS:  # a criterion this version does not know: nothing passes
-        return values, np.zeros(np.shape(values.get("psnr", [[0]])), dtype=bool)
+        return values, np.zeros(np.shape(values.get(PRIMARY, [[0]])), dtype=bool)
     chosen = values.get(key, np.full((1, 1), np.nan))
     return values, METRICS[key].passes(chosen, threshold)
 
@@ -303,8 +303,8 @@ def pool(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         row |= uncertainty.success(np.concatenate([ok.ravel() for _, ok in loaded]))
         recovered = np.concatenate([ok.mean(1) for _, ok in loaded])  # per trial's batch
         row |= uncertainty.summary("batch_recovered", recovered)
-        if "diverged" in set(group["status"]):
-            row["status"] = "diverged"
+        if Status.DIVERGED in set(group["status"]):
+            row["status"] = Status.DIVERGED
         rows.append(row)
     pooled = pd.DataFrame(rows)
     pooled.attrs = dict(frame.attrs)
@@ -321,7 +321,7 @@ def write(
     frame: pd.DataFrame,
     out_dir: Path,
     *,
-    metric: str = "psnr",
+    metric: str = PRIMARY,
     group_by: str | None = None,
     csv_name: str = "summary.csv",
     markdown: bool = False,
@@ -353,15 +353,15 @@ def failures(frame: pd.DataFrame, problems: list[str]) -> list[str]:
     """One line per job that did not finish, in job order: ``job <folder>: <error>`` for a
     failed run, a note for an interrupted one and for a folder without metrics.json
     (crashed or killed), and the ``problems`` of ``collect`` (unreadable folders)."""
-    ended = ("failed", "interrupted", MISSING)
+    ended = (Status.FAILED, Status.INTERRUPTED, Status.MISSING)
     unfinished = frame[frame["status"].isin(ended)] if len(frame) else frame
     notes = {}
     for _, row in unfinished.iterrows():
         error = row.get("error")
-        if row["status"] == "interrupted":
+        if row["status"] == Status.INTERRUPTED:
             error = f"interrupted by {row.get('signal')}"
         elif not isinstance(error, str):
-            error = "no error recorded" if row["status"] == "failed" else "no metrics.json"
+            error = "no error recorded" if row["status"] == Status.FAILED else "no metrics.json"
         notes[Path(row["run"]).name] = error
     jobs = sorted(notes, key=lambda name: (len(name), name))  # "2" before "10"
     return [f"job {name}: {notes[name]}" for name in jobs] + list(problems)

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from gradinv_exp.analysis import summary, tradeoff, uncertainty
+from gradinv_exp.base.status import FINISHED
 from gradinv_exp.runs import artifacts
-from gradinv_exp.runs.resume import FINISHED
 
 ATTACKERS = ("naive", "adaptive")
 COSTS = ("defense_rel_error", "defense_cosine", "epsilon")

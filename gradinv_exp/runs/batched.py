@@ -47,6 +47,7 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config
+from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import cluster, faults, pool, preflight, resume
 from gradinv_exp.runs import job as runs_job
@@ -260,7 +261,7 @@ class BatchedLauncher(Launcher):
         assert self.task_function is not None
         previous = resume.finished_run(j.run_dir)
         if previous is not None:  # finished before: not run again, not even composed
-            return JobReturn(status=JobStatus.COMPLETED, _return_value=previous["psnr"])
+            return JobReturn(status=JobStatus.COMPLETED, _return_value=previous[PRIMARY])
         ret = run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
@@ -323,7 +324,7 @@ def enter(held: ExitStack, cfg: DictConfig, j: Job, members: list[Member]) -> fl
     metrics.json says so)."""
     previous = held.enter_context(runs_job.started(j.run_dir))
     if previous is not None:
-        return previous["psnr"]
+        return previous[PRIMARY]
     try:
         members.append(Member(j, runs_job.typed(cfg, j.run_dir)))
     except ConfigError as err:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gradinv_exp.base.status import Status
 from gradinv_exp.runs import artifacts, workers
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def record_failure(run_dir: Path, err: BaseException, config: dict[str, Any]) ->
     and the run's flat config, so a sweep's table still has a row for it. The traceback
     goes to the job's log. Returns what was written."""
     log.error("run failed:\n%s", "".join(traceback.format_exception(err)).rstrip())
-    record = {"status": "failed", "error": error_line(err), "config": config}
+    record = {"status": Status.FAILED, "error": error_line(err), "config": config}
     artifacts.write_json(run_dir / "metrics.json", record)
     return record
 
@@ -167,5 +168,5 @@ def record_death(run_dir: Path, config: dict[str, Any]) -> None:
     A file the process was writing when it died (a checkpoint's temporary file) is
     removed: the checkpoint it last finished stays."""
     artifacts.remove_partial(run_dir)
-    record = {"status": "failed", "error": DIED, "config": config}
+    record = {"status": Status.FAILED, "error": DIED, "config": config}
     artifacts.write_json(run_dir / "metrics.json", record)

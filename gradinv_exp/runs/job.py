@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gradinv_exp import config, tracking
+from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.runs import artifacts, faults, locks, preflight, resume
 
@@ -97,15 +98,15 @@ def run_batch(cfgs: list[Config], run_dirs: list[Path]) -> list[float]:
         print(f"gradinv-exp: batch of {len(cfgs)} job(s) failed: {faults.error_line(err)}",
               file=sys.stderr)  # fmt: skip
         return [math.nan] * len(cfgs)
-    psnrs = []
+    values = []
     for cfg, run_dir, metrics in zip(cfgs, run_dirs, ended, strict=True):
         if metrics is None:
-            psnrs.append(math.nan)
+            values.append(math.nan)
             continue
         with faults.logged("the run could not be logged to its tracker"):
             tracking.log_run(cfg.tracking, run_dir)
-        psnrs.append(metrics["psnr"])
-    return psnrs
+        values.append(metrics[PRIMARY])
+    return values
 
 
 def compose(job: list[str], run_dir: Path) -> DictConfig:

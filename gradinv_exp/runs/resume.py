@@ -19,10 +19,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gradinv_exp.base.options import ConfigError
+from gradinv_exp.base.status import FINISHED
 
 log = logging.getLogger(__name__)
-
-FINISHED = ("ok", "diverged")  # a run with one of these statuses is never run again
 
 
 class RunError(ValueError):

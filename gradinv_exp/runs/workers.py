@@ -29,6 +29,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from gradinv_exp.base.status import Status
 from gradinv_exp.runs import locks, resume
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,6 @@ def ended(job_dirs: list[Path], since: float) -> tuple[dict[int, Path], set[int]
         metrics = run_dir / "metrics.json"
         if not metrics.exists() or metrics.stat().st_mtime < started:
             dead[num] = run_dir
-        elif resume.status(run_dir) == "failed":
+        elif resume.status(run_dir) == Status.FAILED:
             failed.add(num)
     return dead, failed

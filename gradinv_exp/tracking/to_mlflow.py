@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from gradinv_exp.base.status import Status
 from gradinv_exp.tracking.registry import (
     FIGURES,
     SWEEP_FILES,
@@ -88,7 +89,7 @@ class MLflowLogger:
         for name in (*FIGURES, "metrics.json", "history.csv"):
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
-        status = "FINISHED" if metrics.get("status") in ("ok", "diverged") else "FAILED"
+        status = "FINISHED" if Status(metrics.get("status", Status.MISSING)).finished else "FAILED"
         client.set_tag(run_id, "status", str(metrics.get("status")))
         client.set_terminated(run_id, status)
 

@@ -110,7 +110,7 @@ class DatasetConfig:
     ``index`` pins one image: null (the default), every image is drawn; an index i makes
     image i the run's first attacked image (trial 0's first client's first image) and a
     client's image, never the server's; the others are drawn as always. So the default
-    run (CIFAR-100, ``index: 25``, one image, one trial) attacks the seed notebook's image,
+    run (CIFAR-100, ``index: 25``, one image, one trial) attacks the original notebook's image,
     whatever the seed, and more trials or a larger batch add random images to it.
     """
 

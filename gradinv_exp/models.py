@@ -101,7 +101,7 @@ def _lenet(
 
 @model("lenet", compiles=True, native_conv=True)
 def lenet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
-    """The seed's LeNet: convs with strides 2, 2, 1, 1 (768 features at 32x32)."""
+    """The original notebook's LeNet: convs with strides 2, 2, 1, 1 (768 features at 32x32)."""
     return _lenet((2, 2, 1, 1), channels, num_classes, image_size, activation)
 
 

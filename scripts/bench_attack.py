@@ -4,7 +4,8 @@ compiled choice (native convolution).
 
 All run in this process on the same photo, model, seed, dummy start and step count:
 (a) the reference: torch.optim.LBFGS on [dummy image, dummy label], a closure with
-    autograd.grad(create_graph=True), a snapshot clone every 10 steps (the seed's loop);
+    autograd.grad(create_graph=True), a snapshot clone every 10 steps (the original
+    notebook's loop);
 (b) gradinv_exp eager with oneDNN convolutions (how every run ran before the backend
     choice), snapshots every 10 steps with the run's per-snapshot metrics;
 (c) gradinv_exp with the backend ``compile=auto conv_backend=auto`` picks for the default
@@ -68,7 +69,7 @@ FIXED_WORK = LBFGSConfig(tolerance_grad=0.0, tolerance_change=0.0)  # 20 closure
 
 
 def reference(model, true_grad, seed: int, steps: int) -> tuple[float, int]:
-    """The seed's loop, verbatim in spirit (tolerances 0, as FIXED_WORK); (final
+    """The original notebook's loop, verbatim in spirit (tolerances 0, as FIXED_WORK); (final
     gradient-matching loss, closure calls)."""
     gen = generator(seed, "attack")
     dummy_data = torch.randn((1, 3, 32, 32), generator=gen).requires_grad_(True)

@@ -1,7 +1,8 @@
 """FedAvg clients: what attacking an update costs, and how well iDLG's label rule reads it.
 
 1. Cost: one objective-and-gradient evaluation (the attack's closure, eager) on the
-   seed's LeNet for a client with B = 4 images that shares its FedSGD gradient or its
+   original notebook's LeNet for a client with B = 4 images that shares its FedSGD
+   gradient or its
    FedAvg update after E = 1, 2, 5, 10 local steps (local batch 1 and 4), relative to the
    FedSGD closure; alternating repetitions, medians. The attacker unrolls E local
    steps, so the cost should grow about E-fold.

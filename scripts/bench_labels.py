@@ -9,7 +9,7 @@ gradient (``idlg``, ``yin``, ``llg``) restore the labels. Two label cases:
 - repeated: B labels drawn with replacement from 10 classes (a CIFAR-10-sized head), so
   labels repeat (at B = 16 always).
 
-Models: the seed's LeNet (sigmoid, U(-0.5, 0.5) init), the ConvNet and ResNet-18 (ReLU,
+Models: the original notebook's LeNet (sigmoid, U(-0.5, 0.5) init), the ConvNet and ResNet-18 (ReLU,
 their default inits), each with its seeded init per seed: pair (model, seed) has its own
 weights, its own batch (photos taken from offset ``seed``) and its own labels.
 Label accuracy is the multiset match, |true labels and restored labels in common| / B

@@ -1,6 +1,6 @@
 """Vectorised trials: T attacks as one batched computation vs the same T run one after another.
 
-For T = 1, 4, 16 (bundled photos, one per trial, the seed's LeNet, DLG with L-BFGS) it
+For T = 1, 4, 16 (bundled photos, one per trial, the original notebook's LeNet, DLG with L-BFGS) it
 prints, per T:
 
 - time: the attack engine (dlg preset) on all T trials at once and, alternating with it, the T

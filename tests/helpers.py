@@ -18,7 +18,7 @@ from gradinv_exp.runs import preflight
 REPO = Path(__file__).resolve().parent.parent
 # Small, fast settings for end-to-end runs: the bundled photos, few steps.
 FAST = ["dataset=photos", "attack.iterations=6", "attack.snapshot_every=3"]
-# The seed's comparison (none, prune, quantize, noise) at FAST settings: a 4-job sweep.
+# The original notebook's comparison (none, prune, quantize, noise) at FAST settings: a 4-job sweep.
 SEED_DEFENSES = ["+experiment=seed_defenses", *FAST]
 
 

@@ -79,7 +79,7 @@ def test_every_quick_start_command_runs_with_a_tiny_budget(tmp_path):
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
         if command.startswith("make test"):
             assert re.search(r"\b\d+ passed\b", proc.stdout) and "failed" not in proc.stdout
-        elif command.startswith("make run"):  # the seed's comparison as one sweep
+        elif command.startswith("make run"):  # the original notebook's comparison as one sweep
             summary = pd.read_csv(out / "summary.csv")
             assert sorted(summary["defense"]) == ["noise", "none", "prune", "quantize"]
             assert summary["status"].eq("ok").all() and summary["steps"].eq(2).all()

@@ -1,7 +1,7 @@
 """How the attack's objective-and-gradient function runs: compiled or eager, and with
 which CPU convolution.
 
-One DLG closure on the seed's LeNet is ~12 MFLOP: a few hundred microseconds of
+One DLG closure on the original notebook's LeNet is ~12 MFLOP: a few hundred microseconds of
 arithmetic inside milliseconds of per-operation overhead. ``torch.compile`` (inductor)
 fuses the forward, the per-problem gradients and the double backward into a few kernels.
 For a single problem torch's native convolution beats oneDNN's on these tiny 12-channel

@@ -6,7 +6,7 @@ client's list of per-parameter tensors in ``model.parameters()`` order, ``cfg`` 
 option's typed schema, ``generator`` the run's "defense" random stream, ``client`` the
 model, images and labels behind the gradient (for defenses that need more than the
 gradient: per-example clipping, Soteria). It returns new tensors and never mutates its
-input (the seed's in-place defenses stacked across its loop).
+input (the original notebook's in-place defenses stacked across its loop).
 
 An option is registered with ``@defense(Schema, strength=..., ...)`` beside its function;
 the schema's ``name`` default is the option's name (``conf/defense/<name>.yaml``). Every

@@ -233,7 +233,8 @@ TRIALS = 4
 
 
 def batch_setup(trials: int = TRIALS, device: str = "cpu"):
-    """The seed's LeNet and the true gradients of ``trials`` bundled photos, one per trial."""
+    """The original notebook's LeNet and the true gradients of ``trials`` bundled photos,
+    one per trial."""
     images, labels, _ = data.load(DatasetConfig(name="photos"), trials)
     model = models.build(
         "lenet", channels=3, num_classes=100, image_size=32, activation="sigmoid",

@@ -63,7 +63,8 @@ def test_quantize_levels_and_error_bound(bits, stochastic):
 
 def test_quantize_is_not_the_seeds_round_g_times_15():
     g = [torch.full((1000,), 0.01), torch.tensor([1.0])]
-    g[0][0] = 1.0  # scale 1: the seed's round(g*15)/15 would zero 0.01, four bits must not all
+    # scale 1: the original notebook's round(g*15)/15 would zero 0.01, four bits must not all
+    g[0][0] = 1.0
     (q, _) = compression.quantize(g, QuantizeConfig(bits=4), generator=gen())
     assert (q != 0).all()  # 0 is not one of the 16 levels on [-1, 1]
     levels = torch.linspace(-1, 1, 16)

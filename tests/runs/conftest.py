@@ -6,7 +6,8 @@ from helpers import SEED_DEFENSES, cli
 
 @pytest.fixture(scope="session")
 def seed_sweep(tmp_path_factory):
-    """The seed's comparison, sequential: `python -m gradinv_exp +experiment=seed_defenses
+    """The original notebook's comparison, sequential:
+    `python -m gradinv_exp +experiment=seed_defenses
     hydra/launcher=basic` (every job alone, one after another)."""
     sweep = tmp_path_factory.mktemp("sequential") / "sweep"
     proc = cli([*SEED_DEFENSES, "hydra/launcher=basic", f"hydra.sweep.dir={sweep}"], sweep.parent)

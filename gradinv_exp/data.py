@@ -73,8 +73,7 @@ DOWNLOAD_TIMEOUT_S = 20.0  # a blocked network must not hang a run for minutes
 
 def transform(cfg: DatasetConfig) -> transforms.Compose:
     """The original notebook's preprocessing: Resize, CenterCrop, ToTensor, after converting
-    the image
-    to the dataset's colour mode (grey for 1 channel, RGB for 3)."""
+    the image to the dataset's colour mode (grey for 1 channel, RGB for 3)."""
     mode = "L" if cfg.channels == 1 else "RGB"
     return transforms.Compose(
         [

@@ -220,7 +220,7 @@ class Case:
             )
             problem = engine.build_problem(
                 self.sim, self.observed.update, x, y, cfg, self.cfg.optimizer,
-                optimised=self.optimised, defense_model=model,
+                optimised=self.optimised, models=[model] * len(self.observed.update[0]),
             )  # fmt: skip
             traces = []
 

@@ -37,12 +37,18 @@ def join(runs: pd.DataFrame, utility: pd.DataFrame, metric: str) -> pd.DataFrame
 
 
 def accuracy(utility: pd.DataFrame) -> pd.DataFrame:
-    """The utility runs keyed by defense setting: ``setting``, test ``accuracy`` (and
-    ``epsilon`` where recorded)."""
+    """The utility runs keyed by defense setting, one row each: ``setting``, test
+    ``accuracy`` (mean over the setting's runs: seeds of the utility experiment, their
+    utility.csv files concatenated), ``accuracy_low``/``accuracy_high`` (their range),
+    ``seeds`` (how many) and ``epsilon`` where recorded."""
     places = [axis(row.dropna().to_dict()) for _, row in utility.iterrows()]
-    extra = [c for c in ("epsilon",) if c in utility]
     acc = utility.assign(setting=[setting(a.defense, a.value) for a in places])
-    return acc[["setting", "accuracy", *extra]]
+    grouped = acc.groupby("setting", sort=False)
+    table = grouped["accuracy"].agg(["mean", "min", "max", "count"]).reset_index()
+    table.columns = ["setting", "accuracy", "accuracy_low", "accuracy_high", "seeds"]
+    if "epsilon" in acc:
+        table = table.merge(grouped["epsilon"].first().reset_index(), on="setting")
+    return table
 
 
 def figure(joined: pd.DataFrame, metric: str) -> Figure:

@@ -20,13 +20,14 @@ n = 73 on (0/20 ends at 0.16: inconclusive, not "stopped"). With one attacker me
 the verdict is against that one and ``against`` says the other was not measured.
 
 The defense's cost, where recorded: ``defense_rel_error`` and ``defense_cosine`` of
-metrics.json (mean over the setting's runs) and, given a utility.csv, its test accuracy.
+metrics.json (mean over the setting's runs) and, given a utility.csv, its test accuracy
+(mean and range over the utility runs' seeds) and the privacy-utility figure.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ import pandas as pd
 from gradinv_exp.analysis import summary, tradeoff, uncertainty
 from gradinv_exp.base.status import FINISHED
 from gradinv_exp.runs import artifacts
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ATTACKERS = ("naive", "adaptive")
 COSTS = ("defense_rel_error", "defense_cosine", "epsilon")
@@ -136,9 +140,11 @@ def verdict(
 
 
 def with_accuracy(table: pd.DataFrame, utility: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the utility run's test ``accuracy`` of each defense setting (NaN
-    where the utility experiment has no such setting)."""
-    acc = tradeoff.accuracy(utility)[["setting", "accuracy"]].drop_duplicates("setting")
+    """``table`` with the utility runs' test ``accuracy`` of each defense setting, mean
+    over their seeds, with its range ``accuracy_low``/``_high`` and ``seeds`` (NaN where
+    the utility experiment has no such setting)."""
+    columns = ["setting", "accuracy", "accuracy_low", "accuracy_high", "seeds"]
+    acc = tradeoff.accuracy(utility)[columns]
     keyed = table.assign(
         setting=[tradeoff.setting(d, s) for d, s in zip(table["defense"], table["strength"])]
     )
@@ -153,6 +159,16 @@ def rate(row: pd.Series, name: str) -> str:
         f"{row[f'{name}_success']:.2f} [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}] "
         f"({int(row[f'{name}_successes'])}/{int(row[f'{name}_pairs'])})"
     )
+
+
+def accuracy(row: pd.Series) -> str:
+    """``0.714``, or over several seeds ``0.70 [0.69, 0.71] (2 seeds)`` (mean, range)."""
+    if row.get("seeds", 1) > 1:
+        return (
+            f"{row['accuracy']:.2f} [{row['accuracy_low']:.2f}, {row['accuracy_high']:.2f}] "
+            f"({int(row['seeds'])} seeds)"
+        )
+    return f"{row['accuracy']:.3f}"
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -175,11 +191,8 @@ def markdown(table: pd.DataFrame) -> str:
             ),
             "verdict against": row["against"],
             f"verdict (bound {threshold:g})": row["verdict"],
-            **{
-                cost: f"{row[cost]:.4g}"
-                for cost in (*COSTS, "accuracy")
-                if cost in row and pd.notna(row[cost])
-            },
+            **{cost: f"{row[cost]:.4g}" for cost in COSTS if cost in row and pd.notna(row[cost])},
+            **({"accuracy": accuracy(row)} if pd.notna(row.get("accuracy")) else {}),
         }
         lines.append(cells)
     head = (
@@ -190,9 +203,64 @@ def markdown(table: pd.DataFrame) -> str:
     return head + pd.DataFrame(lines).fillna("").to_markdown(index=False) + "\n"
 
 
+def strongest(table: pd.DataFrame) -> pd.DataFrame:
+    """Per defense setting with a test accuracy, the verdict row of its strongest attack
+    family (highest success of its strongest attacker; ties: higher mean PSNR), with
+    ``success``/``low``/``high``: that attacker's rate and 95% interval."""
+    if "accuracy" not in table:
+        return pd.DataFrame()
+    rows = table[table["accuracy"].notna()].copy()
+    for field in ("success", "low", "high", "psnr"):
+        rows[field] = [r[f"{r['strongest']}_{field}"] for _, r in rows.iterrows()]
+    rows = rows.sort_values(["success", "psnr"], ascending=False)
+    return rows.drop_duplicates(["defense", "strength"]).sort_values("accuracy")
+
+
+def figure(table: pd.DataFrame) -> Figure:
+    """The privacy-utility figure: one point per defense setting, x its test accuracy
+    (bar: the range over seeds), y the success rate of the strongest attacker measured
+    against it with its 95% Wilson interval; filled green where it "stops it", red where
+    it does not, hollow grey where inconclusive; the dashed line is the verdict's bound.
+    A good defense sits bottom-right (nothing recovered, accuracy kept)."""
+    from matplotlib.figure import Figure  # only to draw: compare answers before it loads
+
+    points = strongest(table)
+    threshold = table.attrs.get("threshold", uncertainty.VERDICT_THRESHOLD)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    styles = {STOPS: ("tab:green", "tab:green"), NOT_STOPPED: ("tab:red", "tab:red"),
+              INCONCLUSIVE: ("none", "tab:gray")}  # fmt: skip
+    for judged, (face, edge) in styles.items():
+        part = points[points["verdict"] == judged]
+        if part.empty:
+            continue
+        acc, rate = part["accuracy"], part["success"]
+        ax.errorbar(
+            acc, rate, yerr=[rate - part["low"], part["high"] - rate],
+            xerr=[acc - part["accuracy_low"], part["accuracy_high"] - acc],
+            fmt="o", mfc=face, mec=edge, ecolor=edge, capsize=3, label=judged,
+        )  # fmt: skip
+    for _, row in points.iterrows():
+        label = tradeoff.setting(row["defense"], row["strength"])
+        ax.annotate(f"{label}: {row['against']}", (row["accuracy"], row["success"]),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"verdict bound {threshold:g}")
+    ax.set(xlabel="test accuracy of federated training under the defense (utility)",
+           ylabel="attack success rate, strongest attacker (95% interval)",
+           ylim=(-0.03, 1.03), title="privacy vs utility per defense setting")  # fmt: skip
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def write(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """verdict.csv (every column) and verdict.md (the readable table) into ``out_dir``."""
+    """verdict.csv (every column) and verdict.md (the readable table) into ``out_dir``;
+    with test accuracies joined (``utility``), verdict.png (``figure``) too."""
     written = [out_dir / "verdict.csv", out_dir / "verdict.md"]
     artifacts.write_csv(written[0], table)
     artifacts.write_text(written[1], markdown(table))
+    if not strongest(table).empty:
+        written.append(out_dir / "verdict.png")
+        artifacts.save_figure(written[-1], figure(table))
     return written

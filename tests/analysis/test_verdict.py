@@ -123,3 +123,38 @@ def test_a_run_found_in_two_folders_counts_its_pairs_once(sweep, tmp_path):
     pooled = summary.pool(frame, ["defense", "strength", "config.attack.adaptive"])
     assert pooled["trials"].tolist() == [20, 20, 80, 80, 20, 10]
     assert pooled["runs"].tolist() == [1] * 6
+
+
+def test_utility_of_two_seeds_joins_as_mean_and_range_and_draws_the_figure(sweep, tmp_path):
+    """prune 0.2 trained under two seeds (0.6, 0.8), prune 0.9 under one, quantize 4 under
+    none: the table carries mean and range; the figure has one point per setting with an
+    accuracy, its strongest attacker's interval as the bar."""
+    utility = pd.DataFrame({
+        "defense.name": ["prune", "prune", "prune"],
+        "defense.ratio": [0.2, 0.2, 0.9],
+        "accuracy": [0.6, 0.8, 0.3],
+    })  # fmt: skip
+    frame, _ = summary.collect([sweep])
+    joined = verdict.verdict(frame, utility=utility).set_index(["defense", "strength"])
+    row = joined.loc[("prune", 0.2)]
+    assert (row["accuracy"], row["accuracy_low"], row["accuracy_high"], row["seeds"]) == (
+        pytest.approx(0.7), 0.6, 0.8, 2)  # fmt: skip
+    assert pd.isna(joined.loc[("quantize", 4), "accuracy"])
+    text = verdict.markdown(joined.reset_index())
+    assert "0.70 [0.60, 0.80] (2 seeds)" in text and "0.300" in text
+    points = verdict.strongest(joined.reset_index()).set_index(["defense", "strength"])
+    assert list(points.index) == [("prune", 0.9), ("prune", 0.2)]  # by accuracy
+    assert points.loc[("prune", 0.2), "success"] == 0.75  # the adaptive attacker's
+    assert points.loc[("prune", 0.9), "verdict"] == "stops it"
+    out = tmp_path / "out"
+    path = tmp_path / "utility.csv"
+    utility.to_csv(path, index=False)
+    assert compare.main([str(sweep), "--verdict", "--utility", str(path), "--out", str(out)]) == 0
+    assert (out / "verdict.png").stat().st_size > 0
+
+
+def test_without_utility_no_figure_is_written(sweep, tmp_path):
+    frame, _ = summary.collect([sweep])
+    written = verdict.write(verdict.verdict(frame), tmp_path)
+    assert [p.name for p in written] == ["verdict.csv", "verdict.md"]
+    assert not (tmp_path / "verdict.png").exists()

@@ -3,10 +3,9 @@
 
 Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...]``) and
 sets only the values that are facts of that option (a data set's size and classes). A
-group whose options need their own fields keeps each schema beside the option's code
-(``defenses/``, ``attacks/optimizers.py``, ``client.py``); the rest share one schema
-defined here. Hydra
-type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
+group keeps its schemas beside its options' code (``defenses/``, ``attacks/``,
+``client.py``, ``models.py``, ``servers/``, ``tracking/``); the data set's and the
+metrics' schemas are defined here. Hydra type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
 ``Config``, the rules that span groups, so a bad value fails in ``OmegaConf.to_object``
 with one line, before any work starts.
 
@@ -26,10 +25,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
-from gradinv_exp.base.options import ConfigError, one_of, positive, require
+from gradinv_exp.base.options import ConfigError, one_of, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
+from gradinv_exp.models import ModelConfig
 from gradinv_exp.servers import SERVERS, ServerConfig
 from gradinv_exp.tracking import TRACKERS, TrackingConfig
 
@@ -44,52 +44,6 @@ def conf_dir() -> Path:
 
 
 CONF_DIR = conf_dir()
-
-# --- model ---------------------------------------------------------------------------
-
-
-@dataclass
-class ModelConfig:
-    """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset.
-
-    The attacked model is the seeded init, then the ``checkpoint``'s weights if given,
-    then ``pretrain_steps`` of SGD: real clients share gradients of partly trained
-    models, not of a random init.
-    """
-
-    name: str = MISSING
-    # model=custom: your builder, module:function; model=torchvision: an architecture's name
-    target: Optional[str] = None
-    activation: Optional[str] = "sigmoid"  # replaces a built-in's; null: the model's own
-    init: str = "uniform"  # uniform: U(-init_range, init_range); default: the layers' own
-    init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
-    checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
-    pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
-    pretrain_lr: float = 0.01
-    pretrain_images: int = 8  # the first of the server's own images (never attacked)
-    # pretrain with batch norm in train mode, so its running statistics learn the data's
-    # (false: eval mode throughout, running statistics stay those of the init: 0 and 1)
-    pretrain_bn: bool = False
-
-    def __post_init__(self) -> None:
-        if self.activation is not None:  # which options need null: models.construct
-            one_of("model.activation", self.activation, ("sigmoid", "relu", "tanh"))
-        one_of("model.init", self.init, ("uniform", "default"))
-        positive("model.init_range", self.init_range)
-        require(
-            self.checkpoint is None or self.checkpoint.strip() != "",
-            "model.checkpoint",
-            self.checkpoint,
-            "must be null or the path of a state dict file",
-        )
-        require(
-            self.pretrain_steps >= 0, "model.pretrain_steps", self.pretrain_steps, "must be >= 0"
-        )
-        positive("model.pretrain_lr", self.pretrain_lr)
-        require(
-            self.pretrain_images >= 1, "model.pretrain_images", self.pretrain_images, "must be >= 1"
-        )
-
 
 # --- dataset -------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
-"""The ``model`` group: the models under attack, built with a seeded initialisation,
-their trained weights (``model.checkpoint``) and pretraining (``model.pretrain_steps``).
+"""The ``model`` group: its schema (``ModelConfig``) and the models under attack, built
+with a seeded initialisation, their trained weights (``model.checkpoint``) and
+pretraining (``model.pretrain_steps``). Torch loads on first use, so that the schema is
+checked before it loads.
 
 Every built-in builder takes ``(channels, num_classes, image_size, activation)`` and
 returns an ``nn.Module`` mapping images ``(B, C, H, W)`` to logits ``(B, num_classes)``;
@@ -20,28 +22,37 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-import torch
-import torchvision
-from torch import Tensor, nn
+from omegaconf import MISSING
 
+from gradinv_exp.base import lazy
 from gradinv_exp.base.options import (
     ConfigError,
     Registry,
     check_signature,
     not_allowed,
     one_of,
+    positive,
     require,
     resolve,
 )
 from gradinv_exp.client import soft_cross_entropy
 
+if TYPE_CHECKING:
+    import torch
+    import torchvision
+    from torch import Tensor, nn
+else:  # loaded on first use: the model group's schema is checked before torch loads
+    torch = lazy.module("torch", __name__)
+    torchvision = lazy.module("torchvision", __name__)
+
 log = logging.getLogger(__name__)
 
 # (channels, num_classes, image_size, activation) -> model: a built-in's builder
-Builder = Callable[[int, int, int, str], nn.Module]
+Builder = Callable[[int, int, int, str], "nn.Module"]
 # (channels, num_classes, image_size) -> model with its own activations: custom, torchvision
-Shaped = Callable[[int, int, int], nn.Module]
+Shaped = Callable[[int, int, int], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,49 @@ class Architecture:
 MODELS: Registry[Architecture] = Registry("model")
 
 
+@dataclass
+class ModelConfig:
+    """``name`` selects the builder in ``models.MODELS``; shapes come from the dataset.
+
+    The attacked model is the seeded init, then the ``checkpoint``'s weights if given,
+    then ``pretrain_steps`` of SGD: real clients share gradients of partly trained
+    models, not of a random init.
+    """
+
+    name: str = MISSING
+    # model=custom: your builder, module:function; model=torchvision: an architecture's name
+    target: Optional[str] = None
+    activation: Optional[str] = "sigmoid"  # replaces a built-in's; null: the model's own
+    init: str = "uniform"  # uniform: U(-init_range, init_range); default: the layers' own
+    init_range: float = 0.5  # every weight and bias ~ U(-init_range, init_range)
+    checkpoint: Optional[str] = None  # state dict of this model (torch.save(m.state_dict()))
+    pretrain_steps: int = 0  # full-batch SGD steps on images other than the attacked ones
+    pretrain_lr: float = 0.01
+    pretrain_images: int = 8  # the first of the server's own images (never attacked)
+    # pretrain with batch norm in train mode, so its running statistics learn the data's
+    # (false: eval mode throughout, running statistics stay those of the init: 0 and 1)
+    pretrain_bn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.activation is not None:  # which options need null: models.construct
+            one_of("model.activation", self.activation, list(ACTIVATIONS))
+        one_of("model.init", self.init, ("uniform", "default"))
+        positive("model.init_range", self.init_range)
+        require(
+            self.checkpoint is None or self.checkpoint.strip() != "",
+            "model.checkpoint",
+            self.checkpoint,
+            "must be null or the path of a state dict file",
+        )
+        require(
+            self.pretrain_steps >= 0, "model.pretrain_steps", self.pretrain_steps, "must be >= 0"
+        )
+        positive("model.pretrain_lr", self.pretrain_lr)
+        require(
+            self.pretrain_images >= 1, "model.pretrain_images", self.pretrain_images, "must be >= 1"
+        )
+
+
 def model(
     name: str, *, compiles: bool = False, native_conv: bool = False
 ) -> Callable[[Builder], Builder]:
@@ -76,11 +130,14 @@ def model(
     return register
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-}
+# model.activation's options: the name of each one's torch.nn module (names, so that the
+# model group's schema checks them before torch loads)
+ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "ReLU", "tanh": "Tanh"}
+
+
+def activation_layer(name: str) -> nn.Module:
+    """A new layer of activation ``name`` (one of ``ACTIVATIONS``)."""
+    return getattr(torch.nn, ACTIVATIONS[name])()
 
 
 def _lenet(
@@ -91,12 +148,14 @@ def _lenet(
     c_in, total = channels, 1
     for s in strides:
         layers += [
-            nn.Conv2d(c_in, 12, kernel_size=5, padding=2, stride=s),
-            ACTIVATIONS[activation](),
+            torch.nn.Conv2d(c_in, 12, kernel_size=5, padding=2, stride=s),
+            activation_layer(activation),
         ]
         c_in, total = 12, total * s
     side = -(-image_size // total)  # ceil: a stride-2 conv with padding 2 rounds up
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(12 * side * side, num_classes))
+    return torch.nn.Sequential(
+        *layers, torch.nn.Flatten(), torch.nn.Linear(12 * side * side, num_classes)
+    )
 
 
 @model("lenet", compiles=True, native_conv=True)
@@ -114,7 +173,9 @@ def lenet_dlg(channels: int, num_classes: int, image_size: int, activation: str)
 @model("linear", compiles=True)
 def linear(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """Softmax regression: flatten, one linear layer (no activation to replace)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size * image_size, num_classes))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(channels * image_size * image_size, num_classes)
+    )
 
 
 MLP_WIDTH = 1024  # two hidden layers of this width
@@ -123,12 +184,12 @@ MLP_WIDTH = 1024  # two hidden layers of this width
 @model("mlp", compiles=True)
 def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """Fully connected: flatten, two hidden layers of ``MLP_WIDTH``, linear classifier."""
-    width, act = MLP_WIDTH, ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(channels * image_size * image_size, width), act(),
-        nn.Linear(width, width), act(),
-        nn.Linear(width, num_classes),
+    width = MLP_WIDTH
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(channels * image_size * image_size, width), activation_layer(activation),
+        torch.nn.Linear(width, width), activation_layer(activation),
+        torch.nn.Linear(width, num_classes),
     )  # fmt: skip
 
 
@@ -136,16 +197,15 @@ def mlp(channels: int, num_classes: int, image_size: int, activation: str) -> nn
 def convnet(channels: int, num_classes: int, image_size: int, activation: str) -> nn.Module:
     """A small CIFAR ConvNet without batch norm: 3x3 convs 32-64-(pool)-128-(pool)-128,
     global average pooling, one linear layer (~0.3 M parameters)."""
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1), act(),
-        nn.Conv2d(32, 64, 3, padding=1), act(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), act(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(128, 128, 3, padding=1), act(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(128, num_classes),
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 32, 3, padding=1), activation_layer(activation),
+        torch.nn.Conv2d(32, 64, 3, padding=1), activation_layer(activation),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 128, 3, padding=1), activation_layer(activation),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(128, 128, 3, padding=1), activation_layer(activation),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(128, num_classes),
     )  # fmt: skip
 
 
@@ -158,13 +218,13 @@ def resnet18(channels: int, num_classes: int, image_size: int, activation: str) 
     image's gradient does not depend on the other images of the batch.
     """
     net = torchvision.models.resnet18(num_classes=num_classes)
-    net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    net.maxpool = nn.Identity()
+    net.conv1 = torch.nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    torch.nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = torch.nn.Identity()
     for parent in list(net.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, nn.ReLU):
-                setattr(parent, name, ACTIVATIONS[activation]())
+            if isinstance(child, torch.nn.ReLU):
+                setattr(parent, name, activation_layer(activation))
     return net
 
 
@@ -176,7 +236,7 @@ def user_model(target: str) -> Shaped:
 
     def build(channels: int, num_classes: int, image_size: int) -> nn.Module:
         net = fn(channels, num_classes, image_size)
-        if not isinstance(net, nn.Module):
+        if not isinstance(net, torch.nn.Module):
             why = f"it must return an nn.Module, returned {type(net).__name__}"
             raise not_allowed("model.target", target, why)
         return net
@@ -200,8 +260,8 @@ def with_input_channels(net: nn.Module, channels: int) -> nn.Module:
     """``net`` with its first 3-channel convolution replaced by one taking ``channels``."""
     for parent in net.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                conv = nn.Conv2d(
+            if isinstance(child, torch.nn.Conv2d) and child.in_channels == 3:
+                conv = torch.nn.Conv2d(
                     channels,
                     child.out_channels,
                     kernel_size=child.kernel_size,
@@ -305,7 +365,7 @@ def check_fits(
         probe = torch.rand((1, channels, image_size, image_size), generator=torch.Generator())
         with torch.no_grad():
             logits = net(probe)
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         problem = None if shape == (1, num_classes) else f"it gives logits of shape {shape}"
         if problem is None and not bool(torch.isfinite(logits).all()):
             problem = "its logits on a probe image are not finite"
@@ -340,7 +400,7 @@ def _read(file: Path, mtime_ns: int, size: int) -> dict[str, Tensor]:
     of a sweep, and they usually share one checkpoint)."""
     state = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise TypeError(f"expected a state dict (names -> tensors), found {type(state).__name__}")
     return dict(state)
@@ -402,7 +462,7 @@ def pretrain(
     running statistics updated with their momentum), then return to eval mode; without
     it they stay in eval mode and keep their running statistics."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     losses = []
     for m in norms if batch_norm else []:
         m.train()

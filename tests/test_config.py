@@ -16,11 +16,12 @@ from gradinv_exp.attacks import OPTIMIZERS, AttackConfig
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.client import CLIENTS
-from gradinv_exp.config import Config, DatasetConfig, ModelConfig, check_range
+from gradinv_exp.config import Config, DatasetConfig, check_range
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
+from gradinv_exp.models import ModelConfig
 from gradinv_exp.runs import preflight
 from gradinv_exp.servers import SERVERS
 from gradinv_exp.servers.honest import HonestConfig

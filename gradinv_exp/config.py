@@ -5,9 +5,9 @@ Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...
 sets only the values that are facts of that option (a data set's size and classes). A
 group keeps its schemas beside its options' code (``defenses/``, ``attacks/``,
 ``client.py``, ``models.py``, ``servers/``, ``tracking/``); the data set's and the
-metrics' schemas are defined here. Hydra type-checks overrides against the schemas; ``__post_init__`` checks ranges and, in
-``Config``, the rules that span groups, so a bad value fails in ``OmegaConf.to_object``
-with one line, before any work starts.
+metrics' schemas are defined here. Hydra type-checks overrides against the schemas;
+``__post_init__`` checks ranges and, in ``Config``, the rules that span groups, so a bad
+value fails in ``OmegaConf.to_object`` with one line, before any work starts.
 
 No torch here or in the schema modules at import time: the command line checks a whole
 sweep before it loads torch (``__main__``).

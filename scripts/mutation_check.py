@@ -89,7 +89,7 @@ PLANTS = [
           ("tests/defenses/test_privacy.py",)),
     # --- metrics ---
     Plant("psnr-uncapped", "metrics", "gradinv_exp/analysis/metrics.py",
-          "return np.minimum(np.array(values), MAX_PSNR_DB)", "return np.array(values)",
+          "return np.minimum(np.array(values), PSNR_CAP_DB)", "return np.array(values)",
           ("tests/analysis/test_metrics.py",)),
     Plant("ssim-data-range-2", "metrics", "gradinv_exp/analysis/metrics.py",
           "structural_similarity(a, b, data_range=1.0",

@@ -6,11 +6,14 @@ Everything that lists, orders, labels or judges metrics reads this table: the ru
 metrics.json (``experiment``), the intervals (``uncertainty``: a proportion gets a Wilson
 interval), the success criterion (``config.MetricsConfig``), sweep summaries and compare
 (``summary``, ``compare --metric``), result lines (``report``) and figure axes
-(``figures``, ``tradeoff``). A new metric is one entry here plus its per-image function
-in ``metrics.evaluate`` (tests/analysis/test_metric_table.py ties the two).
+(``figures``, ``tradeoff``). Each entry names its per-image function (``fn``, a
+``module:function`` taking a ``metrics.Scored`` pair and returning ``(B,)`` values), which
+``metrics.evaluate`` calls in the table's order: a new metric is one entry here and its
+function.
 
 No torch, numpy only: ``config`` checks ``metrics.success_metric`` against this table
-before the command line loads torch (see ``__main__``).
+before the command line loads torch (see ``__main__``); so ``fn`` is a name, imported
+when a run first scores.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Metric:
     name: str  # the key in metrics.json, history.csv, summary.csv
     title: str  # how a reader calls it: "PSNR"
     higher_is_better: bool
+    fn: str  # its per-image function, module:function (metrics.Scored -> (B,) values)
     unit: str = ""  # "dB"; "" for unitless
     proportion: bool = False  # a 0/1 outcome per image: its interval is Wilson's
     criterion: bool = True  # may decide ``success_rate`` (``metrics.success_metric``)
@@ -64,12 +68,15 @@ class Metric:
 
 PRIMARY = "psnr"  # what success, tables, curves and a sweep's return value read by default
 METRICS: Registry[Metric] = Registry("metric")
-METRICS.add(Metric(PRIMARY, "PSNR", True, unit="dB", fmt=".1f", bounds=(0.0, 100.0)))
-METRICS.add(Metric("ssim", "SSIM", higher_is_better=True, bounds=(-1.0, 1.0)))
-METRICS.add(Metric("mse", "MSE", higher_is_better=False, fmt=".4f", bounds=(0.0, 1.0)))
-METRICS.add(Metric("lpips", "LPIPS", higher_is_better=False, bounds=(0.0, math.inf)))
-METRICS.add(Metric("label_acc", "label acc", True, proportion=True, criterion=False, fmt=".2f",
-                   bounds=(0.0, 1.0)))  # fmt: skip
+PSNR_CAP_DB = 100.0  # the PSNR reported for an exact reconstruction instead of +inf
+_FN = "gradinv_exp.analysis.metrics:"
+METRICS.add(Metric(PRIMARY, "PSNR", True, _FN + "psnr_of", unit="dB", fmt=".1f",
+                   bounds=(0.0, PSNR_CAP_DB)))  # fmt: skip
+METRICS.add(Metric("ssim", "SSIM", True, _FN + "ssim_of", bounds=(-1.0, 1.0)))
+METRICS.add(Metric("mse", "MSE", False, _FN + "mse_of", fmt=".4f", bounds=(0.0, 1.0)))
+METRICS.add(Metric("lpips", "LPIPS", False, _FN + "lpips_of", bounds=(0.0, math.inf)))
+METRICS.add(Metric("label_acc", "label acc", True, _FN + "label_acc_of", proportion=True,
+                   criterion=False, fmt=".2f", bounds=(0.0, 1.0)))  # fmt: skip
 
 
 def names() -> tuple[str, ...]:

@@ -8,6 +8,8 @@ first matched one-to-one to the truth by minimum total MSE (Hungarian assignment
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -15,9 +17,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor, nn
 
 from gradinv_exp.analysis import perceptual
-from gradinv_exp.analysis.metric_table import METRICS
-
-MAX_PSNR_DB = METRICS["psnr"].bounds[1]  # reported for an exact reconstruction instead of +inf
+from gradinv_exp.analysis.metric_table import METRICS, PSNR_CAP_DB
+from gradinv_exp.base.options import resolve
 
 
 def _numpy(images: Tensor) -> np.ndarray:
@@ -32,11 +33,11 @@ def mse(truth: Tensor, recon: Tensor) -> np.ndarray:
 
 
 def psnr(truth: Tensor, recon: Tensor) -> np.ndarray:
-    """Per-image PSNR in dB on [0, 1] images, capped at ``MAX_PSNR_DB``; shape (B,)."""
+    """Per-image PSNR in dB on [0, 1] images, capped at ``PSNR_CAP_DB``; shape (B,)."""
     t, r = _numpy(truth), _numpy(recon)
     with np.errstate(divide="ignore"):
         values = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(t, r)]
-    return np.minimum(np.array(values), MAX_PSNR_DB)
+    return np.minimum(np.array(values), PSNR_CAP_DB)
 
 
 def ssim(truth: Tensor, recon: Tensor) -> np.ndarray:
@@ -65,6 +66,41 @@ def matched(truth: Tensor, recon: Tensor) -> Tensor:
     return recon[torch.as_tensor(match(truth, recon), device=recon.device)]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One batch to score, its reconstructions already matched to it: ``truth`` and
+    ``recon`` ``(B, C, H, W)``, their labels ``(B,)``, the LPIPS network if loaded."""
+
+    truth: Tensor
+    recon: Tensor
+    labels: Tensor
+    recon_labels: Tensor
+    lpips: nn.Module | None = None
+
+
+def psnr_of(s: Scored) -> np.ndarray:
+    return psnr(s.truth, s.recon)
+
+
+def ssim_of(s: Scored) -> np.ndarray:
+    return ssim(s.truth, s.recon)
+
+
+def mse_of(s: Scored) -> np.ndarray:
+    return mse(s.truth, s.recon)
+
+
+def lpips_of(s: Scored) -> np.ndarray:
+    """NaN without an LPIPS network (see ``perceptual.load``)."""
+    if s.lpips is None:
+        return np.full(len(s.truth), np.nan)
+    return perceptual.distance(s.lpips, s.truth, s.recon).double().numpy()
+
+
+def label_acc_of(s: Scored) -> np.ndarray:
+    return (s.labels.cpu() == s.recon_labels.cpu()).double().numpy()
+
+
 def evaluate(
     truth: Tensor,
     labels: Tensor,
@@ -72,16 +108,9 @@ def evaluate(
     recon_labels: Tensor,
     lpips: nn.Module | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-image metrics after matching, each of shape (B,), and the matching ``order``.
-    ``lpips`` is NaN without an LPIPS network (see ``perceptual.load``)."""
+    """Every metric of ``metric_table.METRICS`` per image after matching, each of shape
+    (B,) and in the table's order (each entry's ``fn``), then the matching ``order``."""
     order = torch.as_tensor(match(truth, recon), device=recon.device)
-    recon, recon_labels = recon[order], recon_labels[order]
-    nan = np.full(len(truth), np.nan)
-    return {
-        "psnr": psnr(truth, recon),  # in the order of metric_table.METRICS
-        "ssim": ssim(truth, recon),
-        "mse": mse(truth, recon),
-        "lpips": perceptual.distance(lpips, truth, recon).double().numpy() if lpips else nan,
-        "label_acc": (labels.cpu() == recon_labels.cpu()).double().numpy(),
-        "order": order.cpu().numpy(),
-    }
+    scored = Scored(truth, recon[order], labels, recon_labels[order], lpips)
+    values = {m.name: resolve(f"metric {m.name}", m.fn)(scored) for m in METRICS}
+    return values | {"order": order.cpu().numpy()}

@@ -62,3 +62,26 @@ def test_units_and_directions_reach_result_lines_axes_and_compare():
     assert parse(["x", "--metric", "label_acc"]).metric == "label_acc"
     with pytest.raises(SystemExit):
         parse(["x", "--metric", "accuracy"])
+
+
+def test_a_metric_added_to_the_table_is_computed_by_its_own_function(monkeypatch):
+    """One entry (name + function) is all a new metric needs: evaluate calls it, in the
+    table's order, on the matched pair."""
+    seen = []
+
+    def brightness(s: metrics.Scored) -> np.ndarray:
+        seen.append(s.recon.shape)
+        return s.recon.mean(dim=(1, 2, 3)).double().numpy()
+
+    monkeypatch.setattr(metrics, "brightness", brightness, raising=False)
+    table = metric_table.Registry("metric")
+    for m in METRICS:
+        table.add(m)
+    table.add(metric_table.Metric("brightness", "brightness", True,
+                                  "gradinv_exp.analysis.metrics:brightness"))  # fmt: skip
+    monkeypatch.setattr(metrics, "METRICS", table)
+    truth = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    scores = metrics.evaluate(truth, torch.tensor([1, 2]), truth.flip(0), torch.tensor([2, 1]))
+    assert list(scores)[-2:] == ["brightness", "order"] and seen == [(2, 3, 8, 8)]
+    assert scores["brightness"] == pytest.approx(truth.mean(dim=(1, 2, 3)).numpy())
+    assert scores["label_acc"].tolist() == [1.0, 1.0]  # matched: labels follow the images

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradinv_exp import experiment
-from gradinv_exp.analysis import metrics, uncertainty
+from gradinv_exp.analysis import metric_table, metrics, uncertainty
 from gradinv_exp.attacks import AttackResult
 
 
@@ -19,7 +19,7 @@ def test_psnr_and_mse_known_values():
     recon = torch.full((1, 3, 8, 8), 0.1)
     assert metrics.mse(truth, recon)[0] == pytest.approx(0.01)
     assert metrics.psnr(truth, recon)[0] == pytest.approx(20.0)
-    assert metrics.psnr(truth, truth)[0] == metrics.MAX_PSNR_DB  # exact: capped, not inf
+    assert metrics.psnr(truth, truth)[0] == metric_table.PSNR_CAP_DB  # exact: capped, not inf
 
 
 def test_ssim_is_one_for_identical_and_low_for_noise():
@@ -72,7 +72,7 @@ def test_evaluate_scores_swapped_batch_as_if_in_order():
     labels = torch.tensor([5, 7])
     scores = metrics.evaluate(truth, labels, truth.flip(0), labels.flip(0))
     assert scores["order"].tolist() == [1, 0]
-    assert scores["psnr"].tolist() == [metrics.MAX_PSNR_DB] * 2
+    assert scores["psnr"].tolist() == [metric_table.PSNR_CAP_DB] * 2
     assert scores["label_acc"].tolist() == [1.0, 1.0]
 
 
@@ -92,6 +92,6 @@ def test_trials_aggregate_per_trial_means_into_mean_std_min_max():
     stats = uncertainty.summary("psnr", per_trial)
     assert stats["psnr"] == pytest.approx(per_trial.mean())
     assert stats["psnr_std"] == pytest.approx(np.std(per_trial)) and stats["psnr_std"] > 0
-    assert stats["psnr_max"] == metrics.MAX_PSNR_DB and stats["psnr_min"] == per_trial[2]
+    assert stats["psnr_max"] == metric_table.PSNR_CAP_DB and stats["psnr_min"] == per_trial[2]
     assert uncertainty.summary("label_acc", scores["label_acc"].mean(axis=1))["label_acc"] == 5 / 6
     assert np.isnan(scores["lpips"]).all()  # no LPIPS network given

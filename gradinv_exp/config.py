@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -29,9 +29,11 @@ from gradinv_exp.base.options import ConfigError, one_of, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
-from gradinv_exp.models import ModelConfig
+from gradinv_exp.models import MODELS, ModelConfig
 from gradinv_exp.servers import SERVERS, ServerConfig
 from gradinv_exp.tracking import TRACKERS, TrackingConfig
+
+T = TypeVar("T")
 
 
 def conf_dir() -> Path:
@@ -339,6 +341,7 @@ class UtilityConfig:
 
     def __post_init__(self) -> None:
         require(len(self.defenses) >= 1, "defenses", self.defenses, "must list a defense")
+        one_of("model.name", self.model.name, MODELS.names())
         self.defenses = [defense_from(d, f"defenses[{i}]") for i, d in enumerate(self.defenses)]
         for defense in self.defenses:
             check_order(defense, self.dataset.batch_size)
@@ -350,6 +353,16 @@ class UtilityConfig:
         require(
             0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "must be in (0, 1)"
         )
+
+
+def to_config(cfg: DictConfig, kind: type[T] = Config) -> T:  # type: ignore[assignment]
+    """The composed config ``cfg`` as typed, range-checked values of schema ``kind``
+    (``Config``, ``UtilityConfig``): every ``__post_init__`` runs, so a bad value raises
+    ConfigError with a one-line message."""
+    typed = OmegaConf.to_object(cfg)
+    if not isinstance(typed, kind):
+        raise TypeError(f"expected a {kind.__name__}, composed a {type(typed).__name__}")
+    return typed
 
 
 def flat(cfg: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
     data -> model(s) -> client share -> defense -> attack -> score -> files
 
-This is the edge where the Hydra config becomes typed values (``to_config``); below it,
+It takes the typed config (``config.to_config``: Hydra's config as typed values); below it,
 functions take tensors and numbers. Every random draw comes from the run's seed, one
 independent stream per purpose (``generator``).
 """
@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.transforms import Normalize
 
@@ -33,13 +32,6 @@ from gradinv_exp.config import Config, UtilityConfig, flat
 from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 
 log = logging.getLogger(__name__)
-
-
-def to_config(cfg: DictConfig) -> Config:
-    """Typed, range-checked config (raises ConfigError with a one-line message)."""
-    typed = OmegaConf.to_object(cfg)
-    assert isinstance(typed, Config)
-    return typed
 
 
 def check(cfg: Config) -> None:

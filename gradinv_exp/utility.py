@@ -30,12 +30,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from gradinv_exp import config, data, defenses, models
-from gradinv_exp.base.options import ConfigError, one_of
+from gradinv_exp import config, data, defenses
+from gradinv_exp.base.options import ConfigError
 from gradinv_exp.client import CLIENTS, Client, share
 from gradinv_exp.config import UtilityConfig
 from gradinv_exp.defenses import DefenseConfig
@@ -172,21 +172,13 @@ def utility(cfg: UtilityConfig, out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def to_config(cfg: DictConfig) -> UtilityConfig:
-    """Typed, range-checked utility config (raises ConfigError with a one-line message)."""
-    typed = OmegaConf.to_object(cfg)
-    assert isinstance(typed, UtilityConfig)
-    one_of("model.name", typed.model.name, models.MODELS.names())
-    return typed
-
-
 SHOWN = ["defense", "accuracy", "epsilon", "defense_cosine", "defense_rel_error"]
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="utility")
 def hydra_main(cfg: DictConfig) -> None:
     try:
-        typed = to_config(cfg)
+        typed = config.to_config(cfg, UtilityConfig)
     except (ConfigError, OmegaConfBaseException) as err:
         fail(hydra_message(err))
     table = utility(typed, Path(HydraConfig.get().runtime.output_dir))

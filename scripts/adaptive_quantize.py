@@ -186,7 +186,7 @@ class Case:
 
         config.register()
         with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
-            cfg = ex.to_config(compose("config", overrides=overrides))
+            cfg = config.to_config(compose("config", overrides=overrides))
         torch.set_num_threads(1)
         self.cfg = cfg
         self.images, labels, self.source = ex.load_data(cfg)

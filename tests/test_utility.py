@@ -14,12 +14,13 @@ from torch import nn
 
 from gradinv_exp import config, data, utility
 from gradinv_exp.client import soft_cross_entropy
+from gradinv_exp.config import UtilityConfig
 
 TINY = ["rounds=3", "clients=2", "dataset.batch_size=4", "samples=40", "test_fraction=0.5"]
 
 
 def typed(*overrides: str) -> config.UtilityConfig:
-    return utility.to_config(compose_config(*TINY, *overrides, name="utility"))
+    return config.to_config(compose_config(*TINY, *overrides, name="utility"), UtilityConfig)
 
 
 def test_lfw_is_real_labelled_offline_data():

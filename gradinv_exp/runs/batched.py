@@ -224,7 +224,7 @@ class BatchedLauncher(Launcher):
         if resume.finished(run_dir) or (run_dir / checkpoints.NAME).exists():
             return job
         try:
-            job.typed = preflight.typed(self.composer(overrides))
+            job.typed = config.to_config(self.composer(overrides))
         except Exception:  # the normal job path reports it
             return job
         job.device = experiment.device_of(job.typed.device).type

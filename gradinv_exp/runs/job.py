@@ -53,13 +53,11 @@ def started(run_dir: Path) -> Iterator[dict[str, Any] | None]:
 
 
 def typed(cfg: DictConfig, run_dir: Path) -> Config:
-    """``cfg`` as typed, range-checked values (``experiment.to_config``); a ConfigError
+    """``cfg`` as typed, range-checked values (``config.to_config``); a ConfigError
     (preflight checked every job, so only a config changed since gets here) is recorded
     in ``run_dir``'s metrics.json as ``failed`` and raised."""
-    from gradinv_exp import experiment
-
     try:
-        return experiment.to_config(cfg)
+        return config.to_config(cfg)
     except ConfigError as err:
         faults.record_failure(run_dir, err, config.flat(cfg))
         raise

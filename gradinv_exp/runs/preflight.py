@@ -30,6 +30,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from gradinv_exp import config
 from gradinv_exp.base.options import ConfigError, require
 from gradinv_exp.config import CONF_DIR, Config
 from gradinv_exp.runs import resume
@@ -216,14 +217,7 @@ def quoted(value: str) -> str:
 
 def to_config(job: list[str]) -> Config:
     """The typed, range-checked config of one job (ConfigError on the first problem)."""
-    return typed(compose("config", overrides=job))
-
-
-def typed(cfg: DictConfig) -> Config:
-    """A composed task config as typed, range-checked values."""
-    out = OmegaConf.to_object(cfg)
-    assert isinstance(out, Config)
-    return out
+    return config.to_config(compose("config", overrides=job))
 
 
 class Composer:
@@ -316,7 +310,7 @@ def plan(argv: list[str]) -> Plan | None:
             composer = Composer(lambda job: compose("config", overrides=job))
             configs = []
             for current in every:
-                configs.append(typed(composer(current)))
+                configs.append(config.to_config(composer(current)))
                 check_added(current, configs[-1])
             folder = Path(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
             dirs = (

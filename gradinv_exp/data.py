@@ -47,22 +47,27 @@ class Source:
     ``archive``: what a user places in ``dataset.root`` to use it without internet (the
     torchvision data sets); None for data that needs no download. The facts a config
     check needs (image size, channels, classes, number of images) are fields of the
-    option's YAML, ``conf/dataset/<name>.yaml``.
+    option's YAML, ``conf/dataset/<name>.yaml``; ``check(cfg, attacked)``: the checks that
+    need the disk, run before any work (the folder data set counts its images there).
     """
 
     name: str
     open: Opener
     archive: str | None = None
+    check: Callable[[DatasetConfig, int], None] | None = None
 
 
 DATASETS: Registry[Source] = Registry("dataset")
 
 
-def dataset(name: str) -> Callable[[Opener], Opener]:
-    """Register the decorated ``(cfg, transform) -> Dataset`` as data set ``name``."""
+def dataset(
+    name: str, check: Callable[[DatasetConfig, int], None] | None = None
+) -> Callable[[Opener], Opener]:
+    """Register the decorated ``(cfg, transform) -> Dataset`` as data set ``name``
+    (``check``: ``Source.check``)."""
 
     def register(fn: Opener) -> Opener:
-        DATASETS.add(Source(name, fn))
+        DATASETS.add(Source(name, fn, check=check))
         return fn
 
     return register
@@ -367,7 +372,12 @@ def check_folder(root: str, num_classes: int) -> int:
     return len(found.samples)
 
 
-@dataset("folder")
+def check_folder_part(cfg: DatasetConfig, attacked: int) -> None:
+    """The folder's images exist and its clients' part holds the ``attacked`` images."""
+    check_range(cfg, attacked, check_folder(cfg.root, cfg.num_classes))
+
+
+@dataset("folder", check=check_folder_part)
 def folder(cfg: DatasetConfig, tf: Transform) -> datasets.ImageFolder:
     """The user's images: ``root/<class>/<image>``, label = class index (sorted names)."""
     check_folder(cfg.root, cfg.num_classes)
@@ -378,10 +388,10 @@ def folder(cfg: DatasetConfig, tf: Transform) -> datasets.ImageFolder:
 
 
 def check(cfg: DatasetConfig, attacked: int) -> None:
-    """The checks that need the disk, before any work: the folder data set's images exist
-    and its clients' part holds the ``attacked`` images."""
-    if cfg.name == "folder":
-        check_range(cfg, attacked, check_folder(cfg.root, cfg.num_classes))
+    """The data set's checks that need the disk (``Source.check``), before any work."""
+    source = DATASETS[cfg.name]
+    if source.check is not None:
+        source.check(cfg, attacked)
 
 
 def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:

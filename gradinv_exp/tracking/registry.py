@@ -99,15 +99,13 @@ class NoTracking:
 def log_run(cfg: Any, run_dir: Path) -> None:
     """Log the finished run in ``run_dir`` to the tracker ``cfg`` (a tracking schema)
     selects; a failure is one logged error."""
-    if cfg.name == "none":
-        return
     with faults.logged(f"tracking={cfg.name}: {run_dir} could not be logged"):
         TRACKERS[cfg.name].logger.run(cfg, run_dir)
 
 
 def log_sweep(cfg: Any, sweep_dir: Path) -> None:
     """Log the sweep summary in ``sweep_dir`` to the tracker ``cfg`` selects."""
-    if cfg.name == "none" or not (sweep_dir / "summary.csv").is_file():
+    if not (sweep_dir / "summary.csv").is_file():
         return
     with faults.logged(f"tracking={cfg.name}: the sweep {sweep_dir} could not be logged"):
         TRACKERS[cfg.name].logger.sweep(cfg, sweep_dir)

@@ -38,7 +38,7 @@ from gradinv_exp import config
 from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.base.status import Status
-from gradinv_exp.runs import faults, locks, preflight, resume, workers
+from gradinv_exp.runs import faults, folder, locks, preflight, resume, workers
 from gradinv_exp.runs import job as runs_job
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def launch(plan: preflight.Plan, stop: faults.Stop) -> Exception | None:
             return error
         for num, run_dir in dead.items():
             print(f"gradinv-exp: job {num} failed: {faults.DIED}", file=sys.stderr)
-            faults.record_death(run_dir, config.flat(plan.configs[num]))
+            faults.record_death(run_dir, folder.flat(plan.configs[num]))
         workers.skip(set(dead) | failed_now)
         log.warning("running the jobs again that did not end (finished ones are skipped)")
     return error
@@ -260,7 +260,7 @@ def stopped_run(plan: preflight.Plan, signum: int) -> None:
 def end_sweep(plan: preflight.Plan, stop: faults.Stop, error: Exception | None) -> None:
     """Write the summary and end with the sweep's outcome: the counts after a stop signal
     (exit 128 + signal), else the jobs that did not finish (exit 1) or nothing (exit 0)."""
-    flats = [config.flat(c) for c in plan.configs]
+    flats = [folder.flat(c) for c in plan.configs]
     planned = [p for p in zip(plan.job_dirs, plan.jobs, flats) if p[0] is not None]
     failures, unwritten, counts = summarise(plan.folder, planned)
     if unwritten:

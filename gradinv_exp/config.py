@@ -365,25 +365,6 @@ def to_config(cfg: DictConfig, kind: type[T] = Config) -> T:  # type: ignore[ass
     return typed
 
 
-def flat(cfg: Any) -> dict[str, Any]:
-    """The config as one flat dict (``defense.ratio`` ...): what tells runs apart in tables.
-    Nested maps become dotted keys (an empty map none); lists stay values."""
-    container = OmegaConf.to_container(
-        cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
-    )
-
-    def walk(prefix: str, value: Any) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return {
-                k: v
-                for key, item in value.items()
-                for k, v in walk(f"{prefix}{key}.", item).items()
-            }
-        return {prefix[:-1]: value}
-
-    return walk("", container)
-
-
 def pick(index: Any, *values: Any) -> Any:
     """``${pick:INDEX,V0,V1,...}`` -> ``V<INDEX>``: one swept index selects a value per option.
 

@@ -28,8 +28,9 @@ from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertain
 from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.base.options import one_of, require
 from gradinv_exp.base.status import Status
-from gradinv_exp.config import Config, UtilityConfig, flat
+from gradinv_exp.config import Config, UtilityConfig
 from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
+from gradinv_exp.runs.folder import flat
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.models import ModelConfig
-from gradinv_exp.runs import preflight
+from gradinv_exp.runs import folder, preflight
 from gradinv_exp.servers import SERVERS
 from gradinv_exp.servers.honest import HonestConfig
 from gradinv_exp.tracking import TRACKERS
@@ -222,7 +222,7 @@ def test_check_range_uses_the_given_size_else_the_datasets():
 
 def test_flat_config_has_one_key_per_field():
     cfg = typed_config("defense=prune", "defense.ratio=0.3", "+tags.level=2")
-    flat = config.flat(cfg)
+    flat = folder.flat(cfg)
     assert flat["defense.name"] == "prune" and flat["defense.ratio"] == 0.3
     assert flat["attack.name"] == "dlg" and flat["optimizer.name"] == "lbfgs"
     assert flat["tags.level"] == 2 and flat["dataset.size"] == 50_000

@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 from gradinv_exp.analysis import report, uncertainty
 from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, names
 from gradinv_exp.base.status import FINISHED, Status
 from gradinv_exp.defenses import axis
-from gradinv_exp.runs import artifacts
+from gradinv_exp.runs import artifacts, folder
 from gradinv_exp.runs.resume import RunError, read_metrics
 
 log = logging.getLogger(__name__)
@@ -44,41 +42,12 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return list(found)
 
 
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """A job's overrides as ``{key: value}`` (``hydra.*`` ones left out: they do not shape
-    the job, and Hydra keeps them out of ``overrides.yaml``)."""
-    parsed = OverridesParser.create().parse_overrides(lines)
-    return {
-        o.get_key_element().lstrip("+~"): o.get_value_element_as_str()
-        for o in parsed
-        if not o.key_or_group.startswith("hydra")
-    }
-
-
-def read_overrides(run_dir: Path) -> dict[str, str]:
-    """``.hydra/overrides.yaml`` as ``{key: value}`` ({} when the folder has none)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return {}
-    return parse_overrides(list(OmegaConf.load(path)))
-
-
-def run_config(run_dir: Path, metrics: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's settings, flat: from metrics.json, else from Hydra's ``.hydra/config.yaml``."""
-    if metrics and "config" in metrics:
-        return dict(metrics["config"])
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        return {}
-    return pd.json_normalize(OmegaConf.to_container(OmegaConf.load(path))).to_dict("records")[0]
-
-
 def load_run(run_dir: Path) -> dict[str, Any]:
     """One table row for ``run_dir`` (RunError if its files cannot be read)."""
     try:
-        overrides = read_overrides(run_dir)
+        overrides = folder.overrides(run_dir)
         metrics = read_metrics(run_dir)
-        cfg = run_config(run_dir, metrics)
+        cfg = folder.run_config(run_dir, metrics)
     except RunError:
         raise
     except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
@@ -117,7 +86,7 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
     for run_dir in find_runs(paths):
         try:
             rows.append(load_run(run_dir))
-            keys |= dict.fromkeys(read_overrides(run_dir))
+            keys |= dict.fromkeys(folder.overrides(run_dir))
         except RunError as err:
             problems.append(f"skipped {err}")
     return ordered(pd.DataFrame(rows), list(keys)), problems
@@ -151,7 +120,7 @@ def with_planned(
     rows = []
     for run_dir, lines, cfg in planned:
         if str(run_dir) not in found:
-            overrides = parse_overrides(lines)
+            overrides = folder.task_overrides(lines)
             keys |= dict.fromkeys(overrides)
             rows.append(row(run_dir, overrides, {"error": "never started"}, cfg))
     if not rows:
@@ -258,9 +227,9 @@ def distinct(folders: list[str]) -> list[str]:
     folders that a command reads. Pooled statistics and verdicts count each pair once."""
     seen: set[str] = set()
     kept = []
-    for folder in dict.fromkeys(folders):
+    for run in dict.fromkeys(folders):
         try:
-            cfg = (read_metrics(Path(folder)) or {}).get("config")
+            cfg = (read_metrics(Path(run)) or {}).get("config")
         except RunError:
             cfg = None
         if cfg:
@@ -269,7 +238,7 @@ def distinct(folders: list[str]) -> list[str]:
             if same in seen:
                 continue
             seen.add(same)
-        kept.append(folder)
+        kept.append(run)
     return kept
 
 

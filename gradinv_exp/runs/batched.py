@@ -29,7 +29,6 @@ is a job on a cluster instead (``runs/cluster.py``: SLURM through submitit).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import resource
@@ -49,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gradinv_exp import config
 from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
-from gradinv_exp.runs import cluster, faults, pool, preflight, resume
+from gradinv_exp.runs import cluster, faults, folder, pool, preflight, resume
 from gradinv_exp.runs import job as runs_job
 from gradinv_exp.runs.workers import started_since
 
@@ -112,7 +111,7 @@ def lost(j: Job, since: float) -> JobReturn:
         or metrics.stat().st_mtime < (j.run_dir / ".hydra" / "overrides.yaml").stat().st_mtime
     ):
         with faults.logged("the death could not be recorded in metrics.json"):
-            faults.record_death(j.run_dir, {} if j.typed is None else config.flat(j.typed))
+            faults.record_death(j.run_dir, {} if j.typed is None else folder.flat(j.typed))
         print(f"gradinv-exp: job {j.idx} failed: {faults.DIED}", file=sys.stderr)
     return JobReturn(status=JobStatus.COMPLETED, _return_value=math.nan)
 
@@ -243,7 +242,7 @@ class BatchedLauncher(Launcher):
             overrides=[*hydra, *overrides],
             run_mode=RunMode.RUN,
         )
-        return task_config(cfg)
+        return folder.task(cfg)
 
     def sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         """Job ``idx`` composed whole by Hydra (its ``hydra`` node included), as Hydra's
@@ -307,15 +306,6 @@ class BatchedLauncher(Launcher):
         return returns
 
 
-def task_config(sweep_config: DictConfig) -> DictConfig:
-    """The job's own config (Hydra's node removed), as the task function gets it."""
-    cfg = copy.deepcopy(sweep_config)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    OmegaConf.set_readonly(cfg, False)
-    return cfg
-
-
 def enter(held: ExitStack, cfg: DictConfig, j: Job, members: list[Member]) -> float:
     """A batch member's start, inside Hydra's ``run_job`` (its folder and ``.hydra`` files
     made): skip it if finished, else hold its lock for the batch (``runs.job.started``, as
@@ -353,5 +343,5 @@ def batch_key(typed: Any) -> str | None:
     if not entry.batchable(typed.attack):
         return None
     apart = (*APART, *(f"attack.{name}" for name in entry.apart))
-    shared = sorted((k, repr(v)) for k, v in config.flat(typed).items() if not k.startswith(apart))
+    shared = sorted((k, repr(v)) for k, v in folder.flat(typed).items() if not k.startswith(apart))
     return repr(shared)

@@ -17,7 +17,6 @@ whole of it for a single job.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from gradinv_exp import config, tracking
 from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.base.options import ConfigError
-from gradinv_exp.runs import artifacts, faults, locks, preflight, resume
+from gradinv_exp.runs import artifacts, faults, folder, locks, preflight, resume
 
 if TYPE_CHECKING:
     from gradinv_exp.config import Config
@@ -59,7 +58,7 @@ def typed(cfg: DictConfig, run_dir: Path) -> Config:
     try:
         return config.to_config(cfg)
     except ConfigError as err:
-        faults.record_failure(run_dir, err, config.flat(cfg))
+        faults.record_failure(run_dir, err, folder.flat(cfg))
         raise
 
 
@@ -75,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
             return previous, False
         if "hydra" in cfg:
             save_hydra_files(cfg, run_dir)
-            cfg = task(cfg)
+            cfg = folder.task(cfg)
         settings = typed(cfg, run_dir)
         metrics = experiment.run(settings, run_dir)
     tracking.log_run(settings.tracking, run_dir)  # tracking=mlflow|tensorboard
@@ -121,19 +120,11 @@ def compose(job: list[str], run_dir: Path) -> DictConfig:
     return cfg
 
 
-def task(cfg: DictConfig) -> DictConfig:
-    """The task config of a composed job: ``cfg`` without Hydra's node."""
-    task_cfg = copy.deepcopy(cfg)
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
-    return task_cfg
-
-
 def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
     """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` of the composed job
     ``cfg``, as Hydra writes them for a job it runs (resume and compare read them)."""
     saved = run_dir / ".hydra"
     saved.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task(cfg), saved / "config.yaml")
+    OmegaConf.save(folder.task(cfg), saved / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), saved / "hydra.yaml")
     OmegaConf.save(cfg.hydra.overrides.task, saved / "overrides.yaml")

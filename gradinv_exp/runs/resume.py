@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
-
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.base.status import FINISHED
+from gradinv_exp.runs import folder
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +65,13 @@ def finished_run(run_dir: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def task_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """``{key: value}`` of the overrides that shape the job (``hydra.*`` ones do not)."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return {
-        o.get_key_element(): o.get_value_element_as_str()
-        for o in parsed
-        if not o.key_or_group.startswith("hydra")
-    }
-
-
 def check_folder(run_dir: Path, overrides: list[str]) -> None:
     """ConfigError if ``run_dir`` holds a finished run made with other overrides."""
     if finished(run_dir) is None:
         return
-    path = run_dir / ".hydra" / "overrides.yaml"
-    saved = [str(o) for o in OmegaConf.load(path)] if path.exists() else []
-    new = task_overrides(overrides)
-    if task_overrides(saved) != new:
+    saved = folder.saved_overrides(run_dir)
+    new = folder.task_overrides(overrides)
+    if folder.task_overrides(saved) != new:
         wanted = " ".join(f"{k}={v}" for k, v in new.items())
         raise ConfigError(
             f"{run_dir} holds a finished run of [{' '.join(saved)}], not of [{wanted}]: "

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from gradinv_exp.base.options import Registry, option_name, require
-from gradinv_exp.runs import faults
+from gradinv_exp.runs import faults, folder
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,8 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's flat config (metrics.json's ``config``), else ``.hydra/config.yaml``."""
-    metrics = read_json(run_dir / "metrics.json")
-    if "config" in metrics:
-        return dict(metrics["config"])
-    path = run_dir / ".hydra" / "config.yaml"
-    return dict(OmegaConf.to_container(OmegaConf.load(path))) if path.is_file() else {}  # type: ignore[arg-type]
+    """The run's flat config (``folder.run_config`` of its metrics.json)."""
+    return folder.run_config(run_dir, read_json(run_dir / "metrics.json"))
 
 
 def read_json(path: Path) -> dict[str, Any]:

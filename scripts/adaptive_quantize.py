@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Is the adaptive quantisation attacker at least as strong as the naive one? Naive and
-adaptive DLG on the same (image, model) pairs at each bit width; with ``--candidates``,
-the adaptive models that were considered, side by side on a smaller set of pairs. The
-tables go into docs/adaptive_attacks.md.
+adaptive DLG on the same (image, model) pairs at each bit width (``--write`` puts the
+table into docs/adaptive_attacks.md); printed only: with ``--candidates``, the adaptive
+models that were considered, side by side on a smaller set of pairs; with ``--why``,
+inside the naive attacker and the former bin model.
 
     python scripts/adaptive_quantize.py [--trials 20] [--steps 300] [--bits 4 6 8] \
         [--stochastic 8] [--candidates | --why] [--candidate-trials 8] \
@@ -58,12 +59,8 @@ from gradinv_exp.defenses.compression import QuantizeConfig, quantize_target
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- adaptive_quantize:start -->", "<!-- adaptive_quantize:end -->"
-CAND_START, CAND_END = (
-    "<!-- adaptive_quantize_candidates:start -->",
-    "<!-- adaptive_quantize_candidates:end -->",
-)
 THRESHOLD = 20.0  # dB: the default success criterion (metrics.success_threshold)
-# the data set is the default, CIFAR-100 from dataset.index 25; offline, the bundled photos
+# the data set is the default, CIFAR-100; offline, the bundled crops of photographs
 # (metrics.json's data_source), wrapping around their ten images
 SETTING = ["model=lenet_dlg", "trials_vary=both", "threads=1", "metrics.lpips=off",
            "defense=quantize"]  # fmt: skip
@@ -366,7 +363,7 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="*", default=[4, 6, 8])
     parser.add_argument("--stochastic", type=int, nargs="*", default=[8],
                         help="bit widths also measured with stochastic rounding")  # fmt: skip
-    parser.add_argument("--candidates", action="store_true", help="the candidates' table only")
+    parser.add_argument("--candidates", action="store_true", help="the candidates (printed)")
     parser.add_argument("--why", action="store_true", help="inside the former model (printed)")
     parser.add_argument("--candidate-trials", type=int, default=8)
     parser.add_argument("--candidate-steps", type=int, default=200)
@@ -376,7 +373,7 @@ def main() -> None:
     settings = [(b, False) for b in args.bits] + [(b, True) for b in args.stochastic]
     if args.why:
         rows = why(args.candidate_trials, args.candidate_steps, args.bits[0])
-        print(markdown(rows, "python scripts/adaptive_quantize.py --why"))
+        print(markdown(rows, f"python scripts/adaptive_quantize.py --why --bits {args.bits[0]}"))
         return
     if args.candidates:
         rows = candidates(args.candidate_trials, args.candidate_steps, settings, args.only)
@@ -385,19 +382,18 @@ def main() -> None:
             f"{args.candidate_trials} --candidate-steps {args.candidate_steps} --bits "
             f"{' '.join(map(str, args.bits))} --stochastic {' '.join(map(str, args.stochastic))}"
         )
-        markers = CAND_START, CAND_END
-    else:
-        rows = measure(args.trials, args.steps, settings)
-        command = (
-            f"python scripts/adaptive_quantize.py --trials {args.trials} --steps {args.steps} "
-            f"--bits {' '.join(map(str, args.bits))} --stochastic "
-            f"{' '.join(map(str, args.stochastic))}"
-        )
-        markers = START, END
+        print(markdown(rows, command))
+        return
+    rows = measure(args.trials, args.steps, settings)
+    command = (
+        f"python scripts/adaptive_quantize.py --trials {args.trials} --steps {args.steps} "
+        f"--bits {' '.join(map(str, args.bits))} --stochastic "
+        f"{' '.join(map(str, args.stochastic))}"
+    )
     text = markdown(rows, command)
     print(text)
     if args.write:
-        replace(args.write, *markers, text)
+        replace(args.write, START, END, text)
 
 
 if __name__ == "__main__":

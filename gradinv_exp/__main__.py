@@ -171,7 +171,7 @@ def groups_help() -> str:
     hydra_cfg = HydraConfig.get()
     overrides = [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
     lines = []
-    for group in (*preflight.GROUPS, "hydra/launcher"):
+    for group in (*config.GROUPS, "hydra/launcher"):
         chosen = hydra_cfg.runtime.choices.get(group)
         names = [f"{n} (now)" if n == chosen else n for n in preflight.options(group, overrides)]
         key = f"+{group}" if group in preflight.OPTIONAL else group
@@ -193,7 +193,7 @@ def group_page(argv: list[str]) -> str | None:
     from gradinv_exp.base.options import one_of
     from gradinv_exp.cli import group_help
 
-    one_of("--help GROUP", group, [*preflight.GROUPS, group_help.TOP])
+    one_of("--help GROUP", group, [*config.GROUPS, group_help.TOP])
     return group_help.page(group, argv[: at - 1] + argv[at + 1 :])
 
 

@@ -25,7 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
-from gradinv_exp.base.options import ConfigError, one_of, require
+from gradinv_exp.base.options import ConfigError, Registry, one_of, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
@@ -374,6 +374,19 @@ def pick(index: Any, *values: Any) -> Any:
     return values[int(index)]
 
 
+# Every config group (conf/<group>/), in the order --help lists them, with the registry
+# whose entries carry its options' schemas (``entry.schema``, stored as
+# ``schema/<group>/<name>``); None: one shared schema (model, dataset: ``SHARED``) or
+# none (presets). The attack group's files are presets over ATTACKS' families. Preflight,
+# registration, --help and the tests read this table.
+GROUPS: dict[str, Registry[Any] | None] = {
+    "defense": DEFENSES, "model": None, "dataset": None, "client": CLIENTS,
+    "optimizer": OPTIMIZERS, "attack": ATTACKS, "server": SERVERS, "tracking": TRACKERS,
+    "experiment": None, "defense_level": None,
+}  # fmt: skip
+SHARED = {"model": ModelConfig, "dataset": DatasetConfig}  # stored as schema/<group>
+
+
 def register() -> None:
     """Store every group's schemas under ``schema/...`` for the YAML defaults lists and the
     ``pick`` resolver; the entry points call this before Hydra composes anything."""
@@ -381,17 +394,8 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(name="utility_schema", node=UtilityConfig)
-    cs.store(group="schema", name="model", node=ModelConfig)
-    cs.store(group="schema", name="dataset", node=DatasetConfig)
-    for family in ATTACKS:
-        cs.store(group="schema/attack", name=family.name, node=family.schema)
-    for entry in SERVERS:
-        cs.store(group="schema/server", name=entry.name, node=entry.schema)
-    for entry in DEFENSES:
-        cs.store(group="schema/defense", name=entry.name, node=entry.schema)
-    for entry in OPTIMIZERS:
-        cs.store(group="schema/optimizer", name=entry.name, node=entry.schema)
-    for entry in CLIENTS:
-        cs.store(group="schema/client", name=entry.name, node=entry.schema)
-    for entry in TRACKERS:
-        cs.store(group="schema/tracking", name=entry.name, node=entry.schema)
+    for group, schema in SHARED.items():
+        cs.store(group="schema", name=group, node=schema)
+    for group, registry in GROUPS.items():
+        for entry in registry or ():
+            cs.store(group=f"schema/{group}", name=entry.name, node=entry.schema)

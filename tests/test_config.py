@@ -15,7 +15,6 @@ from gradinv_exp import config, data, models
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.options import ConfigError
-from gradinv_exp.client import CLIENTS
 from gradinv_exp.config import Config, DatasetConfig, check_range
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
@@ -23,9 +22,7 @@ from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.registry import NoneConfig
 from gradinv_exp.models import ModelConfig
 from gradinv_exp.runs import folder, preflight
-from gradinv_exp.servers import SERVERS
 from gradinv_exp.servers.honest import HonestConfig
-from gradinv_exp.tracking import TRACKERS
 
 
 def groups() -> dict[str, object]:
@@ -50,9 +47,8 @@ def make(cls, **values):
 
 @pytest.mark.parametrize(
     ("group", "registry"),
-    [("defense", DEFENSES), ("model", models.MODELS), ("dataset", data.DATASETS),
-     ("optimizer", OPTIMIZERS), ("client", CLIENTS), ("server", SERVERS),
-     ("tracking", TRACKERS)],
+    [(g, r) for g, r in config.GROUPS.items() if r is not None and g != "attack"]
+    + [("model", models.MODELS), ("dataset", data.DATASETS)],
 )  # fmt: skip
 def test_each_groups_yaml_files_and_registry_name_the_same_options(group, registry):
     assert preflight.options(group) == registry.names()  # conf/<group>/<name>.yaml

@@ -7,6 +7,7 @@ import shlex
 import pytest
 from helpers import REPO, cli, preflight_check
 
+from gradinv_exp import config
 from gradinv_exp.runs import preflight
 
 EXAMPLE = REPO / "scripts" / "plugin_example"
@@ -28,7 +29,7 @@ def test_help_says_what_the_tool_does_and_where_to_read_more(page):
 
 def test_help_lists_every_groups_options_with_the_users_presets(page):
     listed = " ".join(page.split("== Config groups")[1].split("== Fields")[0].split())
-    for group in preflight.GROUPS:
+    for group in config.GROUPS:
         key = f"+{group}" if group in preflight.OPTIONAL else group
         names = preflight.options(group)
         assert f"{key} {names[0]}" in listed.replace(" (now)", "")
@@ -79,5 +80,5 @@ def test_help_run_and_a_users_presets_and_a_wrong_group(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "gradinv-exp: error: --help GROUP='defence' is not allowed: choose one of "
-        + ", ".join([*preflight.GROUPS, "run"])
+        + ", ".join([*config.GROUPS, "run"])
     ]

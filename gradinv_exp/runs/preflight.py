@@ -37,10 +37,6 @@ from gradinv_exp.runs import resume
 from gradinv_exp.runs.cluster import CLUSTERS
 
 JOB_NUM = "${hydra.job.num}"  # the default sweep subdir: job folders are job numbers
-GROUPS = (
-    "defense", "model", "dataset", "client", "optimizer", "attack", "server", "tracking",
-    "experiment", "defense_level",
-)  # fmt: skip
 OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=NAME selects
 
 
@@ -120,7 +116,7 @@ def explain(message: str, job: Sequence[str]) -> str:
     if found is None:
         return message
     key = found.group(1)
-    choices = [o.input_line for o in parse(list(job)) if o.key_or_group in GROUPS]
+    choices = [o.input_line for o in parse(list(job)) if o.key_or_group in config.GROUPS]
     try:
         cfg = compose("config", overrides=choices, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):  # choices that fail: the defaults'
@@ -152,7 +148,7 @@ def check_added(job: list[str], typed: Config) -> None:
     for o in parse(job):
         if not (o.is_add() or o.is_force_add()) or o.is_hydra_override():
             continue
-        if o.key_or_group not in GROUPS and not holds(typed, o.key_or_group.split(".")):
+        if o.key_or_group not in config.GROUPS and not holds(typed, o.key_or_group.split(".")):
             raise ConfigError(explain(f"Could not override '{o.key_or_group}'", job))
 
 
@@ -181,7 +177,7 @@ def check_groups(overrides: list[Override]) -> None:
     plain = [o.input_line for o in overrides if not o.is_sweep_override()]  # hydra.searchpath
     for o in overrides:
         group = o.key_or_group
-        if group not in GROUPS or o.package is not None or o.is_delete():
+        if group not in config.GROUPS or o.package is not None or o.is_delete():
             continue
         known = options(group, plain)
         for value in values(o):
@@ -258,7 +254,12 @@ def choosing(override: Override) -> bool:
     (``defense=prune``, ``+experiment=x``, ``hydra/launcher=batched``), a deletion, or one
     of Hydra's own settings (``hydra.searchpath`` finds the user's presets)."""
     group = override.key_or_group
-    return group in GROUPS or "/" in group or override.is_delete() or override.is_hydra_override()
+    return (
+        group in config.GROUPS
+        or "/" in group
+        or override.is_delete()
+        or override.is_hydra_override()
+    )
 
 
 def parse(lines: list[str]) -> list[Override]:

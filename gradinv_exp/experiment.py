@@ -410,7 +410,9 @@ def attack(
     """The attack step: every case's attack in one call of its family's ``reconstruct``
     (cases of a batch share the family and its settings; the optimisation engine solves
     them as one problem set), each with its own random stream, its progress recorded
-    into its ``progress``. ``save_state``/``saved_state``: the call's checkpoints."""
+    into its ``progress``. ``save_state``/``saved_state``: the call's checkpoints. A
+    family that reports no snapshot (a read-out) gets its result recorded as the one
+    snapshot, at step 0."""
     first = cases[0].cfg
     backend = attack_backend(first, device_of(first.device), jobs=len(cases))
     targets = []
@@ -421,7 +423,11 @@ def attack(
         target = attacks.Target(case.observed, case.server, case.cfg.attack, stream, on_snapshot)
         targets.append(target)
     context = attacks.Context(first.optimizer, backend, save_state, saved_state)
-    return attack_entry(first).reconstruct(targets, context)
+    results = attack_entry(first).reconstruct(targets, context)
+    for target, done, result in zip(targets, progress, results, strict=True):
+        if not done.snapshots:
+            target.on_snapshot(0, result.grad_loss, result.images)
+    return results
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:

@@ -60,10 +60,15 @@ def rate_interval(successes: int, n: int) -> tuple[float, float]:
 
 def summary(name: str, values: np.ndarray) -> dict[str, float]:
     """``name`` (the mean over trials), ``name_std``, ``_min``, ``_max`` and the 95%
-    interval of the mean, ``name_ci_low`` / ``name_ci_high``; NaN values (a metric that
-    could not be computed) make every entry NaN."""
+    interval of the mean, ``name_ci_low`` / ``name_ci_high``, clipped to the values a
+    metric of the table can take (``Metric.bounds``: a mean PSNR is never below 0 dB,
+    however few the trials); NaN values (a metric that could not be computed) make every
+    entry NaN."""
     values = np.asarray(values, dtype=float)
     low, high = mean_interval(values)
+    if name in METRICS:
+        floor, ceiling = METRICS[name].bounds
+        low, high = max(low, floor), min(high, ceiling)  # NaN stays NaN
     return {
         name: float(values.mean()),
         f"{name}_std": float(values.std()),

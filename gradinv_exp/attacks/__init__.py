@@ -6,10 +6,11 @@ context)``, one or more jobs' targets at once. The optimisation family is one en
 configurations; objectives and priors (``objectives.py``), label modes and recovery
 (``labels.py``) and optimisers (``optimizers.py``, with the batched L-BFGS in
 ``lbfgs.py``) are small registries it draws from. The closed form (``analytic.py``) and
-the learned inversion (``learned.py``) are families of their own.
+the learned inversion (``learned.py``) are families of their own. Importing this package
+imports every module in it, and so registers every family (a new one is its module and
+``conf/attack/<name>.yaml``).
 """
 
-from gradinv_exp.attacks import analytic, imprint, learned  # noqa: F401  (register their families)
 from gradinv_exp.attacks.backend import Backend
 from gradinv_exp.attacks.backend import choose as choose_backend
 from gradinv_exp.attacks.checkpoint import Checkpoints
@@ -25,6 +26,7 @@ from gradinv_exp.attacks.engine import AttackConfig, Job, attack, check_optimize
 from gradinv_exp.attacks.labels import LABELS
 from gradinv_exp.attacks.objectives import OBJECTIVES, PRIORS
 from gradinv_exp.attacks.optimizers import OPTIMIZERS, OptimizerConfig
+from gradinv_exp.base.options import import_all
 
 __all__ = [
     "ATTACKS",
@@ -46,3 +48,7 @@ __all__ = [
     "check_optimizer",
     "choose_backend",
 ]
+
+# every module registers its families; lbfgs subclasses torch's Optimizer, so importing it
+# loads torch: optimizers.py imports it when an L-BFGS attack runs
+import_all(__name__, __path__, skip={"lbfgs"})

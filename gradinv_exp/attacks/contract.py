@@ -126,7 +126,9 @@ class Target:
     server: Server
     cfg: Any  # the job's attack config: its family's schema
     generator: torch.Generator  # the job's "attack" stream
-    on_snapshot: OnSnapshot  # (step, objective (T,), images (T, B, C, H, W))
+    # (step, objective (T,), images (T, B, C, H, W)): the attack's progress, if it has
+    # steps; a family that calls it never (a read-out) gets its result as the one snapshot
+    on_snapshot: OnSnapshot
 
 
 @dataclass(frozen=True)

@@ -556,7 +556,6 @@ def reconstruct(target: Target, context: Context) -> AttackResult:
         "learned.train_mse": sum(inv.train_mse for inv, _, _ in found) / len(found),
     }
     if cfg.refine == 0:
-        target.on_snapshot(0, torch.zeros(observed.trials), out)
         return AttackResult.read_out(out.cpu(), labels, assumed)
     return dataclasses.replace(refined(target, context, out), assumed=assumed)
 

@@ -27,8 +27,9 @@ import importlib
 import inspect
 import math
 import os
+import pkgutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import fields
@@ -134,6 +135,15 @@ class Registry(Generic[E]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+def import_all(package: str, path: Iterable[str], skip: Iterable[str] = ()) -> None:
+    """Import every module of ``package`` (its ``__path__``) but ``skip``, so that each
+    one's options register themselves: a new defense or attack family is its module and
+    its YAML, with no list of modules to extend."""
+    for found in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if found.name not in skip:
+            importlib.import_module(f"{package}.{found.name}")
 
 
 def option_name(schema: type) -> str:

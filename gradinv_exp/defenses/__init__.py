@@ -1,10 +1,12 @@
 """The ``defense`` group: one registry (``DEFENSES``), one module per kind of defense.
 
-Importing this package registers every built-in defense. Each option's schema sits
-beside its function; ``conf/defense/<name>.yaml`` selects the schema and names the code.
+Importing this package imports every module in it, and so registers every built-in
+defense (a new one is its module and ``conf/defense/<name>.yaml``). Each option's schema
+sits beside its function; ``conf/defense/<name>.yaml`` selects the schema and names the
+code.
 """
 
-from gradinv_exp.defenses import chain, compression, custom, noise, privacy, soteria
+from gradinv_exp.base.options import import_all
 from gradinv_exp.defenses.registry import (
     DEFENSES,
     Axis,
@@ -30,17 +32,13 @@ __all__ = [
     "apply",
     "attacker_model",
     "axis",
-    "chain",
     "check",
     "check_order",
-    "compression",
     "cost",
-    "custom",
     "defense",
     "has_checks",
-    "noise",
-    "privacy",
     "report",
-    "soteria",
     "steps",
 ]
+
+import_all(__name__, __path__)  # every module registers its defenses

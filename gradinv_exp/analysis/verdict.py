@@ -34,6 +34,7 @@ import pandas as pd
 
 from gradinv_exp.analysis import summary, tradeoff, uncertainty
 from gradinv_exp.base.status import FINISHED
+from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.runs import artifacts
 
 if TYPE_CHECKING:
@@ -90,6 +91,18 @@ def setting_keys(done: pd.DataFrame) -> list[str]:
     ]
 
 
+def unmeasured(records: dict[str, Any], defense: str) -> str:
+    """What ``against`` adds about an attacker not measured: `` (adaptive not measured)``,
+    or, for a defense with nothing to model (``Defense.model`` None: noise), that the
+    adaptive attacker is the naive one."""
+    missing = [a for a in ATTACKERS if a not in records]
+    if not missing:
+        return ""
+    if missing == ["adaptive"] and defense in DEFENSES and DEFENSES[defense].model is None:
+        return " (= adaptive: nothing to model)"
+    return f" ({missing[0]} not measured)"
+
+
 def verdict(
     frame: pd.DataFrame,
     threshold: float = uncertainty.VERDICT_THRESHOLD,
@@ -124,10 +137,7 @@ def verdict(
         strongest = max(records, key=lambda a: (records[a]["success"], records[a]["psnr"]))
         row["strongest"] = strongest
         row["verdict"] = judge(records[strongest], threshold)
-        missing = [a for a in ATTACKERS if a not in records]
-        row["against"] = f"{strongest} {row['attack']}" + (
-            f" ({missing[0]} not measured)" if missing else ""
-        )
+        row["against"] = f"{strongest} {row['attack']}" + unmeasured(records, row["defense"])
         for cost in COSTS:
             if cost in group:
                 row[cost] = pd.to_numeric(group[cost], errors="coerce").mean()

@@ -158,3 +158,10 @@ def test_without_utility_no_figure_is_written(sweep, tmp_path):
     written = verdict.write(verdict.verdict(frame), tmp_path)
     assert [p.name for p in written] == ["verdict.csv", "verdict.md"]
     assert not (tmp_path / "verdict.png").exists()
+
+
+def test_a_defense_with_nothing_to_model_names_the_naive_attacker_as_the_adaptive(tmp_path):
+    run(tmp_path / "s" / "0", defense="noise", strength=("sigma", 0.01), pairs=80)
+    row = table(tmp_path / "s").loc[("noise", 0.01)]
+    assert row["against"] == "naive dlg (= adaptive: nothing to model)"
+    assert row["verdict"] == "stops it"

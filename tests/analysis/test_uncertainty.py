@@ -30,10 +30,15 @@ def test_rate_interval_is_wilsons(k, n):
 
 
 def test_summary_and_success_keys_and_values():
-    out = uncertainty.summary("psnr", np.array([10.0, 20.0, 30.0]))
-    assert out["psnr"] == 20.0 and out["psnr_min"] == 10.0 and out["psnr_max"] == 30.0
-    assert out["psnr_std"] == pytest.approx(np.std([10, 20, 30]))
-    assert out["psnr_ci_low"] == pytest.approx(20 - stats.t.ppf(0.975, 2) * 10 / math.sqrt(3))
+    out = uncertainty.summary("psnr", np.array([18.0, 20.0, 22.0]))
+    assert out["psnr"] == 20.0 and out["psnr_min"] == 18.0 and out["psnr_max"] == 22.0
+    assert out["psnr_std"] == pytest.approx(np.std([18, 20, 22]))
+    assert out["psnr_ci_low"] == pytest.approx(20 - stats.t.ppf(0.975, 2) * 2 / math.sqrt(3))
+    # a wide t interval is clipped to what the metric can take: PSNR >= 0 dB, SSIM <= 1
+    wide = uncertainty.summary("psnr", np.array([10.0, 20.0, 30.0]))
+    assert wide["psnr_ci_low"] == 0.0  # the t interval's lower end is -4.8 dB
+    assert uncertainty.summary("ssim", np.array([0.1, 0.9]))["ssim_ci_high"] == 1.0
+    assert uncertainty.summary("grad_loss", np.array([-5.0, 5.0]))["grad_loss_ci_low"] < -5
     rate = uncertainty.success(np.array([[True, False], [True, True]]))
     assert rate["success_rate"] == 0.75
     ref = stats.binomtest(3, 4).proportion_ci(0.95, method="wilson")
@@ -55,9 +60,9 @@ def test_label_accuracy_gets_a_wilson_interval_over_images_other_metrics_a_t_int
     assert (pooled["label_acc_ci_low"], pooled["label_acc_ci_high"]) == pytest.approx(
         (ref.low, ref.high)
     )
-    psnr = uncertainty.per_image_summary("psnr", np.array([[10.0, 30.0], [20.0, 40.0]]))
+    psnr = uncertainty.per_image_summary("psnr", np.array([[20.0, 30.0], [22.0, 32.0]]))
     assert (psnr["psnr_ci_low"], psnr["psnr_ci_high"]) == pytest.approx(
-        uncertainty.mean_interval(np.array([20.0, 30.0]))
+        uncertainty.mean_interval(np.array([25.0, 27.0]))
     )
 
 

@@ -167,3 +167,8 @@ def test_the_figure_draws_equal_curves_once_with_none_on_top_and_integer_rounds(
     assert labels == ["none()\nprune(ratio=0.2)\nnoise(sigma=0.001): 0.70", "dp(clip=1.0): 0.50"]
     assert ax.lines[0].get_color() == "k" and ax.lines[0].get_linestyle() == "--"
     assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_the_accuracy_reached_is_the_mean_over_the_last_tenth_of_the_rounds():
+    assert utility.settled([0.1] * 90 + [0.5, 0.7] * 5) == pytest.approx(0.6)
+    assert utility.settled([0.2, 0.4]) == 0.4  # fewer than 10 rounds: the last one

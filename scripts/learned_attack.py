@@ -6,6 +6,7 @@ docs/learned_attack.md.
 
     python scripts/learned_attack.py [--trials 16] [--dlg-steps 300] [--updates 2048] \
         [--steps 1000] [--vary images] [--cache DIR] [--write docs/learned_attack.md]
+    python scripts/learned_attack.py --baselines RUN_DIR
 
 Every row attacks the same ``--trials`` pairs (``--vary images``, the default: trial t the
 image drawn t-th from the clients' part of the offline crops on the DLG LeNet of the run's
@@ -21,7 +22,9 @@ trained and its time measured). DLG is the preset (300 L-BFGS steps, joint label
 noise has no model, so its adaptive attacker is the naive one and is not run again.
 Success is PSNR >= 20 dB, with its Wilson interval over the pairs. The script prints the
 table and, with ``--write``, replaces the part of the page between its markers, stamped
-with the date, commit, machine and command.
+with the date, commit, machine and command. ``--baselines RUN_DIR`` prints instead what
+two flat guesses score on the images of one such run (``baselines``): 20 dB is within
+reach of a flat colour on smooth crops.
 """
 
 from __future__ import annotations
@@ -99,6 +102,41 @@ def measure(args: argparse.Namespace, cache: Path, tmp: Path) -> list[dict[str, 
     return rows
 
 
+def baselines(run_dir: Path, aux: int = 2048) -> list[dict[str, str]]:
+    """What a reconstruction that knows nothing, or only each image's mean colour,
+    scores on the attacked images of the run in ``run_dir`` (its images.npz): the mean
+    of ``aux`` crops drawn at random (seed 0; the auxiliary set's mean, as the server's
+    part is a random half of the same crops), and each image filled with its own mean
+    colour (an oracle: an attacker learns at most that much from a flat guess)."""
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from gradinv_exp import config, data
+    from gradinv_exp.analysis.metrics import psnr
+
+    config.register()
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        cfg = config.to_config(compose("config", overrides=["dataset=crops"]))
+    crops, _ = data.open_dataset(cfg.dataset)
+    picked = np.random.default_rng(0).choice(len(crops), aux, replace=False)
+    mean = torch.stack([crops[int(i)][0] for i in picked]).mean(0)
+    truth = torch.tensor(np.load(run_dir / "images.npz")["truth"]).flatten(0, 1)
+    guesses = {
+        "the auxiliary images' mean": mean.expand_as(truth),
+        "each image's own mean colour (oracle)": truth.mean(dim=(2, 3), keepdim=True).expand_as(
+            truth
+        ),
+    }
+    rows = []
+    for name, guess in guesses.items():
+        values = psnr(truth, guess)
+        k, n = int((values >= 20).sum()), len(values)
+        rows.append({"guess": name, "PSNR >= 20 dB": f"{k}/{n}",
+                     "mean PSNR (dB)": f"{values.mean():.1f}"})  # fmt: skip
+    return rows
+
+
 def markdown(table: list[dict[str, str]], command: str, started: str) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -129,7 +167,14 @@ def main() -> None:
                         help="what the pairs vary: the image (one model) or both")  # fmt: skip
     parser.add_argument("--cache", type=Path, help="inverter cache (default: a temporary one)")
     parser.add_argument("--write", type=Path, help="markdown page holding the markers")
+    parser.add_argument("--baselines", type=Path, metavar="RUN_DIR",
+                        help="only print what flat guesses score on that run's images")  # fmt: skip
     args = parser.parse_args()
+    if args.baselines:
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        command = f"python scripts/learned_attack.py --baselines {args.baselines}"
+        print(markdown(baselines(args.baselines), command, started))
+        return
     command = (
         f"python scripts/learned_attack.py --trials {args.trials} --dlg-steps {args.dlg_steps} "
         f"--updates {args.updates} --steps {args.steps} --vary {args.vary}"

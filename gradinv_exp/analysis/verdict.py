@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gradinv_exp.analysis import summary, tradeoff, uncertainty
+from gradinv_exp.attacks import ATTACKS
 from gradinv_exp.base.status import FINISHED
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.runs import artifacts
@@ -45,9 +46,16 @@ COSTS = ("defense_rel_error", "defense_cosine", "epsilon")
 STOPS, NOT_STOPPED, INCONCLUSIVE = "stops it", "does not stop it", "inconclusive"
 
 
-def attacker(adaptive: Any) -> str:
-    """``adaptive`` or ``naive`` from a run's ``config.attack.adaptive`` (runs from before
-    adaptive attacks existed have none: naive)."""
+def attacker(adaptive: Any, family: Any = None) -> str:
+    """``adaptive`` or ``naive`` from a run's ``config.attack.adaptive``; a family without
+    that option is what its registry entry says (``Attack.models_defense``: the learned
+    attacker trains on the defense's outputs, so it is adaptive; runs from before
+    adaptive attacks existed: naive)."""
+    if pd.isna(adaptive) and isinstance(family, str) and family in ATTACKS:
+        try:
+            adaptive = ATTACKS[family].models_defense(None)
+        except AttributeError:  # the entry reads an option the run's config lacks
+            adaptive = False
     return "adaptive" if adaptive is True or str(adaptive).lower() == "true" else "naive"
 
 
@@ -91,12 +99,13 @@ def setting_keys(done: pd.DataFrame) -> list[str]:
     ]
 
 
-def unmeasured(records: dict[str, Any], defense: str) -> str:
+def unmeasured(records: dict[str, Any], defense: str, option: bool = True) -> str:
     """What ``against`` adds about an attacker not measured: `` (adaptive not measured)``,
     or, for a defense with nothing to model (``Defense.model`` None: noise), that the
-    adaptive attacker is the naive one."""
+    adaptive attacker is the naive one; nothing for a family without the naive/adaptive
+    ``option`` (the learned attacker is adaptive only)."""
     missing = [a for a in ATTACKERS if a not in records]
-    if not missing:
+    if not missing or not option:
         return ""
     if missing == ["adaptive"] and defense in DEFENSES and DEFENSES[defense].model is None:
         return " (= adaptive: nothing to model)"
@@ -116,9 +125,11 @@ def verdict(
     done = frame[frame["status"].isin(FINISHED)] if len(frame) else frame
     if done.empty:
         return pd.DataFrame()
-    adaptive = done.get("config.attack.adaptive", pd.Series(False, index=done.index))
+    adaptive = done.get("config.attack.adaptive", pd.Series(np.nan, index=done.index))
+    family = done.get("config.attack.family", pd.Series(np.nan, index=done.index))
     name = done.get("config.attack.name", pd.Series("unknown", index=done.index))
-    done = done.assign(attack=name.fillna("unknown").astype(str), attacker=adaptive.map(attacker))
+    who = [attacker(a, f) for a, f in zip(adaptive, family)]
+    done = done.assign(attack=name.fillna("unknown").astype(str), attacker=who)
     keys = ["defense", "strength_key", "strength", "attack", *setting_keys(done)]
     rows = []
     for values, group in done.groupby(keys, dropna=False, sort=False):
@@ -137,7 +148,10 @@ def verdict(
         strongest = max(records, key=lambda a: (records[a]["success"], records[a]["psnr"]))
         row["strongest"] = strongest
         row["verdict"] = judge(records[strongest], threshold)
-        row["against"] = f"{strongest} {row['attack']}" + unmeasured(records, row["defense"])
+        option = group.get("config.attack.adaptive", pd.Series(dtype=object)).notna().any()
+        row["against"] = f"{strongest} {row['attack']}" + unmeasured(
+            records, row["defense"], option
+        )
         for cost in COSTS:
             if cost in group:
                 row[cost] = pd.to_numeric(group[cost], errors="coerce").mean()

@@ -521,6 +521,7 @@ def restored_labels(target: Target) -> Tensor:
     closures=lambda cfg, opt: cfg.refine * OPTIMIZERS[opt.name].evaluations(opt),
     steps=lambda cfg: cfg.refine,
     server_images=lambda cfg: cfg.aux_images,
+    models_defense=lambda cfg: True,  # trains on the defense's own outputs: defense-aware
     rules=rules,
     check=check,
 )

@@ -165,3 +165,17 @@ def test_a_defense_with_nothing_to_model_names_the_naive_attacker_as_the_adaptiv
     row = table(tmp_path / "s").loc[("noise", 0.01)]
     assert row["against"] == "naive dlg (= adaptive: nothing to model)"
     assert row["verdict"] == "stops it"
+
+
+def test_a_family_without_the_option_is_what_its_registry_says(tmp_path):
+    """The learned attacker has no naive/adaptive option; it trains on the defense's own
+    outputs, so its runs count as adaptive and no naive run is asked for."""
+    folder = tmp_path / "s" / "0"
+    run(folder, defense="sign", strength=("name", "sign"), attack="learned", successes=8)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    del metrics["config"]["attack.adaptive"]
+    metrics["config"]["attack.family"] = "learned"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    row = verdict.verdict(summary.collect([tmp_path / "s"])[0]).iloc[0]
+    assert row["against"] == "adaptive learned" and row["adaptive_successes"] == 8
+    assert verdict.attacker(float("nan"), "optimization") == "naive"  # reads cfg.adaptive

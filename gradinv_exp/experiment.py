@@ -4,12 +4,11 @@
 
 It takes the typed config (``config.to_config``: Hydra's config as typed values); below it,
 functions take tensors and numbers. Every random draw comes from the run's seed, one
-independent stream per purpose (``generator``).
+independent stream per purpose (``base.streams.generator``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from gradinv_exp.analysis import figures, metrics, perceptual, report, uncertain
 from gradinv_exp.analysis.metric_table import METRICS
 from gradinv_exp.base.options import one_of, require
 from gradinv_exp.base.status import Status
+from gradinv_exp.base.streams import generator
 from gradinv_exp.config import Config, UtilityConfig
 from gradinv_exp.runs import artifacts, checkpoints, display, faults, provenance
 from gradinv_exp.runs.folder import flat
@@ -73,16 +73,6 @@ def check(cfg: Config) -> None:
 def attack_entry(cfg: Config) -> attacks.contract.Attack:
     """The attack family ``cfg.attack`` configures (its ``ATTACKS`` entry)."""
     return attacks.ATTACKS[cfg.attack.family]
-
-
-def generator(seed: int, purpose: str) -> torch.Generator:
-    """An independent, reproducible random stream per purpose ("model", "attack", ...).
-
-    Separate streams keep e.g. the dummy initialisation identical across defenses, so a
-    sweep compares defenses on the same attack start.
-    """
-    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 def device_of(name: str) -> torch.device:

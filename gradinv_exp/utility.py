@@ -37,10 +37,11 @@ from torch import Tensor, nn
 
 from gradinv_exp import config, data, defenses
 from gradinv_exp.base.options import ConfigError
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import CLIENTS, Client, share
 from gradinv_exp.config import UtilityConfig
 from gradinv_exp.defenses import DefenseConfig
-from gradinv_exp.experiment import build_model, generator
+from gradinv_exp.experiment import build_model
 from gradinv_exp.runs import artifacts
 from gradinv_exp.runs.preflight import hydra_message
 

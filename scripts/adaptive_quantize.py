@@ -180,6 +180,7 @@ class Case:
         from gradinv_exp import client, config
         from gradinv_exp import experiment as ex
         from gradinv_exp.attacks.labels import LABELS, Evidence
+        from gradinv_exp.base import streams
 
         config.register()
         with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
@@ -192,7 +193,7 @@ class Case:
         self.observed = ex.observe(cfg, shared, labels)
         o = self.observed
         self.sim = client.Simulator(sent.model, o.protocol, sent.params, clients=o.clients)
-        generator = ex.generator(cfg.seed, "attack")
+        generator = streams.generator(cfg.seed, "attack")
         self.x0 = torch.randn(o.shape, generator=generator)  # as engine.attack draws them
         mode = LABELS[cfg.attack.labels]
         evidence = Evidence(

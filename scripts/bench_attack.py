@@ -44,8 +44,8 @@ from gradinv_exp.analysis import metrics, uncertainty
 from gradinv_exp.attacks.backend import Backend, convolution
 from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.optimizers import LBFGSConfig
+from gradinv_exp.base.streams import generator
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 SNAPSHOT_EVERY = 10
 REPO = Path(__file__).resolve().parent.parent

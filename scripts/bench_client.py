@@ -30,8 +30,8 @@ from gradinv_exp.attacks import AttackConfig
 from gradinv_exp.attacks.engine import build_problem
 from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
 from gradinv_exp.attacks.optimizers import AdamConfig
+from gradinv_exp.base.streams import generator
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 STEPS = (1, 2, 5, 10)
 CLASSES = 100

@@ -38,8 +38,8 @@ import torch
 from gradinv_exp import client, data, models
 from gradinv_exp.analysis.uncertainty import mean_interval
 from gradinv_exp.attacks.labels import LABELS, Evidence
+from gradinv_exp.base.streams import generator
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 MODES = ("idlg", "yin", "llg")
 SIZES = (4, 8, 16)

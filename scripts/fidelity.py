@@ -41,8 +41,8 @@ from gradinv_exp.analysis import metrics, uncertainty
 from gradinv_exp.attacks import AttackConfig, choose_backend
 from gradinv_exp.attacks.engine import Job, attack
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
+from gradinv_exp.base.streams import generator
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 CLASSES = 100
 

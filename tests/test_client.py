@@ -14,6 +14,7 @@ from gradinv_exp.attacks import AttackConfig
 from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
 from gradinv_exp.attacks.optimizers import AdamConfig
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import (
     CLIENTS,
     Client,
@@ -25,7 +26,6 @@ from gradinv_exp.client import (
 )
 from gradinv_exp.defenses import apply
 from gradinv_exp.defenses.privacy import ClipConfig
-from gradinv_exp.experiment import generator
 
 
 def lenet(seed: int = 0, classes: int = 6, size: int = 8) -> torch.nn.Module:

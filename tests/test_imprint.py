@@ -8,6 +8,7 @@ from helpers import preflight_check, typed_config
 from gradinv_exp import experiment
 from gradinv_exp.attacks import ATTACKS, Context, Target
 from gradinv_exp.base.options import ConfigError
+from gradinv_exp.base.streams import generator
 from gradinv_exp.servers.imprint import thresholds
 
 BASE = ["server=imprint", "attack=imprint", "dataset=lfw", "dataset.image_size=16"]
@@ -21,7 +22,7 @@ def attack(*overrides: str):
     nets, sent = experiment.send(cfg, experiment.build_models(cfg, torch.device("cpu")))
     _, shared = experiment.share(cfg, nets, images, labels)
     observed = experiment.observe(cfg, shared, labels)
-    stream = experiment.generator(cfg.seed, "attack")
+    stream = generator(cfg.seed, "attack")
     target = Target(observed, sent, cfg.attack, stream, lambda *a: None)
     (result,) = ATTACKS["imprint"].reconstruct([target], Context())
     row = sent.model[1].weight[0].detach()

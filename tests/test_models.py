@@ -12,10 +12,10 @@ from helpers import FAST, preflight_check, typed_config
 from gradinv_exp import experiment, models
 from gradinv_exp.attacks.labels import last_linear_weight
 from gradinv_exp.base.options import ConfigError, Registry
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, gradient, soft_cross_entropy
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.data import server_images
-from gradinv_exp.experiment import generator
 
 
 def build(name, channels=3, size=32, classes=10, activation="relu", init="default", seed=0):

@@ -11,7 +11,7 @@ from gradinv_exp.attacks import AttackConfig, choose_backend
 from gradinv_exp.attacks import backend as backends
 from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.optimizers import LBFGSConfig
-from gradinv_exp.experiment import generator
+from gradinv_exp.base.streams import generator
 
 
 def tiny_problem(trials: int = 1, compiled: bool = False, timings=None, lbfgs=None):

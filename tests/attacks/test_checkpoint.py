@@ -14,7 +14,7 @@ from test_engine import PRESETS, setup, sim
 from gradinv_exp.attacks import Checkpoints
 from gradinv_exp.attacks.lbfgs import STATE, BatchedLBFGS
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
-from gradinv_exp.experiment import generator
+from gradinv_exp.base.streams import generator
 
 ITERATIONS, EVERY = 12, 4
 

@@ -17,9 +17,9 @@ from gradinv_exp.attacks.backend import value_and_grad
 from gradinv_exp.attacks.objectives import l2_distance
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.options import ConfigError
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 
 def sim(model) -> Simulator:

@@ -13,9 +13,9 @@ from gradinv_exp.attacks.labels import (
     last_linear_weight,
     yin_labels,
 )
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedAvgConfig, Simulator, gradient, share
 from gradinv_exp.config import DatasetConfig
-from gradinv_exp.experiment import generator
 
 
 def shared_gradient(model_name: str, images, labels, num_classes=100, activation="sigmoid"):

@@ -14,6 +14,7 @@ from gradinv_exp.attacks import AttackConfig, Checkpoints
 from gradinv_exp.attacks.engine import adaptive_objective
 from gradinv_exp.attacks.objectives import OBJECTIVES
 from gradinv_exp.attacks.optimizers import LBFGSConfig
+from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
 from gradinv_exp.config import DatasetConfig
 from gradinv_exp.defenses.chain import ChainConfig
@@ -27,7 +28,6 @@ from gradinv_exp.defenses.custom import CustomConfig
 from gradinv_exp.defenses.noise import NoiseConfig
 from gradinv_exp.defenses.privacy import ClipConfig, DPConfig
 from gradinv_exp.defenses.registry import DEFENSES, describe
-from gradinv_exp.experiment import generator
 
 
 def grads() -> list[torch.Tensor]:

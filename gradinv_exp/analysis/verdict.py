@@ -240,39 +240,58 @@ def strongest(table: pd.DataFrame) -> pd.DataFrame:
     return rows.drop_duplicates(["defense", "strength"]).sort_values("accuracy")
 
 
+MARKERS = "os^Dv<>p*"  # one per attack family in the figure, in order of appearance
+
+
 def figure(table: pd.DataFrame) -> Figure:
     """The privacy-utility figure: one point per defense setting, x its test accuracy
     (bar: the range over seeds), y the success rate of the strongest attacker measured
     against it with its 95% Wilson interval; filled green where it "stops it", red where
-    it does not, hollow grey where inconclusive; the dashed line is the verdict's bound.
-    A good defense sits bottom-right (nothing recovered, accuracy kept)."""
+    it does not, hollow grey where inconclusive; the marker names the attack family of
+    that attacker; the dashed line is the verdict's bound. A good defense sits
+    bottom-right (nothing recovered, accuracy kept). Labels of points that nearly
+    coincide alternate left and right of them."""
     from matplotlib.figure import Figure  # only to draw: compare answers before it loads
+    from matplotlib.lines import Line2D
 
-    points = strongest(table)
+    points = strongest(table).sort_values(["accuracy", "success"])
     threshold = table.attrs.get("threshold", uncertainty.VERDICT_THRESHOLD)
-    fig = Figure(figsize=(7, 5))
+    fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
     styles = {STOPS: ("tab:green", "tab:green"), NOT_STOPPED: ("tab:red", "tab:red"),
               INCONCLUSIVE: ("none", "tab:gray")}  # fmt: skip
-    for judged, (face, edge) in styles.items():
-        part = points[points["verdict"] == judged]
-        if part.empty:
-            continue
-        acc, rate = part["accuracy"], part["success"]
-        ax.errorbar(
-            acc, rate, yerr=[rate - part["low"], part["high"] - rate],
-            xerr=[acc - part["accuracy_low"], part["accuracy_high"] - acc],
-            fmt="o", mfc=face, mec=edge, ecolor=edge, capsize=3, label=judged,
-        )  # fmt: skip
+    families = list(dict.fromkeys(points["attack"]))
+    marker = {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(families)}
     for _, row in points.iterrows():
-        label = tradeoff.setting(row["defense"], row["strength"])
-        ax.annotate(f"{label}: {row['against']}", (row["accuracy"], row["success"]),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"verdict bound {threshold:g}")
+        face, edge = styles[row["verdict"]]
+        acc, rate = row["accuracy"], row["success"]
+        ax.errorbar(
+            [acc], [rate], yerr=[[rate - row["low"]], [row["high"] - rate]],
+            xerr=[[acc - row["accuracy_low"]], [row["accuracy_high"] - acc]],
+            fmt=marker[row["attack"]], mfc=face, mec=edge, ecolor=edge, capsize=3,
+        )  # fmt: skip
+    previous = None
+    left = False
+    for _, row in points.iterrows():
+        here = (row["accuracy"], row["success"])
+        near = previous is not None and abs(here[0] - previous[0]) < 0.04 and abs(
+            here[1] - previous[1]) < 0.08  # fmt: skip
+        left = near and not left
+        ax.annotate(tradeoff.setting(row["defense"], row["strength"]), here, fontsize=7,
+                    xytext=(-5 if left else 5, 4), ha="right" if left else "left",
+                    textcoords="offset points")  # fmt: skip
+        previous = here
+    handles = [Line2D([], [], ls="none", marker="o", mfc=face, mec=edge, label=judged)
+               for judged, (face, edge) in styles.items()
+               if (points["verdict"] == judged).any()]  # fmt: skip
+    handles += [Line2D([], [], ls="none", marker=marker[f], color="k", mfc="none",
+                       label=f"strongest: {f}") for f in families]  # fmt: skip
+    handles.append(ax.axhline(threshold, color="k", ls="--", lw=0.8,
+                              label=f"verdict bound {threshold:g}"))  # fmt: skip
     ax.set(xlabel="test accuracy of federated training under the defense (utility)",
            ylabel="attack success rate, strongest attacker (95% interval)",
            ylim=(-0.03, 1.03), title="privacy vs utility per defense setting")  # fmt: skip
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

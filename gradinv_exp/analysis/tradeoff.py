@@ -42,7 +42,8 @@ def accuracy(utility: pd.DataFrame) -> pd.DataFrame:
     utility.csv files concatenated), ``accuracy_low``/``accuracy_high`` (their range),
     ``seeds`` (how many) and ``epsilon`` where recorded."""
     places = [axis(row.dropna().to_dict()) for _, row in utility.iterrows()]
-    acc = utility.assign(setting=[setting(a.defense, a.value) for a in places])
+    kept = [c for c in ("accuracy", "epsilon") if c in utility]  # not its 1000s of rounds
+    acc = utility[kept].assign(setting=[setting(a.defense, a.value) for a in places])
     grouped = acc.groupby("setting", sort=False)
     table = grouped["accuracy"].agg(["mean", "min", "max", "count"]).reset_index()
     table.columns = ["setting", "accuracy", "accuracy_low", "accuracy_high", "seeds"]

@@ -249,8 +249,9 @@ def figure(table: pd.DataFrame) -> Figure:
     against it with its 95% Wilson interval; filled green where it "stops it", red where
     it does not, hollow grey where inconclusive; the marker names the attack family of
     that attacker; the dashed line is the verdict's bound. A good defense sits
-    bottom-right (nothing recovered, accuracy kept). Labels of points that nearly
-    coincide alternate left and right of them."""
+    bottom-right (nothing recovered, accuracy kept). A label goes left of its point when
+    a point further right is close, so two close points' labels face away from each
+    other."""
     from matplotlib.figure import Figure  # only to draw: compare answers before it loads
     from matplotlib.lines import Line2D
 
@@ -270,17 +271,14 @@ def figure(table: pd.DataFrame) -> Figure:
             xerr=[[acc - row["accuracy_low"]], [row["accuracy_high"] - acc]],
             fmt=marker[row["attack"]], mfc=face, mec=edge, ecolor=edge, capsize=3,
         )  # fmt: skip
-    previous = None
-    left = False
-    for _, row in points.iterrows():
-        here = (row["accuracy"], row["success"])
-        near = previous is not None and abs(here[0] - previous[0]) < 0.04 and abs(
-            here[1] - previous[1]) < 0.08  # fmt: skip
-        left = near and not left
-        ax.annotate(tradeoff.setting(row["defense"], row["strength"]), here, fontsize=7,
+    spots = list(zip(points["accuracy"], points["success"]))
+    for k, (_, row) in enumerate(points.iterrows()):
+        # a label goes left of its point when a point further right is close
+        left = any(0 <= x - spots[k][0] < 0.08 and abs(y - spots[k][1]) < 0.08
+                   for x, y in spots[k + 1 :])  # fmt: skip
+        ax.annotate(tradeoff.setting(row["defense"], row["strength"]), spots[k], fontsize=7,
                     xytext=(-5 if left else 5, 4), ha="right" if left else "left",
                     textcoords="offset points")  # fmt: skip
-        previous = here
     handles = [Line2D([], [], ls="none", marker="o", mfc=face, mec=edge, label=judged)
                for judged, (face, edge) in styles.items()
                if (points["verdict"] == judged).any()]  # fmt: skip

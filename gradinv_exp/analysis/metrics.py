@@ -8,6 +8,9 @@ first matched one-to-one to the truth by minimum total MSE (Hungarian assignment
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +21,6 @@ from torch import Tensor, nn
 
 from gradinv_exp.analysis import perceptual
 from gradinv_exp.analysis.metric_table import METRICS, PSNR_CAP_DB
-from gradinv_exp.base.options import resolve
 
 
 def _numpy(images: Tensor) -> np.ndarray:
@@ -101,6 +103,14 @@ def label_acc_of(s: Scored) -> np.ndarray:
     return (s.labels.cpu() == s.recon_labels.cpu()).double().numpy()
 
 
+@functools.cache
+def function(target: str) -> Callable[[Scored], np.ndarray]:
+    """A metric entry's function, ``module:function`` imported once (the table is the
+    package's own: no user path is searched)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def evaluate(
     truth: Tensor,
     labels: Tensor,
@@ -112,5 +122,5 @@ def evaluate(
     (B,) and in the table's order (each entry's ``fn``), then the matching ``order``."""
     order = torch.as_tensor(match(truth, recon), device=recon.device)
     scored = Scored(truth, recon[order], labels, recon_labels[order], lpips)
-    values = {m.name: resolve(f"metric {m.name}", m.fn)(scored) for m in METRICS}
+    values = {m.name: function(m.fn)(scored) for m in METRICS}
     return values | {"order": order.cpu().numpy()}

@@ -4,8 +4,8 @@
 Each YAML file in ``conf/<group>/`` selects its schema (``defaults: [/schema/...]``) and
 sets only the values that are facts of that option (a data set's size and classes). A
 group keeps its schemas beside its options' code (``defenses/``, ``attacks/``,
-``client.py``, ``models.py``, ``servers/``, ``tracking/``); the data set's and the
-metrics' schemas are defined here. Hydra type-checks overrides against the schemas;
+``client.py``, ``models.py``, ``data.py``, ``servers/``, ``tracking/``); the metrics'
+schema is defined here. Hydra type-checks overrides against the schemas;
 ``__post_init__`` checks ranges and, in ``Config``, the rules that span groups, so a bad
 value fails in ``OmegaConf.to_object`` with one line, before any work starts.
 
@@ -18,15 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradinv_exp.analysis.metric_table import METRICS, PRIMARY, criteria
 from gradinv_exp.attacks import ATTACKS, OPTIMIZERS, BaseAttackConfig, OptimizerConfig
-from gradinv_exp.base.options import ConfigError, Registry, one_of, require
+from gradinv_exp.base.options import Registry, one_of, require
 from gradinv_exp.client import CLIENTS, ClientConfig, check_batch
+from gradinv_exp.data import DatasetConfig, check_range
 from gradinv_exp.defenses import DEFENSES, DefenseConfig, check_order
 from gradinv_exp.defenses.chain import defense_from
 from gradinv_exp.models import MODELS, ModelConfig
@@ -46,131 +47,6 @@ def conf_dir() -> Path:
 
 
 CONF_DIR = conf_dir()
-
-# --- dataset -------------------------------------------------------------------------
-
-
-@dataclass
-class DatasetConfig:
-    """Where images come from, how a run deals them out, and the facts a model and a range
-    check need about them.
-
-    A run deals the data set's images once, by a seeded permutation (the run's ``seed``,
-    its own stream): ``server_fraction`` of them are the server's own (its public images,
-    pretraining data, a learned attacker's auxiliary set), the rest the clients'; the two
-    parts are disjoint. Every attacked batch is drawn from the clients' part at random,
-    and the batches of a run are disjoint: trial t's clients hold the next
-    ``clients x batch_size`` images of that part's random order (IID), or, with ``alpha``
-    set, images drawn per client from a Dirichlet(alpha) label distribution (non-IID).
-
-    ``index`` pins one image: null (the default), every image is drawn; an index i makes
-    image i the run's first attacked image (trial 0's first client's first image) and a
-    client's image, never the server's; the others are drawn as always. So the default
-    run (CIFAR-100, ``index: 25``, one image, one trial) attacks the original notebook's image,
-    whatever the seed, and more trials or a larger batch add random images to it.
-    """
-
-    name: str = MISSING
-    root: str = "data"  # torchvision root folder holding (or receiving) the archive
-    download: bool = True  # let torchvision download when the data is not in `root`
-    offline_fallback: bool = True  # no data and no internet: warn and use the bundled crops
-    index: Optional[int] = None  # the run's first attacked image; null: every image drawn
-    batch_size: int = 1
-    image_size: int = 32
-    channels: int = 3
-    num_classes: int = 100
-    size: Optional[int] = None  # images in the train split; null: known only on disk
-    mean: Optional[list[float]] = None  # normalisation inside the model; None = identity
-    std: Optional[list[float]] = None
-    server_fraction: float = 0.5  # of the images, the server's own (never a client's)
-    alpha: Optional[float] = None  # non-IID: each client's labels ~ Dirichlet(alpha); null: IID
-
-    def __post_init__(self) -> None:
-        require(
-            self.index is None or self.index >= 0, "dataset.index", self.index,
-            "must be null (every image drawn at random) or an index >= 0",
-        )  # fmt: skip
-        require(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "must be >= 1")
-        require(
-            8 <= self.image_size <= 4096,
-            "dataset.image_size",
-            self.image_size,
-            "must be an integer in [8, 4096]",
-        )
-        require(self.channels in (1, 3), "dataset.channels", self.channels, "must be 1 or 3")
-        require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
-        require(
-            self.size is None or self.size >= 1, "dataset.size", self.size, "must be null or >= 1"
-        )
-        for key, stats in (("dataset.mean", self.mean), ("dataset.std", self.std)):
-            require(
-                stats is None or len(stats) == self.channels,
-                key,
-                stats,
-                f"must be null or a list of {self.channels} numbers (one per channel)",
-            )
-        require(
-            self.mean is None or all(math.isfinite(m) for m in self.mean),
-            "dataset.mean",
-            self.mean,
-            "must be finite numbers",
-        )
-        require(
-            self.std is None or all(math.isfinite(s) and s > 0 for s in self.std),
-            "dataset.std",
-            self.std,
-            "must be finite numbers > 0",
-        )
-        require(
-            0 <= self.server_fraction < 1,
-            "dataset.server_fraction",
-            self.server_fraction,
-            "must be in [0, 1) (the clients need images)",
-        )
-        require(
-            self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
-            "dataset.alpha",
-            self.alpha,
-            "must be null (IID) or a finite number > 0",
-        )
-
-    def server_images(self, size: int) -> int:
-        """How many of ``size`` images are the server's own."""
-        return math.floor(self.server_fraction * size)
-
-
-def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
-    """ConfigError unless the clients' part of a data set of ``size`` images (default
-    ``ds.size``; unknown -> no check) holds ``count`` distinct images (``trials x
-    clients x dataset.batch_size``) and ``ds.index`` is one of the images."""
-    size = ds.size if size is None else size
-    if size is None:
-        return
-    require(
-        ds.index is None or ds.index < size,
-        "dataset.index",
-        ds.index,
-        f"{ds.name} has {size} images, so it must be null or < {size}",
-    )
-    clients = size - ds.server_images(size)
-    if count <= clients:
-        return
-    part = (
-        f"{ds.name} has {size} images and {clients} of them are the clients' "
-        f"(dataset.server_fraction={ds.server_fraction})"
-    )
-    if ds.batch_size > clients:  # one batch alone is too big
-        raise ConfigError(
-            f"dataset.batch_size={ds.batch_size} is not allowed: the run attacks {count} "
-            f"distinct images (trials x clients x dataset.batch_size) and {part}"
-        )
-    trials = count // ds.batch_size
-    raise ConfigError(
-        f"trials={trials} is not allowed: the run attacks {count} distinct images (trials "
-        f"x clients x dataset.batch_size={ds.batch_size}) and {part}, so at most "
-        f"{clients // ds.batch_size} batches"
-    )
-
 
 # --- metrics -------------------------------------------------------------------------
 

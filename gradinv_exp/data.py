@@ -1,7 +1,7 @@
-"""The ``dataset`` group: images under attack, from torchvision data sets, the user's own
-folder of images, or real photographs that ship inside installed packages (ten whole
-photos, or 4096 distinct crops of them: the offline fallback); and how a run deals a
-data set out.
+"""The ``dataset`` group: its schema (``DatasetConfig``) and the images under attack,
+from torchvision data sets, the user's own folder of images, or real photographs that
+ship inside installed packages (ten whole photos, or 4096 distinct crops of them: the
+offline fallback); and how a run deals a data set out.
 
 A run's images are dealt once by a seeded permutation (``split``): the server's own part
 (public images, pretraining, a learned attacker's auxiliary set; ``server_images``) and
@@ -9,34 +9,185 @@ the clients' part, disjoint. ``draw`` takes the attacked batches from the client
 IID or with a Dirichlet label skew per client, ``dataset.index`` pinned first. Both
 return images ``(N, C, H, W)`` in [0, 1] and integer labels ``(N,)``; ``draw`` also names
 the source actually used, so a run that fell back to the offline crops says so in its
-metrics.
+metrics. Torch, torchvision and the image libraries load on first use, so that the
+schema is checked before they load.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import socket
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Protocol
 
-import matplotlib.cbook
-import numpy as np
-import skimage.data
-import torch
-from PIL import Image
-from torch import Tensor
-from torchvision import datasets, transforms
+from omegaconf import MISSING
 
+from gradinv_exp.base import lazy
 from gradinv_exp.base.options import ConfigError, Registry, require
-from gradinv_exp.config import DatasetConfig, check_range
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data as skimage_data
+    from torch import Tensor
+    from torchvision import datasets, transforms
+else:  # loaded on first use: the dataset group's schema is checked before torch loads
+    np = lazy.module("numpy", __name__, "np")
+    torch = lazy.module("torch", __name__)
+    cbook = lazy.module("matplotlib.cbook", __name__, "cbook")
+    Image = lazy.module("PIL.Image", __name__, "Image")
+    skimage_data = lazy.module("skimage.data", __name__, "skimage_data")
+    datasets = lazy.module("torchvision.datasets", __name__, "datasets")
+    transforms = lazy.module("torchvision.transforms", __name__, "transforms")
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[Image.Image], Tensor]
-Opener = Callable[[DatasetConfig, Transform], torch.utils.data.Dataset]
+# --- the schema ----------------------------------------------------------------------
+
+
+@dataclass
+class DatasetConfig:
+    """Where images come from, how a run deals them out, and the facts a model and a range
+    check need about them.
+
+    A run deals the data set's images once, by a seeded permutation (the run's ``seed``,
+    its own stream): ``server_fraction`` of them are the server's own (its public images,
+    pretraining data, a learned attacker's auxiliary set), the rest the clients'; the two
+    parts are disjoint. Every attacked batch is drawn from the clients' part at random,
+    and the batches of a run are disjoint: trial t's clients hold the next
+    ``clients x batch_size`` images of that part's random order (IID), or, with ``alpha``
+    set, images drawn per client from a Dirichlet(alpha) label distribution (non-IID).
+
+    ``index`` pins one image: null (the default), every image is drawn; an index i makes
+    image i the run's first attacked image (trial 0's first client's first image) and a
+    client's image, never the server's; the others are drawn as always. So the default
+    run (CIFAR-100, ``index: 25``, one image, one trial) attacks the original notebook's image,
+    whatever the seed, and more trials or a larger batch add random images to it.
+    """
+
+    name: str = MISSING
+    root: str = "data"  # torchvision root folder holding (or receiving) the archive
+    download: bool = True  # let torchvision download when the data is not in `root`
+    offline_fallback: bool = True  # no data and no internet: warn and use the bundled crops
+    index: Optional[int] = None  # the run's first attacked image; null: every image drawn
+    batch_size: int = 1
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 100
+    size: Optional[int] = None  # images in the train split; null: known only on disk
+    mean: Optional[list[float]] = None  # normalisation inside the model; None = identity
+    std: Optional[list[float]] = None
+    server_fraction: float = 0.5  # of the images, the server's own (never a client's)
+    alpha: Optional[float] = None  # non-IID: each client's labels ~ Dirichlet(alpha); null: IID
+
+    def __post_init__(self) -> None:
+        require(
+            self.index is None or self.index >= 0, "dataset.index", self.index,
+            "must be null (every image drawn at random) or an index >= 0",
+        )  # fmt: skip
+        require(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "must be >= 1")
+        require(
+            8 <= self.image_size <= 4096,
+            "dataset.image_size",
+            self.image_size,
+            "must be an integer in [8, 4096]",
+        )
+        require(self.channels in (1, 3), "dataset.channels", self.channels, "must be 1 or 3")
+        require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
+        require(
+            self.size is None or self.size >= 1, "dataset.size", self.size, "must be null or >= 1"
+        )
+        for key, stats in (("dataset.mean", self.mean), ("dataset.std", self.std)):
+            require(
+                stats is None or len(stats) == self.channels,
+                key,
+                stats,
+                f"must be null or a list of {self.channels} numbers (one per channel)",
+            )
+        require(
+            self.mean is None or all(math.isfinite(m) for m in self.mean),
+            "dataset.mean",
+            self.mean,
+            "must be finite numbers",
+        )
+        require(
+            self.std is None or all(math.isfinite(s) and s > 0 for s in self.std),
+            "dataset.std",
+            self.std,
+            "must be finite numbers > 0",
+        )
+        require(
+            0 <= self.server_fraction < 1,
+            "dataset.server_fraction",
+            self.server_fraction,
+            "must be in [0, 1) (the clients need images)",
+        )
+        require(
+            self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
+            "dataset.alpha",
+            self.alpha,
+            "must be null (IID) or a finite number > 0",
+        )
+
+    def server_images(self, size: int) -> int:
+        """How many of ``size`` images are the server's own."""
+        return math.floor(self.server_fraction * size)
+
+
+def check_range(ds: DatasetConfig, count: int, size: int | None = None) -> None:
+    """ConfigError unless the clients' part of a data set of ``size`` images (default
+    ``ds.size``; unknown -> no check) holds ``count`` distinct images (``trials x
+    clients x dataset.batch_size``) and ``ds.index`` is one of the images."""
+    size = ds.size if size is None else size
+    if size is None:
+        return
+    require(
+        ds.index is None or ds.index < size,
+        "dataset.index",
+        ds.index,
+        f"{ds.name} has {size} images, so it must be null or < {size}",
+    )
+    clients = size - ds.server_images(size)
+    if count <= clients:
+        return
+    part = (
+        f"{ds.name} has {size} images and {clients} of them are the clients' "
+        f"(dataset.server_fraction={ds.server_fraction})"
+    )
+    if ds.batch_size > clients:  # one batch alone is too big
+        raise ConfigError(
+            f"dataset.batch_size={ds.batch_size} is not allowed: the run attacks {count} "
+            f"distinct images (trials x clients x dataset.batch_size) and {part}"
+        )
+    trials = count // ds.batch_size
+    raise ConfigError(
+        f"trials={trials} is not allowed: the run attacks {count} distinct images (trials "
+        f"x clients x dataset.batch_size={ds.batch_size}) and {part}, so at most "
+        f"{clients // ds.batch_size} batches"
+    )
+
+
+# --- the options --------------------------------------------------------------------
+
+
+class Images(Protocol):
+    """A map-style data set: ``len`` images, item i = ``(image (C, H, W) in [0, 1], label)``
+    (torchvision's data sets and the bundled ones)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]: ...
+
+
+Transform = Callable[["Image.Image"], "Tensor"]
+Opener = Callable[[DatasetConfig, Transform], Images]
 
 
 @dataclass(frozen=True)
@@ -93,11 +244,12 @@ def transform(cfg: DatasetConfig) -> transforms.Compose:
 # --- torchvision -------------------------------------------------------------------
 
 
-def _torchvision(cls: Callable[..., datasets.VisionDataset]) -> Opener:
-    """Open ``cls``'s train split from ``cfg.root``, downloading (with a socket timeout)
-    when it is not there and ``cfg.download`` allows it."""
+def _torchvision(name: str) -> Opener:
+    """Open ``torchvision.datasets.<name>``'s train split from ``cfg.root``, downloading
+    (with a socket timeout) when it is not there and ``cfg.download`` allows it."""
 
     def open_split(cfg: DatasetConfig, tf: Transform) -> datasets.VisionDataset:
+        cls = getattr(datasets, name)
         try:
             return cls(cfg.root, train=True, transform=tf, download=False)
         except RuntimeError:
@@ -118,28 +270,28 @@ def _torchvision(cls: Callable[..., datasets.VisionDataset]) -> Opener:
 DATASETS.add(
     Source(
         "cifar100",
-        _torchvision(datasets.CIFAR100),
+        _torchvision("CIFAR100"),
         archive="cifar-100-python.tar.gz (or its extracted folder cifar-100-python/)",
     )
 )
 DATASETS.add(
     Source(
         "cifar10",
-        _torchvision(datasets.CIFAR10),
+        _torchvision("CIFAR10"),
         archive="cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
     )
 )
 DATASETS.add(
     Source(
         "mnist",
-        _torchvision(datasets.MNIST),
+        _torchvision("MNIST"),
         archive="the MNIST/raw/ folder with the four *-ubyte.gz files",
     )
 )
 DATASETS.add(
     Source(
         "fashion_mnist",
-        _torchvision(datasets.FashionMNIST),
+        _torchvision("FashionMNIST"),
         archive="the FashionMNIST/raw/ folder with the four *-ubyte.gz files",
     )
 )
@@ -170,16 +322,16 @@ def photo(name: str) -> Image.Image:
     image of scikit-image's ``stereo_motorcycle`` (``motorcycle``), or matplotlib's sample
     photograph ``grace_hopper``: all inside the installed wheels."""
     if name == "grace_hopper":
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
+        with cbook.get_sample_data("grace_hopper.jpg") as file:
             return Image.open(file).convert("RGB")
-    array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else None
-    array = getattr(skimage.data, name)() if array is None else array
+    array = skimage_data.stereo_motorcycle()[0] if name == "motorcycle" else None
+    array = getattr(skimage_data, name)() if array is None else array
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     return Image.fromarray(array[..., :3].astype(np.uint8))
 
 
-class Photos(torch.utils.data.Dataset):
+class Photos:
     """The ten photographs, label = position % num_classes."""
 
     def __init__(self, num_classes: int, transform: Transform) -> None:
@@ -272,7 +424,7 @@ def crops() -> tuple[Crop, ...]:
     return tuple(out)
 
 
-class Crops(torch.utils.data.Dataset):
+class Crops:
     """``dataset=crops``: ``CROPS`` distinct natural images, square crops of the bundled
     photographs rescaled to the image size (``crops()``); label = photograph % num_classes.
     The offline fallback, and the data the tests' statistics and a learned attacker's
@@ -302,13 +454,13 @@ def natural_crops(cfg: DatasetConfig, tf: Transform) -> Crops:
     return Crops(cfg.num_classes, cfg.image_size, tf)
 
 
-class LfwSubset(torch.utils.data.Dataset):
+class LfwSubset:
     """scikit-image's bundled ``lfw_subset``: 200 real 25x25 grey images, the first 100
     faces (label 1) and the other 100 non-faces (label 0). Labelled and offline, so the
     utility experiment can train and test on it."""
 
     def __init__(self, transform: Transform) -> None:
-        self.images = skimage.data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
+        self.images = skimage_data.lfw_subset()  # (200, 25, 25) float64 in [0, 1]
         self.transform = transform
         self.targets = [int(i < len(self.images) // 2) for i in range(len(self.images))]
 
@@ -394,7 +546,7 @@ def check(cfg: DatasetConfig, attacked: int) -> None:
         source.check(cfg, attacked)
 
 
-def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
+def open_dataset(cfg: DatasetConfig) -> tuple[Images, str]:
     """The data set named by ``cfg``, or the offline crops when it cannot be had.
 
     Returns the data set and the name of its source ("cifar100", "crops", ...).
@@ -423,7 +575,7 @@ def open_dataset(cfg: DatasetConfig) -> tuple[torch.utils.data.Dataset, str]:
         return Crops(cfg.num_classes, cfg.image_size, tf), "crops"
 
 
-def _items(dataset: torch.utils.data.Dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+def _items(dataset: Images, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
     """The images ``(len(indices), C, H, W)`` and labels ``(len(indices),)`` at ``indices``."""
     items = [dataset[int(i)] for i in indices]
     images = torch.stack([img for img, _ in items])
@@ -522,7 +674,7 @@ def skewed(
     return torch.tensor(out, dtype=torch.long)
 
 
-def labels_of(dataset: torch.utils.data.Dataset) -> Tensor:
+def labels_of(dataset: Images) -> Tensor:
     """Every image's label ``(len(dataset),)``: the data set's ``targets`` (torchvision's
     and the bundled ones have them), else read item by item."""
     targets = getattr(dataset, "targets", None)

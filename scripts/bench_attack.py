@@ -45,7 +45,7 @@ from gradinv_exp.attacks.backend import Backend, convolution
 from gradinv_exp.attacks.engine import build_problem, optimise
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 SNAPSHOT_EVERY = 10
 REPO = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from gradinv_exp.attacks.engine import build_problem
 from gradinv_exp.attacks.labels import idlg_labels, last_linear_weight
 from gradinv_exp.attacks.optimizers import AdamConfig
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 STEPS = (1, 2, 5, 10)
 CLASSES = 100

@@ -39,7 +39,7 @@ from gradinv_exp import client, data, models
 from gradinv_exp.analysis.uncertainty import mean_interval
 from gradinv_exp.attacks.labels import LABELS, Evidence
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 MODES = ("idlg", "yin", "llg")
 SIZES = (4, 8, 16)

@@ -49,7 +49,7 @@ from gradinv_exp.attacks.backend import Backend, convolution
 from gradinv_exp.attacks.engine import AttackConfig, AttackResult, build_problem, optimise
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 FLOOR_TRIALS = 4  # trials per T whose chaos floor is measured (one more run alone each)
 

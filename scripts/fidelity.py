@@ -42,7 +42,7 @@ from gradinv_exp.attacks import AttackConfig, choose_backend
 from gradinv_exp.attacks.engine import Job, attack
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 CLASSES = 100
 

@@ -15,7 +15,8 @@ from gradinv_exp import config, data, models
 from gradinv_exp.attacks import OPTIMIZERS, AttackConfig
 from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.options import ConfigError
-from gradinv_exp.config import Config, DatasetConfig, check_range
+from gradinv_exp.config import Config
+from gradinv_exp.data import DatasetConfig, check_range
 from gradinv_exp.defenses import DEFENSES
 from gradinv_exp.defenses.compression import PruneConfig, QuantizeConfig
 from gradinv_exp.defenses.noise import NoiseConfig

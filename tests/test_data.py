@@ -12,7 +12,7 @@ from PIL import Image
 from gradinv_exp import data
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.base.streams import generator
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=2, size=40):

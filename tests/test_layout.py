@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "gradinv_exp"
 MAX_FLAT = 10  # modules directly in gradinv_exp/, __init__ and __main__ included
 
@@ -106,3 +108,22 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 def test_few_modules_sit_flat_in_the_package():
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(flat) <= MAX_FLAT, flat
+
+
+def test_a_deferred_submodule_binds_its_alias_in_its_owner(monkeypatch):
+    """``lazy.module`` stands in for a module until first use, then the owner's name is the
+    real module (data.py binds ``PIL.Image`` as ``Image`` and ``numpy`` as ``np`` so)."""
+    import sys
+    import types
+
+    from gradinv_exp.base import lazy
+
+    monkeypatch.delitem(sys.modules, "xml.dom.minidom", raising=False)
+    owner = types.ModuleType("lazy_owner_sample")
+    monkeypatch.setitem(sys.modules, owner.__name__, owner)
+    owner.dom = lazy.module("xml.dom.minidom", owner.__name__, "dom")
+    assert "xml.dom.minidom" not in sys.modules  # nothing imported yet
+    assert owner.dom.parseString("<a/>").documentElement.tagName == "a"
+    assert owner.dom is sys.modules["xml.dom.minidom"]  # the stand-in replaced
+    with pytest.raises(ValueError, match="needs the alias"):
+        lazy.module("xml.dom.minidom", owner.__name__)

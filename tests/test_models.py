@@ -14,8 +14,7 @@ from gradinv_exp.attacks.labels import last_linear_weight
 from gradinv_exp.base.options import ConfigError, Registry
 from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, gradient, soft_cross_entropy
-from gradinv_exp.config import DatasetConfig
-from gradinv_exp.data import server_images
+from gradinv_exp.data import DatasetConfig, server_images
 
 
 def build(name, channels=3, size=32, classes=10, activation="relu", init="default", seed=0):

@@ -20,17 +20,21 @@ from typing import Any
 class _Deferred:
     """Stands for module ``name`` in module ``owner`` until first used."""
 
-    def __init__(self, name: str, owner: str) -> None:
-        self._name, self._owner = name, owner
+    def __init__(self, name: str, owner: str, alias: str) -> None:
+        self._name, self._owner, self._alias = name, owner, alias
 
     def __getattr__(self, attr: str) -> Any:
         real = importlib.import_module(self._name)
-        setattr(sys.modules[self._owner], self._name.split(".")[0], real)
+        setattr(sys.modules[self._owner], self._alias, real)
         return getattr(real, attr)
 
 
-def module(name: str, owner: str) -> ModuleType:
-    """``name`` imported on first use by module ``owner`` (pass ``__name__``)."""
+def module(name: str, owner: str, alias: str | None = None) -> ModuleType:
+    """``name`` imported on first use by module ``owner`` (pass ``__name__``), which binds
+    it as ``alias`` (``import name as alias``; default ``name``, which must then be a
+    top-level module: ``torch``)."""
+    if alias is None and "." in name:
+        raise ValueError(f"lazy.module({name!r}): a submodule needs the alias its owner binds")
     if name in sys.modules:  # already paid for: no stand-in
         return sys.modules[name]
-    return _Deferred(name, owner)  # type: ignore[return-value]
+    return _Deferred(name, owner, alias or name)  # type: ignore[return-value]

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from gradinv_exp.analysis.metric_table import PRIMARY
 from gradinv_exp.tracking.registry import (
     FIGURES,
     TrackingConfig,
@@ -73,7 +74,7 @@ class TensorBoardLogger:
         import pandas as pd
 
         table = pd.read_csv(sweep_dir / "summary.csv")
-        columns = [c for c in ("defense", "strength", "status", "psnr", "success_rate")
+        columns = [c for c in ("defense", "strength", "status", PRIMARY, "success_rate")
                    if c in table]  # fmt: skip
         with writer(cfg, sweep_dir) as log:
             log.add_text("summary", table[columns].to_markdown(index=False))

@@ -19,7 +19,7 @@ from gradinv_exp.attacks.optimizers import AdamConfig, LBFGSConfig
 from gradinv_exp.base.options import ConfigError
 from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 
 def sim(model) -> Simulator:

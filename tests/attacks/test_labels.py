@@ -15,7 +15,7 @@ from gradinv_exp.attacks.labels import (
 )
 from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedAvgConfig, Simulator, gradient, share
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 
 
 def shared_gradient(model_name: str, images, labels, num_classes=100, activation="sigmoid"):

@@ -16,7 +16,7 @@ from gradinv_exp.attacks.objectives import OBJECTIVES
 from gradinv_exp.attacks.optimizers import LBFGSConfig
 from gradinv_exp.base.streams import generator
 from gradinv_exp.client import Client, FedSGDConfig, Simulator, gradient
-from gradinv_exp.config import DatasetConfig
+from gradinv_exp.data import DatasetConfig
 from gradinv_exp.defenses.chain import ChainConfig
 from gradinv_exp.defenses.compression import (
     PruneConfig,

@@ -343,7 +343,8 @@ def test_config_checks_run_before_torch_is_imported():
         "    else:\n"
         "        raise SystemExit(f'{argv} passed')\n"
         "assert preflight.plan(['attack=ig', 'client=fedavg', 'defense=chain']) is not None\n"
-        "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))\n"
+        "heavy = ('torch', 'torchvision', 'matplotlib', 'PIL', 'skimage')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     env = os.environ | {"PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["dataset.image_size=8", "attack.iterations=2", "attack.snapshot_every=1",
+TINY = ["dataset=crops", "dataset.image_size=8", "attack.iterations=2", "attack.snapshot_every=1",
         "optimizer.max_iter=2", "compile=off"]  # fmt: skip
 # the wrapper: run the command line, print each output line with the seconds since its
 # start, then the peak RSS (KiB) of its processes

@@ -161,11 +161,22 @@ def extremes(truth: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 BATCH_SHOWN = 2  # a panel shows a batch larger than this by its best and worst image
+PANELS = 48  # runs a comparison shows at most (8 rows of 6): more are neither read nor drawn
+
+
+def shown_rows(runs: int, panels: int = PANELS) -> list[int]:
+    """The rows of a table of ``runs`` runs that a comparison shows: all of them, or
+    ``panels`` evenly spaced in the table's order (defense, strength, folder), the first
+    and the last among them, so that every part of a large sweep appears."""
+    if runs <= panels:
+        return list(range(runs))
+    return sorted({round(i * (runs - 1) / (panels - 1)) for i in range(panels)})
 
 
 def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: str = "") -> Figure:
     """Ground truth, then each run's final reconstruction titled by its label and PSNR;
-    ``note`` (e.g. that bundled photos stood in for the data set) titles the figure.
+    ``note`` (e.g. that bundled photos stood in for the data set) titles the figure. Of
+    more than ``PANELS`` runs, ``shown_rows`` picks the ones shown, and the title says so.
 
     A run without images (failed, missing) keeps its panel, titled with its status. When
     runs attacked different images, each run's panel shows its own truth above it. A
@@ -173,6 +184,12 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: s
     reconstruction (``extremes``), each above its own truth, with the fraction of the
     batch recovered.
     """
+    total = len(frame)
+    picked = shown_rows(total)
+    frame, labels = frame.iloc[picked], [labels[i] for i in picked]
+    if len(picked) < total:
+        sampled = f"{len(picked)} of {total} runs, evenly spaced in summary.csv's order"
+        note = f"{note}\n{sampled}" if note else sampled
     images = [load_images(run) for run in frame["run"]]
     large = any(p is not None and p[0].shape[1] > BATCH_SHOWN for p in images)
     if large:

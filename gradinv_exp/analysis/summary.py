@@ -42,8 +42,9 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return list(found)
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """One table row for ``run_dir`` (RunError if its files cannot be read)."""
+def load_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """One table row for ``run_dir`` and its override keys (RunError if its files cannot
+    be read)."""
     try:
         overrides = folder.overrides(run_dir)
         metrics = read_metrics(run_dir)
@@ -52,7 +53,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise
     except Exception as err:  # yaml, omegaconf or override-parser errors: name the folder
         raise RunError(f"{run_dir}: {type(err).__name__}: {err}") from None
-    return row(run_dir, overrides, metrics or {}, cfg)
+    return row(run_dir, overrides, metrics or {}, cfg), list(overrides)
 
 
 def row(
@@ -85,8 +86,9 @@ def collect(paths: Iterable[Path]) -> tuple[pd.DataFrame, list[str]]:
     rows, problems, keys = [], [], {}
     for run_dir in find_runs(paths):
         try:
-            rows.append(load_run(run_dir))
-            keys |= dict.fromkeys(folder.overrides(run_dir))
+            found, overrides = load_run(run_dir)
+            rows.append(found)
+            keys |= dict.fromkeys(overrides)
         except RunError as err:
             problems.append(f"skipped {err}")
     return ordered(pd.DataFrame(rows), list(keys)), problems

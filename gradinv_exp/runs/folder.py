@@ -12,8 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
 
 
 def flat(cfg: Any) -> dict[str, Any]:
@@ -50,7 +53,10 @@ def task_overrides(lines: Iterable[str]) -> dict[str, str]:
 def saved_overrides(run_dir: Path) -> list[str]:
     """The override lines of the job in ``run_dir`` ([] when the folder has none)."""
     path = run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    if not path.is_file():
+        return []
+    # a list of strings: PyYAML's C loader reads it ~10x faster than OmegaConf.load
+    return [str(o) for o in yaml.load(path.read_text(), Loader=LOADER) or []]
 
 
 def overrides(run_dir: Path) -> dict[str, str]:

@@ -41,7 +41,8 @@ OPTIONAL = ("experiment", "defense_level")  # groups without a default: +GROUP=N
 
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-BATCHED_LAUNCHER = "hydra_plugins.gradinv_exp_batched.BatchedLauncher"  # runs/batched.py
+OURS = "hydra_plugins.gradinv_exp_batched."  # the sweeper and launcher of runs/
+BATCHED_LAUNCHER = OURS + "BatchedLauncher"  # runs/batched.py
 # launchers that run the jobs from this process (the batched one may fork workers, which
 # it watches itself: runs/pool.py)
 IN_PROCESS = (BASIC_LAUNCHER, BATCHED_LAUNCHER)
@@ -325,7 +326,7 @@ def plan(argv: list[str]) -> Plan | None:
                     resume.check_folder(run_dir, job)
             local = in_process(first.hydra, multirun)
             if multirun:
-                check_launcher(first.hydra)
+                check_plugins(first.hydra)
         except ConfigError:
             raise
         except (HydraException, OmegaConfBaseException, ValueError) as err:
@@ -352,25 +353,29 @@ def single_run_note(override: Override, folder: Path) -> str:
     )
 
 
-def check_launcher(hydra_cfg: DictConfig) -> None:
-    """ConfigError unless Hydra's plugin scan finds the sweep's launcher class (an install
-    that hides ``hydra_plugins/gradinv_exp_batched`` from it fails here, before any job or
-    file, not when the sweep ends); the batched launcher's settings are checked too."""
+def check_plugins(hydra_cfg: DictConfig) -> None:
+    """ConfigError unless Hydra's plugin scan finds the sweep's sweeper and launcher
+    classes (an install that hides ``hydra_plugins/gradinv_exp_batched`` from it fails
+    here, before any job or file, not when the sweep ends); the batched launcher's
+    settings are checked too."""
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
 
-    target = hydra_cfg.launcher.get("_target_")
-    found = sorted(f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher))
-    if target not in found:
+    for group, kind in (("hydra/sweeper", Sweeper), ("hydra/launcher", Launcher)):
+        target = hydra_cfg[group.split("/")[1]].get("_target_")
+        found = sorted(f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(kind))
+        if target in found:
+            continue
         hint = (
             ": the installed gradinv_exp does not show its hydra_plugins/ folder to Hydra; "
             "install it again (make install, or pip install -e . in the checkout)"
-            if target == BATCHED_LAUNCHER
+            if target.startswith(OURS)
             else f"; Hydra finds {', '.join(found)}"
         )
-        choice = hydra_cfg.runtime.choices.get("hydra/launcher")
-        raise ConfigError(f"hydra/launcher={choice}: Hydra finds no launcher {target}{hint}")
-    if target == BATCHED_LAUNCHER:
+        choice, what = hydra_cfg.runtime.choices.get(group), kind.__name__.lower()
+        raise ConfigError(f"{group}={choice}: Hydra finds no {what} {target}{hint}")
+    if hydra_cfg.launcher.get("_target_") == BATCHED_LAUNCHER:
         launcher = hydra_cfg.launcher
         check_batched(launcher.max_problems, launcher.workers, launcher.get("cluster"))
 

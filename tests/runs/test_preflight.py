@@ -246,7 +246,11 @@ def test_a_sweep_only_setting_on_a_single_run_is_warned(tmp_path):
     assert swept is not None and swept.warnings == []
 
 
-def test_a_launcher_that_hydra_cannot_find_stops_the_plan(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "hidden, choice", [("BatchedLauncher", "hydra/launcher=batched"),
+                       ("ComposedSweeper", "hydra/sweeper=composed")],
+)  # fmt: skip
+def test_a_plugin_that_hydra_cannot_find_stops_the_plan(tmp_path, monkeypatch, hidden, choice):
     """An install that hides hydra_plugins/gradinv_exp_batched from Hydra's plugin scan
     (the editable install did, before pyproject.toml listed the namespace) fails in
     preflight, before any job or file, not when the sweep ends."""
@@ -258,14 +262,14 @@ def test_a_launcher_that_hydra_cannot_find_stops_the_plan(tmp_path, monkeypatch)
     monkeypatch.setattr(
         plugins,
         "discover",
-        lambda kind=None: [c for c in found(kind) if c.__name__ != "BatchedLauncher"],
+        lambda kind=None: [c for c in found(kind) if c.__name__ != hidden],
     )
     with pytest.raises(ConfigError) as err:
         preflight.plan(["+experiment=seed_defenses", f"hydra.sweep.dir={tmp_path / 's'}"])
+    kind = "launcher" if "launcher" in choice else "sweeper"
     assert str(err.value).startswith(
-        "hydra/launcher=batched: Hydra finds no launcher "
-        "hydra_plugins.gradinv_exp_batched.BatchedLauncher: the installed gradinv_exp does "
-        "not show its hydra_plugins/ folder to Hydra"
+        f"{choice}: Hydra finds no {kind} hydra_plugins.gradinv_exp_batched.{hidden}: the "
+        "installed gradinv_exp does not show its hydra_plugins/ folder to Hydra"
     )
     assert not (tmp_path / "s").exists()
 

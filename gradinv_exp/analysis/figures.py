@@ -161,7 +161,7 @@ def extremes(truth: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 BATCH_SHOWN = 2  # a panel shows a batch larger than this by its best and worst image
-PANELS = 48  # runs a comparison shows at most (8 rows of 6): more are neither read nor drawn
+PANELS = 47  # runs a comparison shows at most (with the truth's panel, 8 rows of 6)
 
 
 def shown_rows(runs: int, panels: int = PANELS) -> list[int]:
@@ -221,9 +221,10 @@ def comparison(frame: pd.DataFrame, labels: list[str], columns: int = 6, note: s
             suffix += f"\nbest | worst, {recovered:.0%} of batch"
         show(ax, shown, f"{name}\n{score}{suffix}")
         ax.title.set_fontsize(7)
-    if note:
-        fig.suptitle(note, fontsize=8)
-    fig.tight_layout()
+    if note:  # above the panels' titles: tight_layout leaves it no room of its own
+        fig.suptitle(note, fontsize=8, y=0.998)
+    top = 1 - 0.16 * (note.count("\n") + 1) / fig.get_figheight() if note else 1
+    fig.tight_layout(rect=(0, 0, 1, top))
     return fig
 
 
@@ -257,13 +258,15 @@ def curves(
     })  # fmt: skip
     done = points[points[metric].notna()]
     swept = done[done["strength"].notna()]
-    defenses = list(dict.fromkeys(swept["defense"])) or ["(no defense with a strength)"]
+    defenses = list(dict.fromkeys(swept["defense"])) or ["no defense strength swept"]
     fig = Figure(figsize=(4.2 * len(defenses), 3.4))
     axes = fig.subplots(1, len(defenses), squeeze=False, sharey=True)
     references = done[done["strength"].isna()]
     for ax, defense in zip(axes[0], defenses):
         runs = swept[swept["defense"] == defense].sort_values("strength")
         groups = runs.groupby(list(lines), dropna=False) if lines else [((), runs)]
+        if runs.empty:  # no strength swept: the settings' reference lines alone
+            groups, _ = [], ax.set_xticks([])
         for values, group in groups:
             line = ax.plot(
                 group["strength"], group[metric], marker="o",
@@ -283,7 +286,8 @@ def curves(
         if runs["strength_log"].any():
             ax.set_xscale("log")
         key = runs["strength_key"].iloc[0] if len(runs) else "strength"
-        ax.set(xlabel=f"{defense}: {key}", ylabel=metric_table.axis_label(metric), title=defense)
+        xlabel = f"{defense}: {key}" if len(runs) else ""
+        ax.set(xlabel=xlabel, ylabel=metric_table.axis_label(metric), title=defense)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # an empty panel has no legend
             ax.legend(fontsize=7)

@@ -131,14 +131,14 @@ def test_a_closed_form_attack_has_no_empty_axes_in_loss_png():
 
 
 def test_a_large_sweep_shows_an_evenly_spaced_sample_and_says_so():
-    """1,000 runs: 48 panels (the first and last run among them), not 1,000."""
+    """1,000 runs: 47 panels (the first and last run among them), not 1,000."""
     assert figures.shown_rows(5) == [0, 1, 2, 3, 4]
     picked = figures.shown_rows(1000)
     assert len(picked) == figures.PANELS and picked[0] == 0 and picked[-1] == 999
-    assert np.diff(picked).min() >= 20  # spread out, not the first 48
+    assert np.diff(picked).min() >= 20  # spread out, not the first 47
     frame = pd.DataFrame({"run": [f"/nowhere/{i}" for i in range(100)], "status": "missing"})
     fig = figures.comparison(frame, [str(i) for i in range(100)], note="offline")
     titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titled) == figures.PANELS and titled[0].startswith("0\n")
     assert titled[-1].startswith("99\n")
-    assert fig.get_suptitle() == "offline\n48 of 100 runs, evenly spaced in summary.csv's order"
+    assert fig.get_suptitle() == "offline\n47 of 100 runs, evenly spaced in summary.csv's order"

@@ -266,7 +266,8 @@ def curves(
         runs = swept[swept["defense"] == defense].sort_values("strength")
         groups = runs.groupby(list(lines), dropna=False) if lines else [((), runs)]
         if runs.empty:  # no strength swept: the settings' reference lines alone
-            groups, _ = [], ax.set_xticks([])
+            groups = []
+            ax.set_xticks([])
         for values, group in groups:
             line = ax.plot(
                 group["strength"], group[metric], marker="o",

@@ -42,7 +42,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, RunMode, TaskFunction
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradinv_exp import config
@@ -236,13 +236,7 @@ class BatchedLauncher(Launcher):
     def task(self, overrides: list[str]) -> DictConfig:
         """The task config of ``overrides`` (no ``hydra`` node), as the sweep composes it."""
         assert self.config is not None and self.hydra_context is not None
-        hydra = list(OmegaConf.to_container(self.config.hydra.overrides.hydra))
-        cfg = self.hydra_context.config_loader.load_configuration(
-            config_name=self.config.hydra.job.config_name,
-            overrides=[*hydra, *overrides],
-            run_mode=RunMode.RUN,
-        )
-        return folder.task(cfg)
+        return folder.task(preflight.sweep_job(self.config, self.hydra_context, overrides))
 
     def sweep_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         """Job ``idx`` composed whole by Hydra (its ``hydra`` node included), as Hydra's

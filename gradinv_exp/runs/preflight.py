@@ -27,6 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -248,6 +249,19 @@ class Composer:
         except (HydraException, OmegaConfBaseException):
             return self.compose(list(job))  # raises Hydra's own error
         return cfg
+
+
+def sweep_job(master: DictConfig, context: HydraContext, overrides: list[str]) -> DictConfig:
+    """Job ``overrides`` of the sweep whose composed config is ``master``, with its Hydra
+    node, composed under the sweep's own Hydra overrides as Hydra's
+    ``ConfigLoader.load_sweep_config`` composes it (the sweeper's check, the launcher's
+    plan)."""
+    hydra = list(OmegaConf.to_container(master.hydra.overrides.hydra))
+    return context.config_loader.load_configuration(
+        config_name=master.hydra.job.config_name,
+        overrides=[*hydra, *overrides],
+        run_mode=RunMode.RUN,
+    )
 
 
 def choosing(override: Override) -> bool:

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, RunMode
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import HydraContext
+from omegaconf import DictConfig
 
 from gradinv_exp.runs import preflight
 
@@ -42,15 +42,9 @@ class ComposedSweeper(BasicSweeper):
         self.composer = preflight.Composer(self.compose)
 
     def compose(self, overrides: list[str]) -> DictConfig:
-        """The config of ``overrides`` under this sweep's own Hydra overrides, as the
-        launcher will compose it (``ConfigLoader.load_sweep_config``)."""
+        """The config of ``overrides`` as the launcher will compose it."""
         assert self.config is not None and self.hydra_context is not None
-        hydra = list(OmegaConf.to_container(self.config.hydra.overrides.hydra))
-        return self.hydra_context.config_loader.load_configuration(
-            config_name=self.config.hydra.job.config_name,
-            overrides=[*hydra, *overrides],
-            run_mode=RunMode.RUN,
-        )
+        return preflight.sweep_job(self.config, self.hydra_context, overrides)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         for overrides in batch:
